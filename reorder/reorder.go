@@ -1,0 +1,265 @@
+// Package reorder puts the packets of a bond back in sequence order before
+// they reach the TUN. It is pure logic: the caller passes the time in, so
+// tests drive it with a fake clock.
+package reorder
+
+import (
+	"fmt"
+	"sync/atomic"
+	"time"
+)
+
+// Config sets the buffer's limits.
+type Config struct {
+	Window  int           // most packets held; a packet further ahead forces the oldest out
+	Timeout time.Duration // longest wait for a missing packet
+	Paths   int           // number of paths feeding the buffer (for fast loss detection)
+}
+
+// Stats are counters read concurrently by the metrics collector.
+type Stats struct {
+	Released      atomic.Uint64 // packets handed on, in order
+	Holes         atomic.Uint64 // missing sequence numbers given up, for any reason
+	HolesTimeout  atomic.Uint64 // ... after waiting Timeout
+	HolesLost     atomic.Uint64 // ... because every path had moved past them (fast loss detection)
+	HolesOverflow atomic.Uint64 // ... because the window was full
+	Overflow      atomic.Uint64 // packets released early because the window was full
+	Late          atomic.Uint64 // dropped: older than what was already released
+	Duplicate     atomic.Uint64 // dropped: already held
+	Resync        atomic.Uint64 // sequence restarted (peer restart): buffer flushed
+	Depth         atomic.Int64  // packets held now
+	Wait          Histogram     // time released packets spent held
+}
+
+type slot[T any] struct {
+	item    T
+	at      time.Time
+	present bool
+}
+
+// Buffer reorders items of type T (the caller's packet handle). It is not
+// safe for concurrent use: one goroutine owns it.
+type Buffer[T any] struct {
+	cfg     Config
+	slots   []slot[T]
+	release func(T)
+	next    uint32 // next sequence number to release
+	started bool
+	held    int
+	// holeSince is when the hole at next was first seen (the earliest
+	// arrival of a held packet); valid while held > 0.
+	holeSince time.Time
+	// wm[p] is the highest sequence number known to have left on path p
+	// before everything received on p so far; paths deliver in order.
+	wm     []uint32
+	wmOK   []bool
+	active []bool
+	Stats  Stats
+}
+
+// New returns a buffer that hands released items to release, in order.
+func New[T any](cfg Config, release func(T)) (*Buffer[T], error) {
+	if cfg.Window < 1 || cfg.Window > 1<<20 {
+		return nil, fmt.Errorf("window %d out of range 1..1048576", cfg.Window)
+	}
+	if cfg.Timeout <= 0 {
+		return nil, fmt.Errorf("timeout %v must be positive", cfg.Timeout)
+	}
+	b := &Buffer[T]{cfg: cfg, slots: make([]slot[T], cfg.Window), release: release,
+		wm: make([]uint32, cfg.Paths), wmOK: make([]bool, cfg.Paths), active: make([]bool, cfg.Paths)}
+	for i := range b.active {
+		b.active[i] = true
+	}
+	return b, nil
+}
+
+func (b *Buffer[T]) slot(seq uint32) *slot[T] { return &b.slots[seq%uint32(len(b.slots))] }
+
+// Held returns the number of packets waiting.
+func (b *Buffer[T]) Held() int { return b.held }
+
+// Push adds a packet with sequence seq received on path at time now, and
+// releases what is now in order. It returns false if the packet was dropped
+// (late or duplicate); the item then still belongs to the caller.
+func (b *Buffer[T]) Push(seq uint32, path int, item T, now time.Time) bool {
+	if !b.started {
+		b.started, b.next = true, seq
+	}
+	b.noteWatermark(path, seq)
+	d := int64(int32(seq - b.next))
+	w := int64(len(b.slots))
+	switch {
+	case d < -w:
+		// Far behind what we released: the sender restarted its sequence.
+		b.Stats.Resync.Add(1)
+		b.Flush(now)
+		b.next = seq
+		d = 0
+	case d < 0:
+		b.Stats.Late.Add(1)
+		b.advance(now)
+		return false
+	case d >= w:
+		b.overflow(seq-uint32(w)+1, now)
+	}
+	s := b.slot(seq)
+	if s.present {
+		b.Stats.Duplicate.Add(1)
+		return false
+	}
+	s.item, s.at, s.present = item, now, true
+	if b.held == 0 || now.Before(b.holeSince) {
+		b.holeSince = now
+	}
+	b.held++
+	b.advance(now)
+	return true
+}
+
+// Watermark records that every packet up to seq meant for path has left the
+// sender before something that has now arrived on that path (a keepalive).
+func (b *Buffer[T]) Watermark(path int, seq uint32, now time.Time) {
+	b.noteWatermark(path, seq)
+	b.advance(now)
+}
+
+// SetActive includes or excludes a path from fast loss detection: a dead
+// path's stale watermark must not hold holes until the timeout.
+func (b *Buffer[T]) SetActive(path int, active bool, now time.Time) {
+	b.active[path] = active
+	b.advance(now)
+}
+
+func (b *Buffer[T]) noteWatermark(path int, seq uint32) {
+	if path < 0 || path >= len(b.wm) {
+		return
+	}
+	if !b.wmOK[path] || int32(seq-b.wm[path]) > 0 {
+		b.wm[path], b.wmOK[path] = seq, true
+	}
+}
+
+// lost reports whether the missing seq can no longer arrive: every active
+// path has delivered (or announced) something sent after it.
+func (b *Buffer[T]) lost(seq uint32) bool {
+	n := 0
+	for p, a := range b.active {
+		if !a {
+			continue
+		}
+		if !b.wmOK[p] || int32(b.wm[p]-seq) < 0 {
+			return false
+		}
+		n++
+	}
+	return n > 0
+}
+
+// advance releases the in-order run at the head and gives up holes that
+// fast loss detection proves lost.
+func (b *Buffer[T]) advance(now time.Time) {
+	moved := false
+	for b.held > 0 {
+		s := b.slot(b.next)
+		if s.present {
+			b.pop(s, now)
+			moved = true
+			continue
+		}
+		if !b.lost(b.next) {
+			break
+		}
+		b.Stats.HolesLost.Add(1)
+		b.Stats.Holes.Add(1)
+		b.next++
+		moved = true
+	}
+	if moved && b.held > 0 {
+		b.resetHoleSince()
+	}
+	b.Stats.Depth.Store(int64(b.held))
+}
+
+func (b *Buffer[T]) pop(s *slot[T], now time.Time) {
+	item := s.item
+	b.Stats.Wait.Observe(now.Sub(s.at))
+	var zero T
+	s.item, s.present = zero, false
+	b.held--
+	b.next++
+	b.Stats.Released.Add(1)
+	b.release(item)
+}
+
+// resetHoleSince sets holeSince to the earliest arrival among held packets:
+// the moment the new head hole became known.
+func (b *Buffer[T]) resetHoleSince() {
+	seen := 0
+	var first time.Time
+	for seq := b.next; seen < b.held; seq++ {
+		s := b.slot(seq)
+		if s.present {
+			if seen == 0 || s.at.Before(first) {
+				first = s.at
+			}
+			seen++
+		}
+	}
+	b.holeSince = first
+}
+
+// Deadline returns when Expire must next run, if a hole is being waited for.
+func (b *Buffer[T]) Deadline() (time.Time, bool) {
+	if b.held == 0 {
+		return time.Time{}, false
+	}
+	return b.holeSince.Add(b.cfg.Timeout), true
+}
+
+// Expire gives up holes that have been waited for Timeout and releases the
+// packets behind them.
+func (b *Buffer[T]) Expire(now time.Time) {
+	for b.held > 0 && !now.Before(b.holeSince.Add(b.cfg.Timeout)) {
+		for !b.slot(b.next).present {
+			b.Stats.HolesTimeout.Add(1)
+			b.Stats.Holes.Add(1)
+			b.next++
+		}
+		b.advance(now)
+	}
+	b.Stats.Depth.Store(int64(b.held))
+}
+
+// overflow releases or skips everything before upTo, so that upTo+window-1 fits.
+func (b *Buffer[T]) overflow(upTo uint32, now time.Time) {
+	for b.held > 0 && int32(upTo-b.next) > 0 {
+		if s := b.slot(b.next); s.present {
+			b.Stats.Overflow.Add(1)
+			b.pop(s, now)
+		} else {
+			b.Stats.HolesOverflow.Add(1)
+			b.Stats.Holes.Add(1)
+			b.next++
+		}
+	}
+	if int32(upTo-b.next) > 0 {
+		gap := uint64(upTo - b.next)
+		b.Stats.HolesOverflow.Add(gap)
+		b.Stats.Holes.Add(gap)
+		b.next = upTo
+	}
+	b.Stats.Depth.Store(int64(b.held))
+}
+
+// Flush releases everything held, in order, skipping holes (at stop, or on
+// a sequence restart).
+func (b *Buffer[T]) Flush(now time.Time) {
+	for b.held > 0 {
+		if s := b.slot(b.next); s.present {
+			b.pop(s, now)
+		} else {
+			b.next++
+		}
+	}
+	b.Stats.Depth.Store(0)
+}

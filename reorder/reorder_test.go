@@ -1,0 +1,262 @@
+package reorder
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+var t0 = time.Unix(1000, 0)
+
+type rig struct {
+	t   *testing.T
+	b   *Buffer[uint32]
+	out []uint32
+	now time.Time
+}
+
+func newRig(t *testing.T, window int, paths int) *rig {
+	r := &rig{t: t, now: t0}
+	var err error
+	r.b, err = New(Config{Window: window, Timeout: 50 * time.Millisecond, Paths: paths}, func(s uint32) { r.out = append(r.out, s) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (r *rig) push(path int, seqs ...uint32) {
+	for _, s := range seqs {
+		r.b.Push(s, path, s, r.now)
+	}
+}
+
+func (r *rig) expect(want ...uint32) {
+	r.t.Helper()
+	if !slices.Equal(r.out, want) {
+		r.t.Fatalf("released %v, want %v", r.out, want)
+	}
+	r.out = nil
+}
+
+func (r *rig) tick(d time.Duration) {
+	r.now = r.now.Add(d)
+	r.b.Expire(r.now)
+}
+
+func TestInOrder(t *testing.T) {
+	r := newRig(t, 16, 1)
+	r.push(0, 10, 11, 12)
+	r.expect(10, 11, 12)
+	if _, waiting := r.b.Deadline(); waiting {
+		t.Fatal("deadline set with nothing held")
+	}
+}
+
+func TestHoleFilledByOtherPath(t *testing.T) {
+	r := newRig(t, 16, 2)
+	r.push(0, 1)
+	r.push(0, 3, 5) // 2 and 4 on path 1, in flight
+	r.expect(1)
+	if r.b.Held() != 2 {
+		t.Fatalf("held %d", r.b.Held())
+	}
+	r.push(1, 2)
+	r.expect(2, 3)
+	r.push(1, 4)
+	r.expect(4, 5)
+	if r.b.Stats.Holes.Load() != 0 {
+		t.Fatal("holes given up without loss")
+	}
+}
+
+func TestFastLossDetection(t *testing.T) {
+	r := newRig(t, 64, 2)
+	r.push(0, 1)
+	r.push(1, 2)
+	r.push(0, 3, 5, 7) // path 0 carries odd
+	// 4 was sent on path 1 and is lost; 6 follows on path 1.
+	r.expect(1, 2, 3)
+	r.push(1, 6)
+	// Path 1 delivered 6 after 4: 4 is lost. Path 0 has passed 4 (7). No timeout needed.
+	r.expect(5, 6, 7)
+	if got := r.b.Stats.HolesLost.Load(); got != 1 {
+		t.Fatalf("fast-lost holes %d, want 1", got)
+	}
+	if r.b.Stats.HolesTimeout.Load() != 0 {
+		t.Fatal("timeout used")
+	}
+}
+
+func TestKeepaliveWatermarkAdvancesIdlePath(t *testing.T) {
+	r := newRig(t, 64, 2)
+	r.push(0, 1, 3)
+	r.expect(1)
+	// Path 1 is idle; its keepalive says everything up to 3 has left on it.
+	r.b.Watermark(1, 3, r.now)
+	r.expect(3)
+	if r.b.Stats.HolesLost.Load() != 1 {
+		t.Fatal("hole 2 not declared lost by the watermark")
+	}
+}
+
+func TestInactivePathIgnored(t *testing.T) {
+	r := newRig(t, 64, 2)
+	r.push(0, 1, 3)
+	r.expect(1)
+	r.b.SetActive(1, false, r.now) // path 1 died: only path 0 counts
+	r.expect(3)
+}
+
+func TestTimeout(t *testing.T) {
+	r := newRig(t, 64, 2)
+	r.push(0, 1, 3)
+	r.expect(1)
+	dl, ok := r.b.Deadline()
+	if !ok || !dl.Equal(t0.Add(50*time.Millisecond)) {
+		t.Fatalf("deadline %v %v", dl, ok)
+	}
+	r.tick(49 * time.Millisecond)
+	r.expect()
+	r.push(0, 6) // arrives later: hole 4-5 is detected now, not at t0
+	r.tick(time.Millisecond)
+	r.expect(3)
+	if got := r.b.Stats.HolesTimeout.Load(); got != 1 {
+		t.Fatalf("timeout holes %d", got)
+	}
+	r.tick(48 * time.Millisecond)
+	r.expect()
+	r.tick(time.Millisecond)
+	r.expect(6)
+	if got := r.b.Stats.HolesTimeout.Load(); got != 3 {
+		t.Fatalf("timeout holes %d, want 3", got)
+	}
+	if r.b.Held() != 0 {
+		t.Fatal("still holding")
+	}
+}
+
+func TestReleasesWhenTrafficStops(t *testing.T) {
+	r := newRig(t, 64, 1)
+	r.b.SetActive(0, false, r.now) // no fast detection: only the timer
+	r.push(0, 1, 5, 6, 9)
+	r.expect(1)
+	r.tick(50 * time.Millisecond)
+	r.expect(5, 6, 9)
+}
+
+func TestWindowOverflow(t *testing.T) {
+	r := newRig(t, 4, 2)
+	r.push(0, 1)
+	r.push(0, 3, 4)
+	r.expect(1)
+	r.push(0, 6) // window 4: 6 needs next ≥ 3: hole 2 skipped, then 3 4 are in order
+	r.expect(3, 4)
+	if r.b.Stats.HolesOverflow.Load() != 1 || r.b.Stats.Overflow.Load() != 0 {
+		t.Fatalf("overflow stats: holes %d released %d", r.b.Stats.HolesOverflow.Load(), r.b.Stats.Overflow.Load())
+	}
+	r.push(0, 100) // far ahead: everything before 97 goes, 6 released early
+	r.expect(6)
+	if r.b.Stats.Overflow.Load() != 1 || r.b.Stats.HolesOverflow.Load() != 1+1+90 {
+		t.Fatalf("overflow stats: holes %d released %d", r.b.Stats.HolesOverflow.Load(), r.b.Stats.Overflow.Load())
+	}
+	r.push(1, 97, 98, 99)
+	r.expect(97, 98, 99, 100)
+}
+
+func TestDuplicatesAndLate(t *testing.T) {
+	r := newRig(t, 16, 2)
+	r.push(0, 1, 3)
+	r.push(0, 3)
+	r.expect(1)
+	if r.b.Stats.Duplicate.Load() != 1 {
+		t.Fatal("duplicate not counted")
+	}
+	if r.b.Push(1, 0, 1, r.now) {
+		t.Fatal("late packet accepted")
+	}
+	if r.b.Stats.Late.Load() != 1 {
+		t.Fatal("late not counted")
+	}
+	r.push(1, 2)
+	r.expect(2, 3)
+	r.push(1, 3)
+	if r.b.Stats.Late.Load() != 2 {
+		t.Fatal("released packet again not counted as late")
+	}
+}
+
+func TestWraparound(t *testing.T) {
+	r := newRig(t, 16, 2)
+	r.push(0, 0xfffffffd, 0xffffffff, 1)
+	r.push(1, 0xfffffffe)
+	r.expect(0xfffffffd, 0xfffffffe, 0xffffffff)
+	r.push(1, 0)
+	r.expect(0, 1)
+	r.push(0, 0xffffffff)
+	if r.b.Stats.Late.Load() != 1 {
+		t.Fatal("pre-wrap packet after wrap not late")
+	}
+	// Fast loss across the wrap: 3 lost on path 1, which then delivers 4.
+	r.push(0, 2, 5)
+	r.expect(2)
+	r.push(1, 4)
+	r.expect(4, 5)
+}
+
+func TestSequenceRestart(t *testing.T) {
+	r := newRig(t, 16, 1)
+	r.push(0, 1000, 1001)
+	r.expect(1000, 1001)
+	r.push(0, 1) // peer restarted
+	r.expect(1)
+	if r.b.Stats.Resync.Load() != 1 {
+		t.Fatal("restart not counted")
+	}
+}
+
+func TestWaitHistogram(t *testing.T) {
+	r := newRig(t, 16, 2)
+	r.push(0, 1, 3)
+	r.now = r.now.Add(3 * time.Millisecond)
+	r.push(1, 2)
+	r.expect(1, 2, 3)
+	b, count, sum := r.b.Stats.Wait.Snapshot()
+	if count != 3 || b[0.002] != 2 || b[0.005] != 3 {
+		t.Fatalf("histogram %v count %d", b, count)
+	}
+	if sum < 0.0029 || sum > 0.0031 {
+		t.Fatalf("sum %v", sum)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	if _, err := New(Config{Window: 0, Timeout: time.Second}, func(int) {}); err == nil {
+		t.Fatal("window 0 accepted")
+	}
+	if _, err := New(Config{Window: 8}, func(int) {}); err == nil {
+		t.Fatal("timeout 0 accepted")
+	}
+}
+
+func BenchmarkPushInOrder(b *testing.B) {
+	buf, _ := New(Config{Window: 4096, Timeout: 50 * time.Millisecond, Paths: 2}, func(uint32) {})
+	b.ReportAllocs()
+	seq := uint32(0)
+	for b.Loop() {
+		buf.Push(seq, int(seq&1), seq, t0)
+		seq++
+	}
+}
+
+func BenchmarkPushReordered(b *testing.B) {
+	buf, _ := New(Config{Window: 4096, Timeout: 50 * time.Millisecond, Paths: 2}, func(uint32) {})
+	b.ReportAllocs()
+	seq := uint32(0)
+	for b.Loop() {
+		// pairs swapped: 1 0 3 2 5 4 ...
+		s := seq ^ 1
+		buf.Push(s, int(s&1), s, t0)
+		seq++
+	}
+}
