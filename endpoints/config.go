@@ -30,12 +30,12 @@ type Config struct {
 		Address string `mapstructure:"address"`
 		MTU     int    `mapstructure:"mtu"`
 	} `mapstructure:"tun"`
-	Encap       string `mapstructure:"encap"`
-	Key         int64  `mapstructure:"key"`
-	Checksum    bool   `mapstructure:"checksum"`
-	Scheduler   string `mapstructure:"scheduler"`
-	BatchSize   int    `mapstructure:"batch_size"`
-	Reorder     struct {
+	Encap     string `mapstructure:"encap"`
+	Key       int64  `mapstructure:"key"`
+	Checksum  bool   `mapstructure:"checksum"`
+	Scheduler string `mapstructure:"scheduler"`
+	BatchSize int    `mapstructure:"batch_size"`
+	Reorder   struct {
 		Window  int           `mapstructure:"window"`
 		Timeout time.Duration `mapstructure:"timeout"`
 	} `mapstructure:"reorder"`
@@ -69,23 +69,23 @@ type PathConfig struct {
 const DefaultControlSocket = "/run/tunbond/endpoint.sock"
 
 var defaults = map[string]any{
-	"tun.name":              "bond0",
-	"tun.address":           "",
-	"tun.mtu":               0,
-	"encap":                 "gre",
-	"key":                   0,
-	"checksum":              false,
-	"scheduler":             "wrr",
-	"batch_size":            64,
-	"reorder.window":        4096,
-	"reorder.timeout":       "50ms",
-	"keepalive.interval":    "200ms",
-	"keepalive.misses":      3,
-	"routing":               "none",
-	"route_table":           7700,
-	"rule_priority":         7700,
-	"metrics.listen":        "",
-	"control.socket":        DefaultControlSocket,
+	"tun.name":           "bond0",
+	"tun.address":        "",
+	"tun.mtu":            0,
+	"encap":              "gre",
+	"key":                0,
+	"checksum":           false,
+	"scheduler":          "wrr",
+	"batch_size":         64,
+	"reorder.window":     4096,
+	"reorder.timeout":    "50ms",
+	"keepalive.interval": "200ms",
+	"keepalive.misses":   3,
+	"routing":            "none",
+	"route_table":        7700,
+	"rule_priority":      7700,
+	"metrics.listen":     "",
+	"control.socket":     DefaultControlSocket,
 }
 
 // EndpointFlags declares the flags that override the main keys.

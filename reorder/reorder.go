@@ -118,13 +118,19 @@ func (b *Buffer[T]) Push(seq uint32, path int, item T, now time.Time) bool {
 
 // Watermark records that every packet up to seq meant for path has left the
 // sender before something that has now arrived on that path (a keepalive).
+// Before any data, a watermark also sets where the sequence starts, so the
+// first packets are not judged by whichever happens to arrive first.
 func (b *Buffer[T]) Watermark(path int, seq uint32, now time.Time) {
+	if !b.started {
+		b.started, b.next = true, seq+1
+	}
 	b.noteWatermark(path, seq)
 	b.advance(now)
 }
 
-// SetActive includes or excludes a path from fast loss detection: a dead
-// path's stale watermark must not hold holes until the timeout.
+// SetActive includes or excludes a path from fast loss detection: a silent
+// path's stale watermark must not hold holes until the timeout. Anything
+// received on a path (Push, Watermark) makes it active again.
 func (b *Buffer[T]) SetActive(path int, active bool, now time.Time) {
 	b.active[path] = active
 	b.advance(now)
@@ -134,6 +140,7 @@ func (b *Buffer[T]) noteWatermark(path int, seq uint32) {
 	if path < 0 || path >= len(b.wm) {
 		return
 	}
+	b.active[path] = true
 	if !b.wmOK[path] || int32(seq-b.wm[path]) > 0 {
 		b.wm[path], b.wmOK[path] = seq, true
 	}

@@ -44,6 +44,15 @@ func (r *rig) tick(d time.Duration) {
 	r.b.Expire(r.now)
 }
 
+func TestSinglePathGapIsLoss(t *testing.T) {
+	r := newRig(t, 64, 1)
+	r.push(0, 1, 5) // one path delivers in order: 2-4 are lost
+	r.expect(1, 5)
+	if r.b.Stats.HolesLost.Load() != 3 {
+		t.Fatalf("lost %d", r.b.Stats.HolesLost.Load())
+	}
+}
+
 func TestInOrder(t *testing.T) {
 	r := newRig(t, 16, 1)
 	r.push(0, 10, 11, 12)
@@ -104,8 +113,13 @@ func TestInactivePathIgnored(t *testing.T) {
 	r := newRig(t, 64, 2)
 	r.push(0, 1, 3)
 	r.expect(1)
-	r.b.SetActive(1, false, r.now) // path 1 died: only path 0 counts
+	r.b.SetActive(1, false, r.now) // path 1 went silent: only path 0 counts
 	r.expect(3)
+	r.b.Watermark(1, 3, r.now) // path 1 heard from again: it counts again
+	r.push(0, 5)
+	r.expect()
+	r.push(1, 4)
+	r.expect(4, 5)
 }
 
 func TestTimeout(t *testing.T) {
@@ -137,8 +151,7 @@ func TestTimeout(t *testing.T) {
 }
 
 func TestReleasesWhenTrafficStops(t *testing.T) {
-	r := newRig(t, 64, 1)
-	r.b.SetActive(0, false, r.now) // no fast detection: only the timer
+	r := newRig(t, 64, 2) // path 1 has said nothing: no fast detection, only the timer
 	r.push(0, 1, 5, 6, 9)
 	r.expect(1)
 	r.tick(50 * time.Millisecond)
@@ -259,4 +272,13 @@ func BenchmarkPushReordered(b *testing.B) {
 		buf.Push(s, int(s&1), s, t0)
 		seq++
 	}
+}
+
+func TestWatermarkSetsStart(t *testing.T) {
+	r := newRig(t, 16, 2)
+	r.b.Watermark(0, 99, r.now) // peer: everything up to 99 already sent
+	r.push(1, 101)
+	r.expect()
+	r.push(0, 100)
+	r.expect(100, 101)
 }
