@@ -209,3 +209,39 @@ func BenchmarkEncapSchedule(b *testing.B) {
 		codec.EncapData(buf, tunnel.Headroom, len(inner), seq)
 	}
 }
+
+func TestEngineMetrics(t *testing.T) {
+	ep := newEnginePair(t, tunnel.EncapGRE, "rr", 1, 1)
+	ep.send(t, 100)
+	mfs, err := ep.b.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				key += "," + l.GetValue()
+			}
+			switch {
+			case m.Counter != nil:
+				found[key] = m.Counter.GetValue()
+			case m.Gauge != nil:
+				found[key] = m.Gauge.GetValue()
+			case m.Histogram != nil:
+				found[key] = float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	rx := found["tunbond_path_rx_packets_total,p0"] + found["tunbond_path_rx_packets_total,p1"]
+	if rx != 100 || found["tunbond_tun_tx_packets_total"] != 100 || found["tunbond_reorder_wait_seconds"] != 100 {
+		t.Fatalf("rx %v, tun tx %v, wait samples %v", rx, found["tunbond_tun_tx_packets_total"], found["tunbond_reorder_wait_seconds"])
+	}
+	if found["tunbond_path_up,p0"] != 1 {
+		t.Fatal("path_up missing")
+	}
+	if _, ok := found["tunbond_rx_dropped_total,p0,wrong_key"]; !ok {
+		t.Fatal("drop reasons missing")
+	}
+}

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/spf13/pflag"
+
+	"github.com/tunbond/tunbond/endpoints"
+)
+
+func runEndpoint(args []string) error {
+	fs := pflag.NewFlagSet("endpoint", pflag.ContinueOnError)
+	endpoints.EndpointFlags(fs)
+	debug := fs.Bool("debug", false, "debug logging")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	file, _ := fs.GetString("config")
+	if file == "" {
+		return errors.New("endpoint: --config FILE is required (see testdata/site-a.yaml)")
+	}
+	cfg, err := endpoints.LoadConfig(file, fs)
+	if err != nil {
+		return err
+	}
+	level := slog.LevelInfo
+	if *debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ep, err := endpoints.StartEndpoint(cfg, nil, log)
+	if err != nil {
+		return err
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	s := <-sig
+	log.Info("stopping", "signal", s.String())
+	return ep.Close()
+}
+
+func runCtl(args []string) error {
+	fs := pflag.NewFlagSet("ctl", pflag.ContinueOnError)
+	socket := fs.String("socket", endpoints.DefaultControlSocket, "control socket of the endpoint")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	var req endpoints.ControlRequest
+	switch {
+	case len(rest) == 0 || rest[0] == "status":
+		req.Cmd = "status"
+	case rest[0] == "weight" && len(rest) == 3:
+		w, err := strconv.ParseInt(rest[2], 10, 64)
+		if err != nil {
+			return fmt.Errorf("ctl weight: %q is not a number", rest[2])
+		}
+		req = endpoints.ControlRequest{Cmd: "weight", Path: rest[1], Weight: w}
+	default:
+		return errors.New("ctl: status | weight PATH WEIGHT")
+	}
+	resp, err := endpoints.Control(*socket, req)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(os.Stdout).Encode(resp)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "PATH\tSTATE\tWEIGHT\tRTT ms\tTX pkts\tTX bytes\tRX pkts\tRX bytes\tTX errs\tRX drops\t")
+	for _, p := range resp.Paths {
+		state := "down"
+		if p.Up {
+			state = "up"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.2f\t%d\t%d\t%d\t%d\t%d\t%d\t\n", p.Name, state, p.Weight, p.RTTMs,
+			p.TxPackets, p.TxBytes, p.RxPackets, p.RxBytes, p.TxErrors, p.Dropped)
+	}
+	tw.Flush()
+	if resp.Reorder != nil {
+		fmt.Printf("reorder: %v\n", resp.Reorder)
+	}
+	return nil
+}

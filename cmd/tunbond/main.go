@@ -1,0 +1,49 @@
+// Command tunbond bonds uplinks into one link (endpoint), drives a running
+// endpoint (ctl), and measures bonding in network namespaces (lab).
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `tunbond: bond several uplinks into one link over GRE/IPIP tunnels.
+
+Usage:
+  tunbond endpoint --config FILE [flags]   run one end of a bond
+  tunbond ctl [--socket PATH] status       show the paths of a running endpoint
+  tunbond ctl [--socket PATH] weight PATH W   change a path's weight live
+  tunbond lab bond [flags]                 measure bonding in network namespaces
+  tunbond version
+
+Run "tunbond COMMAND --help" for a command's flags.
+`
+
+var version = "dev"
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "endpoint":
+		err = runEndpoint(os.Args[2:])
+	case "ctl":
+		err = runCtl(os.Args[2:])
+	case "lab":
+		err = runLab(os.Args[2:])
+	case "version":
+		fmt.Println("tunbond", version)
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "tunbond: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tunbond:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,140 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/tunbond/tunbond/endpoints"
+)
+
+// BondSpec describes a two-site bond over direct veth uplinks.
+type BondSpec struct {
+	Weights   []int64 // one per uplink
+	Encap     string  // gre (default) | ipip
+	Scheduler string  // wrr (default)
+	Key       int64
+	Reorder   time.Duration // reorder.timeout; 0: 50ms
+	Log       *slog.Logger  // nil: discard
+}
+
+// Bond addresses: uplink i is 10.100.i.1/30 (site A) ↔ 10.100.i.2/30 (site
+// B); the bond is 10.77.0.1/30 ↔ 10.77.0.2/30.
+const (
+	BondAddrA = "10.77.0.1"
+	BondAddrB = "10.77.0.2"
+)
+
+// UplinkName is the interface name of uplink i on both sites.
+func UplinkName(i int) string { return fmt.Sprintf("ul%d", i) }
+
+func uplinkAddr(i, side int) string { return fmt.Sprintf("10.100.%d.%d", i, side) }
+
+// BondTopology is site A and site B joined by n veth uplinks.
+func BondTopology(n int) Topology {
+	t := Topology{Namespaces: []string{"a", "b"}}
+	for i := 0; i < n; i++ {
+		t.Links = append(t.Links, Link{
+			A: End{NS: "a", Name: UplinkName(i), Addr: uplinkAddr(i, 1) + "/30"},
+			B: End{NS: "b", Name: UplinkName(i), Addr: uplinkAddr(i, 2) + "/30"},
+		})
+	}
+	return t
+}
+
+// Bond is a running two-site bond.
+type Bond struct {
+	Net  *Net
+	A, B *endpoints.Endpoint
+}
+
+// EndpointConfig returns the config of one site (side 1 = A, 2 = B).
+func (s BondSpec) EndpointConfig(side int) *endpoints.Config {
+	c := &endpoints.Config{}
+	c.TUN.Name = "bond0"
+	c.TUN.Address = map[int]string{1: BondAddrA, 2: BondAddrB}[side] + "/30"
+	c.Encap = s.Encap
+	if c.Encap == "" {
+		c.Encap = "gre"
+	}
+	c.Key = s.Key
+	if c.Key == 0 {
+		c.Key = 7
+	}
+	c.Scheduler = s.Scheduler
+	if c.Scheduler == "" {
+		c.Scheduler = "wrr"
+	}
+	c.BatchSize = 64
+	c.Reorder.Window = 4096
+	c.Reorder.Timeout = s.Reorder
+	if c.Reorder.Timeout == 0 {
+		c.Reorder.Timeout = 50 * time.Millisecond
+	}
+	c.Keepalive.Interval = 200 * time.Millisecond
+	c.Keepalive.Misses = 3
+	c.Routing = "manage"
+	c.RouteTable = 7700
+	c.RulePriority = 7700
+	for i, w := range s.Weights {
+		c.Paths = append(c.Paths, endpoints.PathConfig{
+			Name: UplinkName(i), Local: uplinkAddr(i, side), Remote: uplinkAddr(i, 3-side),
+			Device: UplinkName(i), Weight: w,
+		})
+	}
+	return c
+}
+
+// StartBond builds the topology and starts both endpoints, and waits until
+// every path is up on both sides.
+func StartBond(ctx context.Context, id string, s BondSpec) (_ *Bond, err error) {
+	net, err := BondTopology(len(s.Weights)).Build(id)
+	if err != nil {
+		return nil, err
+	}
+	b := &Bond{Net: net}
+	defer func() {
+		if err != nil {
+			b.Close()
+		}
+	}()
+	log := s.Log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	for side, ns := range map[int]*Namespace{1: net.NS("a"), 2: net.NS("b")} {
+		cfg := s.EndpointConfig(side)
+		if err := cfg.Validate(); err != nil {
+			return nil, err
+		}
+		ep, err := endpoints.StartEndpoint(cfg, ns.Host(), log.With("site", ns.Name))
+		if err != nil {
+			return nil, fmt.Errorf("site %s: %w", ns.Name, err)
+		}
+		if side == 1 {
+			b.A = ep
+		} else {
+			b.B = ep
+		}
+	}
+	for i := range s.Weights {
+		for _, ep := range []*endpoints.Endpoint{b.A, b.B} {
+			if err := ep.Engine().WaitPath(ctx, UplinkName(i), true); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return b, nil
+}
+
+// Close stops both endpoints and deletes the namespaces.
+func (b *Bond) Close() error {
+	for _, ep := range []*endpoints.Endpoint{b.A, b.B} {
+		if ep != nil {
+			ep.Close()
+		}
+	}
+	return b.Net.Close()
+}

@@ -1,0 +1,131 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func startBond(t *testing.T, spec BondSpec) *Bond {
+	t.Helper()
+	requireRoot(t)
+	id := newID(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, err := StartBond(ctx, id, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return b
+}
+
+func TestBondPingAndTransfer(t *testing.T) {
+	for _, weights := range [][]int64{{100, 30}, {100, 50, 20}} {
+		t.Run(fmt.Sprintf("%d-uplinks", len(weights)), func(t *testing.T) {
+			b := startBond(t, BondSpec{Weights: weights})
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+
+			rtts, err := Ping(ctx, b.Net.NS("a"), BondAddrB, 5, 20*time.Millisecond)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, r := range rtts {
+				if r == 0 {
+					t.Fatalf("ping %d through the bond got no reply", i)
+				}
+			}
+
+			before := b.A.Engine().Status()
+			res, err := Transfer(ctx, b.Net.NS("a"), b.Net.NS("b"), BondAddrB, 200<<20, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("200 MB through %d uplinks in %v (%.0f Mbit/s), sha256 %x", len(weights), res.Duration.Round(time.Millisecond), res.GoodputMbps(), res.ReceivedSHA256[:8])
+
+			after := b.A.Engine().Status()
+			var total float64
+			sum := int64(0)
+			for i := range after {
+				total += float64(after[i].TxBytes - before[i].TxBytes)
+				sum += weights[i]
+			}
+			for i := range after {
+				share := float64(after[i].TxBytes-before[i].TxBytes) / total
+				want := float64(weights[i]) / float64(sum)
+				t.Logf("%s: %.4f of the bytes, weight share %.4f", after[i].Name, share, want)
+				if math.Abs(share-want) > 0.05*want {
+					t.Errorf("%s carried %.4f of the bytes, want %.4f ±5%%", after[i].Name, share, want)
+				}
+			}
+		})
+	}
+}
+
+func TestBondSurvivesUplinkDown(t *testing.T) {
+	b := startBond(t, BondSpec{Weights: []int64{1, 1}})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var progress atomic.Int64
+	type result struct {
+		r   TransferResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, err := Transfer(ctx, b.Net.NS("a"), b.Net.NS("b"), BondAddrB, 200<<20, &progress)
+		done <- result{r, err}
+	}()
+	// Wait until the transfer is well under way (a quarter of it), then
+	// take uplink 1 down on site A.
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for progress.Load() < 50<<20 {
+		select {
+		case r := <-done:
+			t.Fatalf("transfer ended before the uplink went down: %v", r.err)
+		case <-tick.C:
+		}
+	}
+	if err := b.Net.SetLinkUp("a", UplinkName(1), false); err != nil {
+		t.Fatal(err)
+	}
+	downAt := time.Now()
+	detect := make(chan time.Duration, 2)
+	for _, ep := range []*Bond{b} {
+		for _, e := range []interface {
+			WaitPath(context.Context, string, bool) error
+		}{ep.A.Engine(), ep.B.Engine()} {
+			go func() {
+				if err := e.WaitPath(ctx, UplinkName(1), false); err != nil {
+					detect <- -1
+					return
+				}
+				detect <- time.Since(downAt)
+			}()
+		}
+	}
+	for side := 0; side < 2; side++ {
+		d := <-detect
+		if d < 0 {
+			t.Fatal("path never marked down")
+		}
+		t.Logf("path marked down %v after the link went down", d.Round(time.Millisecond))
+		if d > time.Second {
+			t.Errorf("path marked down after %v, want under 1s", d)
+		}
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("transfer did not survive the uplink going down: %v", r.err)
+	}
+	t.Logf("200 MB completed in %v with one uplink lost at %d MB; sha256 matches", r.r.Duration.Round(time.Millisecond), 50)
+}

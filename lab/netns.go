@@ -1,0 +1,106 @@
+// Package lab builds network topologies in namespaces, emulates links, runs
+// traffic through them and compares tunbond with the alternatives.
+package lab
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os/exec"
+	"runtime"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/tunbond/tunbond/endpoints"
+)
+
+// Namespace is a named network namespace created by lab.
+type Namespace struct {
+	Name string
+	h    netns.NsHandle
+	NL   *netlink.Handle
+}
+
+// NewNamespace creates the named namespace (visible to `ip netns`) with lo up.
+func NewNamespace(name string) (*Namespace, error) {
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	defer orig.Close()
+	h, err := netns.NewNamed(name) // moves this thread into it
+	if serr := netns.Set(orig); serr != nil {
+		// The thread is stuck in the wrong namespace: keep it locked so
+		// it dies with this goroutine instead of serving others.
+		return nil, fmt.Errorf("netns: returning to the original namespace: %w", serr)
+	}
+	runtime.UnlockOSThread()
+	if err != nil {
+		return nil, fmt.Errorf("netns %s: %w", name, err)
+	}
+	n := &Namespace{Name: name, h: h}
+	if n.NL, err = netlink.NewHandleAt(h); err != nil {
+		n.Close()
+		return nil, err
+	}
+	lo, err := n.NL.LinkByName("lo")
+	if err == nil {
+		err = n.NL.LinkSetUp(lo)
+	}
+	if err != nil {
+		n.Close()
+		return nil, fmt.Errorf("netns %s: lo up: %w", name, err)
+	}
+	return n, nil
+}
+
+// Do runs f on a thread inside the namespace: sockets and devices f creates
+// belong to it, and so do processes f starts.
+func (n *Namespace) Do(f func() error) error {
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer orig.Close()
+	if err := netns.Set(n.h); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("enter netns %s: %w", n.Name, err)
+	}
+	ferr := f()
+	if err := netns.Set(orig); err != nil {
+		return errors.Join(ferr, fmt.Errorf("leave netns %s: %w", n.Name, err)) // thread stays locked and dies
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}
+
+// Host is the namespace as an endpoint sees it.
+func (n *Namespace) Host() *endpoints.Host { return &endpoints.Host{NL: n.NL, Do: n.Do} }
+
+// Start starts cmd inside the namespace.
+func (n *Namespace) Start(cmd *exec.Cmd) error {
+	return n.Do(cmd.Start)
+}
+
+// Close deletes the namespace; its interfaces (and the veth peers) go with it
+// once nothing holds it.
+func (n *Namespace) Close() error {
+	if n.NL != nil {
+		n.NL.Close()
+	}
+	n.h.Close()
+	return netns.DeleteNamed(n.Name)
+}
+
+// RunID returns a short random id that makes a run's names unique.
+func RunID() string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
