@@ -36,8 +36,9 @@ type Config struct {
 	Scheduler string `mapstructure:"scheduler"`
 	BatchSize int    `mapstructure:"batch_size"`
 	Reorder   struct {
-		Window  int           `mapstructure:"window"`
-		Timeout time.Duration `mapstructure:"timeout"`
+		Window    int           `mapstructure:"window"`
+		Timeout   time.Duration `mapstructure:"timeout"`
+		LossGrace time.Duration `mapstructure:"loss_grace"`
 	} `mapstructure:"reorder"`
 	Keepalive struct {
 		Interval time.Duration `mapstructure:"interval"`
@@ -264,6 +265,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Reorder.Timeout <= 0 || c.Reorder.Timeout > 10*time.Second {
 		bad("reorder.timeout", "%v out of range (0, 10s]", c.Reorder.Timeout)
+	}
+	if c.Reorder.LossGrace < 0 || c.Reorder.LossGrace > c.Reorder.Timeout {
+		bad("reorder.loss_grace", "%v out of range 0..reorder.timeout", c.Reorder.LossGrace)
 	}
 	if c.Keepalive.Interval < 10*time.Millisecond || c.Keepalive.Interval > time.Minute {
 		bad("keepalive.interval", "%v out of range 10ms..1m", c.Keepalive.Interval)

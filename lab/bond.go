@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -73,6 +74,7 @@ func (s BondSpec) EndpointConfig(side int) *endpoints.Config {
 	if c.Reorder.Timeout == 0 {
 		c.Reorder.Timeout = 50 * time.Millisecond
 	}
+	c.Reorder.LossGrace = time.Millisecond
 	c.Keepalive.Interval = 200 * time.Millisecond
 	c.Keepalive.Misses = 3
 	c.Routing = "manage"
@@ -89,15 +91,26 @@ func (s BondSpec) EndpointConfig(side int) *endpoints.Config {
 
 // StartBond builds the topology and starts both endpoints, and waits until
 // every path is up on both sides.
-func StartBond(ctx context.Context, id string, s BondSpec) (_ *Bond, err error) {
+func StartBond(ctx context.Context, id string, s BondSpec) (*Bond, error) {
 	net, err := BondTopology(len(s.Weights)).Build(id)
 	if err != nil {
 		return nil, err
 	}
+	b, err := StartBondOn(ctx, net, s)
+	if err != nil {
+		net.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// StartBondOn starts the two endpoints on a built bond topology. Stop
+// closes them and leaves the topology.
+func StartBondOn(ctx context.Context, net *Net, s BondSpec) (_ *Bond, err error) {
 	b := &Bond{Net: net}
 	defer func() {
 		if err != nil {
-			b.Close()
+			b.Stop()
 		}
 	}()
 	log := s.Log
@@ -129,12 +142,19 @@ func StartBond(ctx context.Context, id string, s BondSpec) (_ *Bond, err error) 
 	return b, nil
 }
 
-// Close stops both endpoints and deletes the namespaces.
-func (b *Bond) Close() error {
+// Stop stops both endpoints (removing their TUNs, routes and rules).
+func (b *Bond) Stop() error {
+	var errs []error
 	for _, ep := range []*endpoints.Endpoint{b.A, b.B} {
 		if ep != nil {
-			ep.Close()
+			errs = append(errs, ep.Close())
 		}
 	}
-	return b.Net.Close()
+	b.A, b.B = nil, nil
+	return errors.Join(errs...)
+}
+
+// Close stops both endpoints and deletes the namespaces.
+func (b *Bond) Close() error {
+	return errors.Join(b.Stop(), b.Net.Close())
 }

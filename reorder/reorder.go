@@ -13,7 +13,12 @@ import (
 type Config struct {
 	Window  int           // most packets held; a packet further ahead forces the oldest out
 	Timeout time.Duration // longest wait for a missing packet
-	Paths   int           // number of paths feeding the buffer (for fast loss detection)
+	// LossGrace is how long a hole that every path has moved past is still
+	// waited for: paths are FIFO only nearly (a veth queues to per-CPU
+	// backlogs, a LAG spreads over links), so a packet may trail a later
+	// one on its own path by a little. Like RACK's reordering window.
+	LossGrace time.Duration
+	Paths     int // number of paths feeding the buffer (for fast loss detection)
 }
 
 // Stats are counters read concurrently by the metrics collector.
@@ -64,6 +69,9 @@ func New[T any](cfg Config, release func(T)) (*Buffer[T], error) {
 	}
 	if cfg.Timeout <= 0 {
 		return nil, fmt.Errorf("timeout %v must be positive", cfg.Timeout)
+	}
+	if cfg.LossGrace < 0 || cfg.LossGrace > cfg.Timeout {
+		return nil, fmt.Errorf("loss grace %v must be between 0 and the timeout %v", cfg.LossGrace, cfg.Timeout)
 	}
 	b := &Buffer[T]{cfg: cfg, slots: make([]slot[T], cfg.Window), release: release,
 		wm: make([]uint32, cfg.Paths), wmOK: make([]bool, cfg.Paths), active: make([]bool, cfg.Paths)}
@@ -173,7 +181,7 @@ func (b *Buffer[T]) advance(now time.Time) {
 			moved = true
 			continue
 		}
-		if !b.lost(b.next) {
+		if !b.lost(b.next) || now.Before(b.holeSince.Add(b.cfg.LossGrace)) {
 			break
 		}
 		b.Stats.HolesLost.Add(1)
@@ -215,17 +223,23 @@ func (b *Buffer[T]) resetHoleSince() {
 	b.holeSince = first
 }
 
-// Deadline returns when Expire must next run, if a hole is being waited for.
+// Deadline returns when Expire must next run, if a hole is being waited
+// for: the end of the loss grace if the paths have moved past the hole, else
+// the timeout.
 func (b *Buffer[T]) Deadline() (time.Time, bool) {
 	if b.held == 0 {
 		return time.Time{}, false
 	}
+	if b.lost(b.next) {
+		return b.holeSince.Add(b.cfg.LossGrace), true
+	}
 	return b.holeSince.Add(b.cfg.Timeout), true
 }
 
-// Expire gives up holes that have been waited for Timeout and releases the
-// packets behind them.
+// Expire gives up holes proven lost once their grace is over, and holes that
+// have been waited for Timeout, and releases the packets behind them.
 func (b *Buffer[T]) Expire(now time.Time) {
+	b.advance(now)
 	for b.held > 0 && !now.Before(b.holeSince.Add(b.cfg.Timeout)) {
 		for !b.slot(b.next).present {
 			b.Stats.HolesTimeout.Add(1)

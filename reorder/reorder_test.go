@@ -282,3 +282,34 @@ func TestWatermarkSetsStart(t *testing.T) {
 	r.push(0, 100)
 	r.expect(100, 101)
 }
+
+func TestLossGrace(t *testing.T) {
+	r := &rig{t: t, now: t0}
+	var err error
+	r.b, err = New(Config{Window: 64, Timeout: 50 * time.Millisecond, LossGrace: 2 * time.Millisecond, Paths: 2},
+		func(s uint32) { r.out = append(r.out, s) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.push(0, 1)
+	r.push(1, 2)
+	r.push(0, 4) // 3 was on path 1
+	r.push(1, 5) // both paths past 3: lost, but it may still trail on its path
+	r.expect(1, 2)
+	if dl, _ := r.b.Deadline(); !dl.Equal(t0.Add(2 * time.Millisecond)) {
+		t.Fatalf("deadline %v, want the end of the grace", dl.Sub(t0))
+	}
+	r.now = r.now.Add(time.Millisecond)
+	r.push(1, 3) // it did trail: not lost after all
+	r.expect(3, 4, 5)
+	r.push(0, 7)
+	r.push(1, 8) // 6 is lost for good
+	r.tick(2 * time.Millisecond)
+	r.expect(7, 8)
+	if r.b.Stats.HolesLost.Load() != 1 || r.b.Stats.Late.Load() != 0 || r.b.Stats.HolesTimeout.Load() != 0 {
+		t.Fatalf("lost %d late %d timeout %d", r.b.Stats.HolesLost.Load(), r.b.Stats.Late.Load(), r.b.Stats.HolesTimeout.Load())
+	}
+	if _, err := New(Config{Window: 8, Timeout: time.Millisecond, LossGrace: time.Second}, func(int) {}); err == nil {
+		t.Fatal("grace longer than the timeout accepted")
+	}
+}
