@@ -195,21 +195,6 @@ func TestEngineRuntimeWeight(t *testing.T) {
 	}
 }
 
-func BenchmarkEncapSchedule(b *testing.B) {
-	paths := []EnginePath{{Name: "a", Weight: 3}, {Name: "b", Weight: 1}}
-	_ = paths
-	codec := tunnel.Codec{Key: 7}
-	buf := make([]byte, 2048)
-	inner := tuntest.Ping(netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.1"))
-	copy(buf[tunnel.Headroom:], inner)
-	b.ReportAllocs()
-	seq := uint32(0)
-	for b.Loop() {
-		seq++
-		codec.EncapData(buf, tunnel.Headroom, len(inner), seq)
-	}
-}
-
 func TestEngineMetrics(t *testing.T) {
 	ep := newEnginePair(t, tunnel.EncapGRE, "rr", 1, 1)
 	ep.send(t, 100)
