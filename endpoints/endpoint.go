@@ -148,6 +148,9 @@ func (ep *Endpoint) configureTUN() error {
 	if err != nil {
 		return fmt.Errorf("tun.address: %w", err)
 	}
+	if err := nl.LinkSetMTU(l, ep.MTU); err != nil {
+		return fmt.Errorf("tun.mtu %d: %w", ep.MTU, err)
+	}
 	if err := nl.AddrReplace(l, a); err != nil {
 		return fmt.Errorf("tun.address %s: %w", ep.cfg.TUN.Address, err)
 	}

@@ -1,0 +1,147 @@
+package lab
+
+import (
+	"context"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/tunbond/tunbond/endpoints"
+)
+
+// TestManagedRoutingInstalledAndRemoved checks `routing: manage`: a table
+// per path with its on-link route and a `from <local>` rule while the
+// endpoint runs; none of it, nor the TUN, after it stops.
+func TestManagedRoutingInstalledAndRemoved(t *testing.T) {
+	b := startBond(t, BondSpec{Weights: []int64{1, 1}})
+	nl := b.Net.NS("a").NL
+	rulesFor := func() map[int]string {
+		rules, err := nl.RuleList(netlink.FAMILY_V4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[int]string{}
+		for _, r := range rules {
+			if r.Table >= 7700 && r.Table < 7710 && r.Src != nil {
+				out[r.Table] = r.Src.String()
+			}
+		}
+		return out
+	}
+	got := rulesFor()
+	for i := 0; i < 2; i++ {
+		if want := uplinkAddr(i, 1) + "/32"; got[7700+i] != want {
+			t.Fatalf("rule for table %d: %q, want from %s (all: %v)", 7700+i, got[7700+i], want, got)
+		}
+		routes, err := nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 7700 + i}, netlink.RT_FILTER_TABLE)
+		if err != nil || len(routes) == 0 {
+			t.Fatalf("table %d: %v %v", 7700+i, routes, err)
+		}
+	}
+	tun, err := nl.LinkByName("bond0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tun.Attrs().MTU != 1500-32 {
+		t.Fatalf("TUN MTU %d, want 1468 (1500 − GRE with key and sequence − IPv4)", tun.Attrs().MTU)
+	}
+	if err := b.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if left := rulesFor(); len(left) != 0 {
+		t.Fatalf("rules left after stop: %v", left)
+	}
+	for i := 0; i < 2; i++ {
+		routes, _ := nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 7700 + i}, netlink.RT_FILTER_TABLE)
+		if len(routes) != 0 {
+			t.Fatalf("table %d not emptied: %v", 7700+i, routes)
+		}
+	}
+	if _, err := nl.LinkByName("bond0"); err == nil {
+		t.Fatal("TUN left after stop")
+	}
+}
+
+func TestEndpointClearErrors(t *testing.T) {
+	requireRoot(t)
+	id := newID(t)
+	net, err := BondTopology(1).Build(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer net.Close()
+	cfg := BondSpec{Weights: []int64{1}}.EndpointConfig(1)
+	cfg.Paths[0].Local = "10.200.0.1" // not in the namespace
+	_, err = endpoints.StartEndpoint(cfg, net.NS("a").Host(), nil)
+	if err == nil || !strings.Contains(err.Error(), "local address 10.200.0.1 is not on any interface") {
+		t.Fatalf("error %v", err)
+	}
+	cfg = BondSpec{Weights: []int64{1}}.EndpointConfig(1)
+	cfg.Paths[0].Device = "nosuch0"
+	_, err = endpoints.StartEndpoint(cfg, net.NS("a").Host(), nil)
+	if err == nil || !strings.Contains(err.Error(), "device nosuch0") {
+		t.Fatalf("error %v", err)
+	}
+	// A failed start leaves nothing: the TUN name is free again.
+	if _, err := net.NS("a").NL.LinkByName("bond0"); err == nil {
+		t.Fatal("TUN left by a failed start")
+	}
+}
+
+func TestControlSocket(t *testing.T) {
+	requireRoot(t)
+	id := newID(t)
+	n, err := BondTopology(1).Build(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	sock := filepath.Join(t.TempDir(), "ctl.sock")
+	var eps []*endpoints.Endpoint
+	for side, ns := range map[int]*Namespace{1: n.NS("a"), 2: n.NS("b")} {
+		cfg := BondSpec{Weights: []int64{5}}.EndpointConfig(side)
+		if side == 1 {
+			cfg.Control.Socket = sock
+		}
+		ep, err := endpoints.StartEndpoint(cfg, ns.Host(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ep.Close()
+		eps = append(eps, ep)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, ep := range eps {
+		if err := ep.Engine().WaitPath(ctx, UplinkName(0), true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := endpoints.Control(sock, endpoints.ControlRequest{Cmd: "status"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Paths) != 1 || !resp.Paths[0].Up || resp.Paths[0].Weight != 5 || resp.Paths[0].RTTMs <= 0 {
+		t.Fatalf("status %+v", resp.Paths)
+	}
+	if _, err := endpoints.Control(sock, endpoints.ControlRequest{Cmd: "weight", Path: UplinkName(0), Weight: 9}); err != nil {
+		t.Fatal(err)
+	}
+	if st := eps[0].Engine().Status(); st[0].Weight != 9 {
+		t.Fatalf("weight not applied: %+v", st[0])
+	}
+	if _, err := endpoints.Control(sock, endpoints.ControlRequest{Cmd: "weight", Path: "nope", Weight: 1}); err == nil || !strings.Contains(err.Error(), "no path named") {
+		t.Fatalf("unknown path: %v", err)
+	}
+	if _, err := endpoints.Control(sock, endpoints.ControlRequest{Cmd: "explode"}); err == nil {
+		t.Fatal("unknown command accepted")
+	}
+	eps[0].Close()
+	if _, err := net.Dial("unix", sock); err == nil {
+		t.Fatal("control socket still answers after stop")
+	}
+}
