@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,6 +32,7 @@ func runLab(args []string) error {
 	scheds := fs.String("schedulers", "rr,wrr,flowhash", "tunbond schedulers to measure")
 	jsonOut := fs.String("json", "", "write the results as JSON to FILE")
 	debug := fs.Bool("debug", false, "log the endpoints")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to FILE")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -51,6 +53,17 @@ func runLab(args []string) error {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if *debug {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
