@@ -1,0 +1,60 @@
+package lab
+
+import (
+	"fmt"
+
+	"github.com/tunbond/tunbond/lab/emulator"
+)
+
+// WANTopology is site A and site B joined through a WAN namespace by n
+// uplinks. Uplink i is A's ul<i> (10.100.i.1/30) ↔ wan's a<i>, and wan's b<i>
+// ↔ B's ul<i> (10.100.i.2/30): the WAN side carries frames between a<i> and
+// b<i> with the link emulator, so the sites see one /30 wire per uplink.
+func WANTopology(n int) Topology {
+	t := Topology{Namespaces: []string{"a", "wan", "b"}}
+	for i := 0; i < n; i++ {
+		t.Links = append(t.Links,
+			Link{A: End{NS: "a", Name: UplinkName(i), Addr: uplinkAddr(i, 1) + "/30"}, B: End{NS: "wan", Name: fmt.Sprintf("a%d", i)}},
+			Link{A: End{NS: "wan", Name: fmt.Sprintf("b%d", i)}, B: End{NS: "b", Name: UplinkName(i), Addr: uplinkAddr(i, 2) + "/30"}},
+		)
+	}
+	return t
+}
+
+// EmulatedLinks are the running wires of a WAN topology.
+type EmulatedLinks struct {
+	Wires []*emulator.Wire
+}
+
+// StartEmulation turns every interface of the uplinks' path to plain
+// frames (offloads off) and starts one emulated wire per uplink, with
+// params[i][0] for A→B and params[i][1] for B→A.
+func StartEmulation(n *Net, params [][2]emulator.Params) (*EmulatedLinks, error) {
+	e := &EmulatedLinks{}
+	for i, p := range params {
+		for _, x := range []struct{ ns, dev string }{{"a", UplinkName(i)}, {"b", UplinkName(i)},
+			{"wan", fmt.Sprintf("a%d", i)}, {"wan", fmt.Sprintf("b%d", i)}} {
+			dev := x.dev
+			if err := n.NS(x.ns).Do(func() error { return emulator.DisableOffloads(dev) }); err != nil {
+				e.Close()
+				return nil, err
+			}
+		}
+		w, err := emulator.StartWire(n.NS("wan").Do, fmt.Sprintf("a%d", i), fmt.Sprintf("b%d", i), p[0], p[1], uint64(i+1)*1000)
+		if err != nil {
+			e.Close()
+			return nil, err
+		}
+		e.Wires = append(e.Wires, w)
+	}
+	return e, nil
+}
+
+// Close stops the wires.
+func (e *EmulatedLinks) Close() error {
+	for _, w := range e.Wires {
+		w.Close()
+	}
+	e.Wires = nil
+	return nil
+}
