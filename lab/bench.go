@@ -2,135 +2,377 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"os"
+	"sort"
 	"syscall"
 	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/tunbond/tunbond/lab/emulator"
 )
 
-// BenchConfig is a side-by-side throughput run on one set of uplinks.
+// BenchConfig is one side-by-side run on one set of emulated uplinks.
 type BenchConfig struct {
-	RatesMbit  []float64 // per uplink; 0 means unshaped veth
+	Profile    *Profile
 	Duration   time.Duration
 	Flows      int
-	Schedulers []string // tunbond schedulers to measure
-	Progress   func(phase string, left time.Duration)
+	Schedulers []string                               // tunbond schedulers to measure
+	Progress   func(phase string, left time.Duration) // called as each method starts
+	Note       func(msg string)                       // skipped methods and such
 	Log        *slog.Logger
+}
+
+// Report is a whole run, in the shape `--json` writes.
+type Report struct {
+	Profile  string        `json:"profile"`
+	Links    []LinkReport  `json:"links"`
+	Duration float64       `json:"duration_s"`
+	Flows    int           `json:"flows"`
+	Tool     string        `json:"tool"`
+	Results  []BenchResult `json:"results"`
+}
+
+// LinkReport describes one emulated uplink.
+type LinkReport struct {
+	Name     string  `json:"name"`
+	RateMbit float64 `json:"rate_mbit"`
+	DelayMs  float64 `json:"delay_ms"`
+	JitterMs float64 `json:"jitter_ms,omitempty"`
+	LossPct  float64 `json:"loss_pct,omitempty"`
 }
 
 // BenchResult is one method's row.
 type BenchResult struct {
-	Method      string    `json:"method"`
-	GoodputMbps float64   `json:"goodput_mbps"`
-	SumPct      float64   `json:"sum_pct,omitempty"` // % of the sum of the link rates (shaped links)
-	VsBestLink  float64   `json:"vs_best_link"`
-	Retransmits int64     `json:"retransmits"`
-	CPUPct      float64   `json:"tunbond_cpu_pct,omitempty"` // tunbond's CPU, % of one core, both endpoints
-	Reorder     *Reorder  `json:"reorder,omitempty"`
-	PerSecond   []float64 `json:"per_second_mbps,omitempty"`
-	Tool        string    `json:"tool"`
+	Method      string      `json:"method"`
+	GoodputMbps float64     `json:"goodput_mbps"`
+	SumPct      float64     `json:"sum_pct"`
+	VsBestLink  float64     `json:"vs_best_link"`
+	RTTP50Ms    float64     `json:"rtt_p50_ms"`
+	RTTP99Ms    float64     `json:"rtt_p99_ms"`
+	Retransmits int64       `json:"retransmits"` // TCP segments site A's kernel retransmitted (-1: unknown)
+	CPUPct      float64     `json:"tunbond_cpu_pct,omitempty"`
+	Reorder     *Reorder    `json:"reorder,omitempty"`
+	PerSecond   []float64   `json:"per_second_mbps"`
+	LinkShare   []float64   `json:"link_share"`           // fraction of A→B bytes each uplink carried
+	LinkPerSec  [][]float64 `json:"link_per_second_mbps"` // per second, per uplink, A→B
 }
 
 // Reorder summarises the receiving endpoint's reorder buffer over a run.
 type Reorder struct {
+	Released     uint64 `json:"released"`
 	HolesLost    uint64 `json:"holes_lost"`
 	HolesTimeout uint64 `json:"holes_timeout"`
 	Late         uint64 `json:"late"`
 }
 
-// RunBondBench builds site A and site B joined by one veth per rate (TBF on
-// both ends where the rate is set), then measures, in this order and on the
-// same links: each uplink alone, and tunbond with each scheduler.
-func RunBondBench(ctx context.Context, id string, cfg BenchConfig) ([]BenchResult, error) {
-	n := len(cfg.RatesMbit)
-	net, err := BondTopology(n).Build(id)
+// Addresses of the ECMP method: a /32 on each site's lo, routed over all uplinks.
+const (
+	ecmpAddrA = "10.88.0.1"
+	ecmpAddrB = "10.88.0.2"
+)
+
+type method struct {
+	name             string
+	srcAddr, dstAddr string // for the flow and the RTT probes
+	mptcp            bool
+	sched            string // tunbond scheduler
+}
+
+// RunBondBench builds site A — WAN — site B with the profile's emulated
+// uplinks and measures, on the same links in one run: each uplink alone,
+// ECMP over all uplinks, MPTCP over all uplinks (when the kernel has it),
+// and tunbond with each scheduler.
+func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, error) {
+	p := cfg.Profile
+	n := len(p.Links)
+	rep := &Report{Profile: p.Name, Duration: cfg.Duration.Seconds(), Flows: max(cfg.Flows, 1), Tool: "go"}
+	if Iperf3Available() {
+		rep.Tool = "iperf3"
+	}
+	params := make([][2]emulator.Params, n)
+	sumRate := 0.0
+	for i, l := range p.Links {
+		pp, err := l.Params()
+		if err != nil {
+			return nil, err
+		}
+		params[i] = pp
+		sumRate += pp[0].RateBps / 1e6
+		rep.Links = append(rep.Links, LinkReport{Name: l.Name, RateMbit: pp[0].RateBps / 1e6,
+			DelayMs: ms(pp[0].Delay), JitterMs: ms(pp[0].Jitter), LossPct: 100 * pp[0].Loss})
+	}
+	net, err := WANTopology(n).Build(id)
 	if err != nil {
 		return nil, err
 	}
 	defer net.Close()
-	sum := 0.0
-	for i, r := range cfg.RatesMbit {
-		sum += r
-		if r <= 0 {
-			continue
-		}
-		for _, side := range []string{"a", "b"} {
-			// tbf rate R burst 32kbit latency 50ms, both ways
-			if err := ShapeTBF(net.NS(side), UplinkName(i), uint64(r*1e6), 4000, 0.05); err != nil {
-				return nil, err
-			}
-		}
+	emu, err := StartEmulation(net, params)
+	if err != nil {
+		return nil, err
 	}
-	methods := n + len(cfg.Schedulers)
-	left := func(done int) time.Duration { return time.Duration(methods-done) * (cfg.Duration + 2*time.Second) }
-	progress := func(phase string, done int) {
-		if cfg.Progress != nil {
-			cfg.Progress(phase, left(done))
-		}
+	defer emu.Close()
+	if err := setupECMP(net, n); err != nil {
+		return nil, err
 	}
-	var out []BenchResult
-	best := 0.0
+	methods := []method{}
 	for i := 0; i < n; i++ {
-		name := fmt.Sprintf("link-%d", i+1)
-		progress(name, i)
-		r, err := Throughput(ctx, net.NS("a"), net.NS("b"), uplinkAddr(i, 2), cfg.Duration, cfg.Flows)
-		if err != nil {
-			return out, fmt.Errorf("%s: %w", name, err)
+		methods = append(methods, method{name: fmt.Sprintf("link-%d", i+1), dstAddr: uplinkAddr(i, 2)})
+	}
+	methods = append(methods, method{name: "ecmp", srcAddr: ecmpAddrA, dstAddr: ecmpAddrB})
+	if err := setupMPTCP(net, n); err != nil {
+		if cfg.Note != nil {
+			cfg.Note("mptcp: skipped: " + err.Error())
 		}
+	} else {
+		methods = append(methods, method{name: "mptcp", dstAddr: uplinkAddr(0, 2), mptcp: true})
+	}
+	for _, s := range cfg.Schedulers {
+		methods = append(methods, method{name: "tunbond-" + s, dstAddr: BondAddrB, sched: s})
+	}
+	weights := make([]int64, n)
+	for i, l := range p.Links {
+		weights[i] = max(int64(l.RateMbit()), 1)
+	}
+	for k, m := range methods {
+		if cfg.Progress != nil {
+			cfg.Progress(m.name, time.Duration(len(methods)-k)*(cfg.Duration+3*time.Second))
+		}
+		r, err := runMethod(ctx, net, emu, m, cfg, weights)
+		if err != nil {
+			return rep, fmt.Errorf("%s: %w", m.name, err)
+		}
+		rep.Results = append(rep.Results, r)
+	}
+	best := 0.0
+	for _, r := range rep.Results[:n] {
 		best = max(best, r.GoodputMbps)
-		out = append(out, BenchResult{Method: name, GoodputMbps: r.GoodputMbps, Retransmits: r.Retransmits, PerSecond: r.PerSecond, Tool: r.Tool})
 	}
-	for k, sched := range cfg.Schedulers {
-		name := "tunbond-" + sched
-		progress(name, n+k)
-		weights := make([]int64, n)
-		for i, r := range cfg.RatesMbit {
-			weights[i] = max(int64(r), 1)
-			if r <= 0 {
-				weights[i] = 1
-			}
-		}
-		b, err := StartBondOn(ctx, net, BondSpec{Weights: weights, Scheduler: sched, Log: cfg.Log})
-		if err != nil {
-			return out, fmt.Errorf("%s: %w", name, err)
-		}
-		cpu0 := cpuTime()
-		t0 := time.Now()
-		r, err := Throughput(ctx, net.NS("a"), net.NS("b"), BondAddrB, cfg.Duration, cfg.Flows)
-		wall := time.Since(t0)
-		cpu := cpuTime() - cpu0
-		rs := b.B.Engine().ReorderStats()
-		b.Stop()
-		if err != nil {
-			return out, fmt.Errorf("%s: %w", name, err)
-		}
-		row := BenchResult{Method: name, GoodputMbps: r.GoodputMbps, Retransmits: r.Retransmits, PerSecond: r.PerSecond, Tool: r.Tool}
-		if r.Tool == "iperf3" { // with the Go sender our process also runs the traffic
-			row.CPUPct = 100 * cpu.Seconds() / wall.Seconds()
-		}
-		if rs != nil {
-			row.Reorder = &Reorder{HolesLost: rs.HolesLost.Load(), HolesTimeout: rs.HolesTimeout.Load(), Late: rs.Late.Load()}
-		}
-		out = append(out, row)
-	}
-	for i := range out {
-		if sum > 0 && allShaped(cfg.RatesMbit) {
-			out[i].SumPct = 100 * out[i].GoodputMbps / sum
+	for i := range rep.Results {
+		if sumRate > 0 {
+			rep.Results[i].SumPct = 100 * rep.Results[i].GoodputMbps / sumRate
 		}
 		if best > 0 {
-			out[i].VsBestLink = out[i].GoodputMbps / best
+			rep.Results[i].VsBestLink = rep.Results[i].GoodputMbps / best
 		}
 	}
-	return out, nil
+	return rep, nil
 }
 
-func allShaped(rates []float64) bool {
-	for _, r := range rates {
-		if r <= 0 {
-			return false
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// runMethod measures one method: the flow, RTT probes through the same path
+// while it is loaded (10 a second), and each uplink's bytes every second.
+func runMethod(ctx context.Context, net *Net, emu *EmulatedLinks, m method, cfg BenchConfig, weights []int64) (BenchResult, error) {
+	row := BenchResult{Method: m.name}
+	var bond *Bond
+	if m.sched != "" {
+		var err error
+		bctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		bond, err = StartBondOn(bctx, net, BondSpec{Weights: weights, Scheduler: m.sched, Log: cfg.Log})
+		cancel()
+		if err != nil {
+			return row, err
+		}
+		defer bond.Stop()
+	}
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	probeSrc := m.srcAddr
+	if probeSrc == "" {
+		probeSrc = "0.0.0.0"
+	}
+	rttc := make(chan []time.Duration, 1)
+	go func() {
+		// From the end of the warm-up second to the end of the flow.
+		select {
+		case <-time.After(time.Second):
+		case <-mctx.Done():
+			rttc <- nil
+			return
+		}
+		count := int(cfg.Duration / (100 * time.Millisecond))
+		r, _ := PingFrom(mctx, net.NS("a"), probeSrc, m.dstAddr, count, 100*time.Millisecond)
+		rttc <- r
+	}()
+	samples := make(chan [][]float64, 1)
+	go func() { samples <- sampleLinks(mctx, emu, cfg.Duration) }()
+	re0, reErr := RetransSegs(net.NS("a"))
+	cpu0, t0 := cpuTime(), time.Now()
+	fr, err := Throughput(mctx, Flow{Src: net.NS("a"), Dst: net.NS("b"), SrcAddr: m.srcAddr, DstAddr: m.dstAddr,
+		Duration: cfg.Duration, Flows: cfg.Flows, MPTCP: m.mptcp})
+	cpu, wall := cpuTime()-cpu0, time.Since(t0)
+	cancel()
+	rtts := <-rttc
+	row.LinkPerSec = <-samples
+	if err != nil {
+		return row, err
+	}
+	row.GoodputMbps, row.Retransmits, row.PerSecond = fr.GoodputMbps, -1, fr.PerSecond
+	if re1, err := RetransSegs(net.NS("a")); err == nil && reErr == nil {
+		row.Retransmits = re1 - re0 // the sender's, counted by its kernel
+	}
+	row.RTTP50Ms, row.RTTP99Ms = percentiles(rtts)
+	row.LinkShare = shares(row.LinkPerSec, len(emu.Wires))
+	if bond != nil {
+		if fr.Tool == "iperf3" { // with the Go sender, this process also runs the traffic
+			row.CPUPct = 100 * cpu.Seconds() / wall.Seconds()
+		}
+		if rs := bond.B.Engine().ReorderStats(); rs != nil {
+			row.Reorder = &Reorder{Released: rs.Released.Load(), HolesLost: rs.HolesLost.Load(),
+				HolesTimeout: rs.HolesTimeout.Load(), Late: rs.Late.Load()}
 		}
 	}
-	return true
+	return row, nil
+}
+
+// sampleLinks reads each wire's A→B byte counter every second, after the
+// warm-up second, for d.
+func sampleLinks(ctx context.Context, emu *EmulatedLinks, d time.Duration) [][]float64 {
+	read := func() []uint64 {
+		v := make([]uint64, len(emu.Wires))
+		for i, w := range emu.Wires {
+			v[i] = w.AB.Stats.Bytes.Load()
+		}
+		return v
+	}
+	select {
+	case <-time.After(time.Second):
+	case <-ctx.Done():
+		return nil
+	}
+	var out [][]float64
+	prev := read()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for len(out) < int(d/time.Second) {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return out
+		}
+		cur := read()
+		row := make([]float64, len(cur))
+		for i := range cur {
+			row[i] = float64(cur[i]-prev[i]) * 8 / 1e6
+		}
+		out = append(out, row)
+		prev = cur
+	}
+	return out
+}
+
+func shares(perSec [][]float64, n int) []float64 {
+	tot := make([]float64, n)
+	sum := 0.0
+	for _, row := range perSec {
+		for i, v := range row {
+			tot[i] += v
+			sum += v
+		}
+	}
+	if sum > 0 {
+		for i := range tot {
+			tot[i] /= sum
+		}
+	}
+	return tot
+}
+
+func percentiles(rtts []time.Duration) (p50, p99 float64) {
+	var v []float64
+	for _, r := range rtts {
+		if r > 0 {
+			v = append(v, ms(r))
+		}
+	}
+	if len(v) == 0 {
+		return 0, 0
+	}
+	sort.Float64s(v)
+	return v[len(v)/2], v[min(len(v)-1, len(v)*99/100)]
+}
+
+// setupECMP puts a /32 on each site's lo and routes it over every uplink
+// with one multipath route, hashing flows by their 5-tuple.
+func setupECMP(n *Net, links int) error {
+	for _, side := range []struct {
+		ns, local, remote string
+		peer              int
+	}{{"a", ecmpAddrA, ecmpAddrB, 2}, {"b", ecmpAddrB, ecmpAddrA, 1}} {
+		ns := n.NS(side.ns)
+		lo, err := ns.NL.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		a, _ := netlink.ParseAddr(side.local + "/32")
+		if err := ns.NL.AddrAdd(lo, a); err != nil {
+			return fmt.Errorf("ecmp: %w", err)
+		}
+		rt := &netlink.Route{Dst: &net.IPNet{IP: net.ParseIP(side.remote).To4(), Mask: net.CIDRMask(32, 32)}}
+		for i := 0; i < links; i++ {
+			l, err := ns.NL.LinkByName(UplinkName(i))
+			if err != nil {
+				return err
+			}
+			rt.MultiPath = append(rt.MultiPath, &netlink.NexthopInfo{LinkIndex: l.Attrs().Index, Gw: net.ParseIP(uplinkAddr(i, side.peer))})
+		}
+		if err := ns.NL.RouteAdd(rt); err != nil {
+			return fmt.Errorf("ecmp: multipath route: %w", err)
+		}
+		if err := ns.Do(func() error {
+			return os.WriteFile("/proc/sys/net/ipv4/fib_multipath_hash_policy", []byte("1"), 0o644)
+		}); err != nil {
+			return fmt.Errorf("ecmp: hash policy: %w", err)
+		}
+	}
+	return nil
+}
+
+// setupMPTCP lets site A open one subflow per extra uplink, from that
+// uplink's address, with a source rule and table per uplink so each subflow
+// leaves by its own uplink; site B only needs its limits.
+func setupMPTCP(n *Net, links int) error {
+	a, b := n.NS("a"), n.NS("b")
+	if !MPTCPAvailable(a) {
+		return errors.New("the kernel has no MPTCP (net.mptcp.enabled)")
+	}
+	if Iperf3Available() {
+		if _, err := command(context.Background(), true, "true"); err != nil {
+			return err
+		}
+	}
+	extra := uint32(max(links-1, 1))
+	for _, ns := range []*Namespace{a, b} {
+		if err := MPTCPLimits(ns, extra, extra); err != nil {
+			return err
+		}
+	}
+	for i := 1; i < links; i++ {
+		table := 200 + i
+		l, err := a.NL.LinkByName(UplinkName(i))
+		if err != nil {
+			return err
+		}
+		if err := a.NL.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP(uplinkAddr(i, 2)), Table: table}); err != nil {
+			return fmt.Errorf("mptcp: table %d: %w", table, err)
+		}
+		rule := netlink.NewRule()
+		rule.Src = &net.IPNet{IP: net.ParseIP(uplinkAddr(i, 1)).To4(), Mask: net.CIDRMask(32, 32)}
+		rule.Table = table
+		rule.Priority = 7800
+		if err := a.NL.RuleAdd(rule); err != nil {
+			return fmt.Errorf("mptcp: rule: %w", err)
+		}
+		if err := MPTCPSubflowEndpoint(a, uplinkAddr(i, 1), UplinkName(i)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // cpuTime is this process's user+system CPU time.

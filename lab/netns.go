@@ -7,8 +7,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"runtime"
+	"syscall"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -83,8 +85,12 @@ func (n *Namespace) Do(f func() error) error {
 // Host is the namespace as an endpoint sees it.
 func (n *Namespace) Host() *endpoints.Host { return &endpoints.Host{NL: n.NL, Do: n.Do} }
 
-// Start starts cmd inside the namespace.
+// Start starts cmd inside the namespace; it is killed if lab dies.
 func (n *Namespace) Start(cmd *exec.Cmd) error {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	return n.Do(cmd.Start)
 }
 
@@ -98,9 +104,34 @@ func (n *Namespace) Close() error {
 	return netns.DeleteNamed(n.Name)
 }
 
-// RunID returns a short random id that makes a run's names unique.
+// RunID returns an id that makes a run's names unique: the process id
+// (so CleanStale can tell a dead run's namespaces) and a random part.
 func RunID() string {
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
+	return fmt.Sprintf("%d-%s", os.Getpid(), hex.EncodeToString(b))
+}
+
+// CleanStale deletes the namespaces of lab runs whose process is gone (a
+// run killed with SIGKILL cannot clean up after itself) and returns how
+// many it removed.
+func CleanStale() (int, error) {
+	names, err := listNetns()
+	if err != nil {
+		return 0, err
+	}
+	removed := 0
+	for _, name := range names {
+		var pid int
+		if _, err := fmt.Sscanf(name, "tb-%d-", &pid); err != nil || pid <= 0 {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); err == nil || errors.Is(err, syscall.EPERM) {
+			continue // its run is alive
+		}
+		if err := netns.DeleteNamed(name); err == nil {
+			removed++
+		}
+	}
+	return removed, nil
 }

@@ -5,22 +5,32 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 )
 
+var pingID atomic.Uint32
+
+func init() { pingID.Store(uint32(os.Getpid()) << 4) }
+
 // Ping sends count ICMP echo requests from ns to dst, one every interval,
 // and returns the round-trip time of each reply (0 for a lost one).
 func Ping(ctx context.Context, ns *Namespace, dst string, count int, interval time.Duration) ([]time.Duration, error) {
+	return PingFrom(ctx, ns, "0.0.0.0", dst, count, interval)
+}
+
+// PingFrom is Ping with a source address.
+func PingFrom(ctx context.Context, ns *Namespace, src, dst string, count int, interval time.Duration) ([]time.Duration, error) {
 	var c *icmp.PacketConn
-	if err := ns.Do(func() (err error) { c, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0"); return }); err != nil {
+	if err := ns.Do(func() (err error) { c, err = icmp.ListenPacket("ip4:icmp", src); return }); err != nil {
 		return nil, fmt.Errorf("ping: %w", err)
 	}
 	defer c.Close()
 	to := &net.IPAddr{IP: net.ParseIP(dst)}
-	id := os.Getpid() & 0xffff
+	id := int(pingID.Add(1)) & 0xffff
 	rtts := make([]time.Duration, count)
 	sent := make([]time.Time, count)
 	done := make(chan struct{})
@@ -51,7 +61,9 @@ func Ping(ctx context.Context, ns *Namespace, dst string, count int, interval ti
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			c.Close()
+			<-done
+			return rtts[:i+1], ctx.Err()
 		case <-time.After(interval):
 		}
 	}

@@ -6,13 +6,26 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
+
+// Flow is a timed TCP test from one namespace to another.
+type Flow struct {
+	Src, Dst         *Namespace
+	SrcAddr, DstAddr string // SrcAddr may be empty
+	Duration         time.Duration
+	Flows            int
+	MPTCP            bool
+}
 
 // FlowResult is what one timed TCP test measured.
 type FlowResult struct {
@@ -28,28 +41,47 @@ func Iperf3Available() bool {
 	return err == nil
 }
 
-// Throughput runs one TCP flow (flows in parallel) for d from src to dst's
-// address addr, with iperf3 if installed, else the built-in Go sender.
-func Throughput(ctx context.Context, src, dst *Namespace, addr string, d time.Duration, flows int) (FlowResult, error) {
-	if Iperf3Available() {
-		return iperf3(ctx, src, dst, addr, d, flows)
+// Throughput runs the flow with iperf3 if installed (through mptcpize for
+// MPTCP), else with the built-in Go sender and receiver.
+func Throughput(ctx context.Context, f Flow) (FlowResult, error) {
+	if f.Flows < 1 {
+		f.Flows = 1
 	}
-	return goFlow(ctx, src, dst, addr, d, flows)
+	if Iperf3Available() {
+		return iperf3(ctx, f)
+	}
+	return goFlow(ctx, f)
 }
 
-func iperf3(ctx context.Context, src, dst *Namespace, addr string, d time.Duration, flows int) (FlowResult, error) {
-	ln, err := freePort(dst, addr)
+// command returns cmd args, wrapped in `mptcpize run` for MPTCP.
+func command(ctx context.Context, mptcp bool, args ...string) (*exec.Cmd, error) {
+	if mptcp {
+		if _, err := exec.LookPath("mptcpize"); err != nil {
+			return nil, fmt.Errorf("mptcpize is not installed (apt-get install mptcpd)")
+		}
+		args = append([]string{"mptcpize", "run"}, args...)
+	}
+	c := exec.CommandContext(ctx, args[0], args[1:]...)
+	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return c, nil
+}
+
+func iperf3(ctx context.Context, f Flow) (FlowResult, error) {
+	port, err := freePort(f.Dst, f.DstAddr)
 	if err != nil {
 		return FlowResult{}, err
 	}
-	srv := exec.CommandContext(ctx, "iperf3", "-s", "-1", "--forceflush", "-B", addr, "-p", strconv.Itoa(ln))
+	srv, err := command(ctx, f.MPTCP, "iperf3", "-s", "-1", "--forceflush", "-B", f.DstAddr, "-p", strconv.Itoa(port))
+	if err != nil {
+		return FlowResult{}, err
+	}
 	var srvErr bytes.Buffer
 	srv.Stderr = &srvErr
 	stdout, err := srv.StdoutPipe()
 	if err != nil {
 		return FlowResult{}, err
 	}
-	if err := dst.Start(srv); err != nil {
+	if err := f.Dst.Start(srv); err != nil {
 		return FlowResult{}, fmt.Errorf("iperf3 server: %w", err)
 	}
 	defer func() { srv.Process.Kill(); srv.Wait() }()
@@ -76,11 +108,18 @@ func iperf3(ctx context.Context, src, dst *Namespace, addr string, d time.Durati
 	case <-ctx.Done():
 		return FlowResult{}, ctx.Err()
 	}
+	args := []string{"iperf3", "-c", f.DstAddr, "-p", strconv.Itoa(port), "-t", fmt.Sprint(int(f.Duration.Seconds())),
+		"-P", strconv.Itoa(f.Flows), "-J", "-O", "1"}
+	if f.SrcAddr != "" {
+		args = append(args, "-B", f.SrcAddr)
+	}
+	cli, err := command(ctx, f.MPTCP, args...)
+	if err != nil {
+		return FlowResult{}, err
+	}
 	var out bytes.Buffer
-	cli := exec.CommandContext(ctx, "iperf3", "-c", addr, "-p", strconv.Itoa(ln), "-t", fmt.Sprint(int(d.Seconds())),
-		"-P", strconv.Itoa(flows), "-J", "-O", "1")
 	cli.Stdout = &out
-	cerr := src.Do(cli.Run)
+	cerr := f.Src.Do(cli.Run)
 	var r struct {
 		Intervals []struct {
 			Sum struct {
@@ -126,11 +165,14 @@ func freePort(ns *Namespace, addr string) (int, error) {
 	return port, err
 }
 
-// goFlow is the built-in sender/receiver: flows TCP connections send as fast
-// as they can for d; goodput is what the receiver counted, per second.
-func goFlow(ctx context.Context, src, dst *Namespace, addr string, d time.Duration, flows int) (FlowResult, error) {
+// goFlow is the built-in sender and receiver: Flows TCP (or MPTCP)
+// connections send as fast as they can; goodput is what the receiver
+// counted, after one second of warm-up (as iperf3 -O 1).
+func goFlow(ctx context.Context, f Flow) (FlowResult, error) {
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(f.MPTCP)
 	var ln net.Listener
-	if err := dst.Do(func() (err error) { ln, err = net.Listen("tcp4", net.JoinHostPort(addr, "0")); return }); err != nil {
+	if err := f.Dst.Do(func() (err error) { ln, err = lc.Listen(ctx, "tcp4", net.JoinHostPort(f.DstAddr, "0")); return }); err != nil {
 		return FlowResult{}, err
 	}
 	defer ln.Close()
@@ -156,31 +198,40 @@ func goFlow(ctx context.Context, src, dst *Namespace, addr string, d time.Durati
 			}()
 		}
 	}()
-	ctx, cancel := context.WithTimeout(ctx, d+time.Second)
+	ctx, cancel := context.WithTimeout(ctx, f.Duration+10*time.Second) // warm-up + duration, with slack
 	defer cancel()
-	for i := 0; i < flows; i++ {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	d.SetMultipathTCP(f.MPTCP)
+	if f.SrcAddr != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(f.SrcAddr)}
+	}
+	var retrans sync.Map
+	var senders sync.WaitGroup
+	for i := 0; i < f.Flows; i++ {
 		var c net.Conn
-		if err := src.Do(func() (err error) { c, err = net.DialTimeout("tcp4", ln.Addr().String(), 5*time.Second); return }); err != nil {
+		if err := f.Src.Do(func() (err error) { c, err = d.DialContext(ctx, "tcp4", ln.Addr().String()); return }); err != nil {
 			return FlowResult{}, err
 		}
+		senders.Add(1)
 		go func() {
+			defer senders.Done()
 			defer c.Close()
 			stop := context.AfterFunc(ctx, func() { c.Close() })
 			defer stop()
 			buf := make([]byte, 256<<10)
 			for ctx.Err() == nil {
 				if _, err := c.Write(buf); err != nil {
-					return
+					break
 				}
+				retrans.Store(i, tcpRetransmits(c))
 			}
 		}()
 	}
-	// One second of warm-up (as iperf3 -O 1), then d measured per second.
 	res := FlowResult{Tool: "go", Retransmits: -1}
 	warm := time.After(time.Second)
 	var total, sec int64
-	tick := (<-chan time.Time)(nil)
-	deadline := (<-chan time.Time)(nil)
+	var tick <-chan time.Time
+	var deadline <-chan time.Time
 	for {
 		select {
 		case n := <-counts:
@@ -190,14 +241,22 @@ func goFlow(ctx context.Context, src, dst *Namespace, addr string, d time.Durati
 			t := time.NewTicker(time.Second)
 			defer t.Stop()
 			tick = t.C
-			deadline = time.After(d)
+			deadline = time.After(f.Duration)
 		case <-tick:
 			res.PerSecond = append(res.PerSecond, float64(sec)*8/1e6)
 			total += sec
 			sec = 0
 		case <-deadline:
 			total += sec
-			res.GoodputMbps = float64(total) * 8 / d.Seconds() / 1e6
+			res.GoodputMbps = float64(total) * 8 / f.Duration.Seconds() / 1e6
+			cancel()
+			senders.Wait()
+			retrans.Range(func(_, v any) bool {
+				if r := v.(int64); r >= 0 {
+					res.Retransmits = max(res.Retransmits, 0) + r
+				}
+				return true
+			})
 			return res, nil
 		case <-ctx.Done():
 			return res, ctx.Err()
@@ -205,4 +264,55 @@ func goFlow(ctx context.Context, src, dst *Namespace, addr string, d time.Durati
 	}
 }
 
-var _ = io.Discard
+// tcpRetransmits reads the connection's total retransmissions (TCP_INFO),
+// or -1.
+func tcpRetransmits(c net.Conn) int64 {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return -1
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	r := int64(-1)
+	rc.Control(func(fd uintptr) {
+		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.SOL_TCP, unix.TCP_INFO); err == nil {
+			r = int64(info.Total_retrans)
+		}
+	})
+	return r
+}
+
+// RetransSegs reads the namespace's TCP RetransSegs counter (what
+// `nstat TcpRetransSegs` shows): every retransmitted segment of every TCP
+// and MPTCP-subflow socket in it, whatever tool made the traffic.
+func RetransSegs(ns *Namespace) (int64, error) {
+	var v int64 = -1
+	err := ns.Do(func() error {
+		// thread-self: /proc/self/net would show the main thread's namespace.
+		b, err := os.ReadFile("/proc/thread-self/net/snmp")
+		if err != nil {
+			return err
+		}
+		var names []string
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 || f[0] != "Tcp:" {
+				continue
+			}
+			if names == nil {
+				names = f
+				continue
+			}
+			for i, name := range names {
+				if name == "RetransSegs" && i < len(f) {
+					v, err = strconv.ParseInt(f[i], 10, 64)
+					return err
+				}
+			}
+		}
+		return fmt.Errorf("no Tcp RetransSegs in /proc/net/snmp")
+	})
+	return v, err
+}

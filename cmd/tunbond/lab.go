@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
-	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -19,40 +18,55 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/tunbond/tunbond/lab"
+	"github.com/tunbond/tunbond/scheduler"
 )
+
+const labUsage = `usage: tunbond lab bond [--profile NAME | --links SPEC] [--duration 10s] [--flows 1] [--json FILE] [--plot FILE.svg]`
 
 func runLab(args []string) error {
 	if len(args) == 0 || args[0] != "bond" {
-		return errors.New("lab: usage: tunbond lab bond [--rates 100,100] [--duration 10s] [--flows 1] [--json FILE]")
+		return errors.New("lab: " + labUsage)
 	}
 	fs := pflag.NewFlagSet("lab bond", pflag.ContinueOnError)
-	rates := fs.String("rates", "100,100", "uplink rates in Mbit/s, comma separated (TBF both ways; 0 = unshaped veth)")
+	profile := fs.String("profile", "symmetric", "built-in link profile: "+strings.Join(lab.Profiles(), ", "))
+	links := fs.String("links", "", `ad hoc links instead of a profile: "100mbit/10ms,50mbit/40ms/1%/±5ms"`)
 	duration := fs.Duration("duration", 10*time.Second, "measured time per method")
 	flows := fs.Int("flows", 1, "parallel TCP flows")
-	scheds := fs.String("schedulers", "rr,wrr,flowhash", "tunbond schedulers to measure")
+	scheds := fs.String("schedulers", strings.Join(scheduler.PathSchedulers, ","), "tunbond schedulers to measure")
 	jsonOut := fs.String("json", "", "write the results as JSON to FILE")
+	plotOut := fs.String("plot", "", "draw goodput over time and uplink shares to FILE (.svg)")
 	debug := fs.Bool("debug", false, "log the endpoints")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to FILE")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
+	var p *lab.Profile
+	var err error
+	if *links != "" {
+		p, err = lab.ParseLinks(*links)
+	} else {
+		p, err = lab.LoadProfile(*profile)
+	}
+	if err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	if *duration < 2*time.Second {
+		return errors.New("lab: --duration must be at least 2s")
+	}
+	if *plotOut != "" && !strings.HasSuffix(*plotOut, ".svg") {
+		return errors.New("lab: --plot writes SVG: name the file .svg")
+	}
+	var ss []string
+	for _, s := range strings.Split(*scheds, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			if _, err := scheduler.NewPathScheduler(s, scheduler.NewPaths(nil)); err != nil {
+				return fmt.Errorf("lab: --schedulers: %w", err)
+			}
+			ss = append(ss, s)
+		}
+	}
 	if os.Geteuid() != 0 {
 		return errors.New("lab: must run as root (it creates network namespaces, veths, TUN devices and raw sockets)")
-	}
-	var rs []float64
-	for _, s := range strings.Split(*rates, ",") {
-		r, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-		if err != nil || r < 0 {
-			return fmt.Errorf("lab: --rates: %q is not a rate in Mbit/s", s)
-		}
-		rs = append(rs, r)
-	}
-	if *duration < time.Second {
-		return errors.New("lab: --duration must be at least 1s")
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if *debug {
-		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -65,29 +79,56 @@ func runLab(args []string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if *debug {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if n, err := lab.CleanStale(); err == nil && n > 0 {
+		fmt.Fprintf(os.Stderr, "lab: removed %d namespaces left by killed runs\n", n)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	tool := "built-in Go TCP sender"
 	if lab.Iperf3Available() {
 		tool = "iperf3"
 	}
-	fmt.Fprintf(os.Stderr, "lab bond: %d uplinks %v Mbit/s, %v per method, %d flow(s), traffic from %s\n", len(rs), rs, *duration, *flows, tool)
-	res, err := lab.RunBondBench(ctx, lab.RunID(), lab.BenchConfig{
-		RatesMbit: rs, Duration: *duration, Flows: *flows, Schedulers: strings.Split(*scheds, ","), Log: log,
+	fmt.Fprintf(os.Stderr, "lab bond: profile %s (%s), %v per method, %d flow(s), traffic from %s\n",
+		p.Name, p.Description, *duration, *flows, tool)
+	rep, err := lab.RunBondBench(ctx, lab.RunID(), lab.BenchConfig{
+		Profile: p, Duration: *duration, Flows: *flows, Schedulers: ss, Log: log,
 		Progress: func(phase string, left time.Duration) {
 			fmt.Fprintf(os.Stderr, "  measuring %-18s about %v left\n", phase, left.Round(time.Second))
 		},
+		Note: func(msg string) { fmt.Fprintln(os.Stderr, "  "+msg) },
 	})
 	if err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "method\tgoodput Mbit/s\t% of sum\tvs best link\tretransmits\ttunbond CPU %\treorder lost/timeout/late\t")
-	for _, r := range res {
-		sumPct, cpu, ro, rt := "-", "-", "-", "-"
-		if r.SumPct > 0 {
-			sumPct = fmt.Sprintf("%.1f", r.SumPct)
+	printReport(os.Stdout, rep)
+	if *jsonOut != "" {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
+			return err
 		}
+	}
+	if *plotOut != "" {
+		f, err := os.Create(*plotOut)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := lab.WriteSVG(f, rep); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func printReport(w io.Writer, rep *lab.Report) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "method\tgoodput Mbit/s\t% of sum\tvs best link\tRTT p50 ms\tRTT p99 ms\tretransmits\tuplink shares\ttunbond CPU %\treorder lost/timeout/late\t")
+	for _, r := range rep.Results {
+		cpu, ro, rt := "-", "-", "-"
 		if r.CPUPct > 0 {
 			cpu = fmt.Sprintf("%.0f", r.CPUPct)
 		}
@@ -97,14 +138,12 @@ func runLab(args []string) error {
 		if r.Retransmits >= 0 {
 			rt = fmt.Sprint(r.Retransmits)
 		}
-		fmt.Fprintf(tw, "%s\t%.1f\t%s\t%.2f\t%s\t%s\t%s\t\n", r.Method, r.GoodputMbps, sumPct, r.VsBestLink, rt, cpu, ro)
+		var sh []string
+		for _, s := range r.LinkShare {
+			sh = append(sh, fmt.Sprintf("%.0f", 100*s))
+		}
+		fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%.2f\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t\n", r.Method, r.GoodputMbps, r.SumPct, r.VsBestLink,
+			r.RTTP50Ms, r.RTTP99Ms, rt, strings.Join(sh, "/"), cpu, ro)
 	}
 	tw.Flush()
-	if *jsonOut != "" {
-		b, _ := json.MarshalIndent(map[string]any{"links_mbit": rs, "duration_s": duration.Seconds(), "flows": *flows, "results": res}, "", "  ")
-		if err := os.WriteFile(*jsonOut, b, 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
 }

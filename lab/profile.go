@@ -1,0 +1,219 @@
+package lab
+
+import (
+	"bytes"
+	"embed"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/tunbond/tunbond/lab/emulator"
+)
+
+//go:embed profiles/*.yaml
+var profileFS embed.FS
+
+// Profile is a set of emulated uplinks.
+type Profile struct {
+	Name        string     `yaml:"-"`
+	Description string     `yaml:"description"`
+	Links       []LinkSpec `yaml:"links"`
+}
+
+// LinkSpec is one uplink as written in a profile. The top-level fields set
+// both directions; a_to_b and b_to_a override them for one.
+type LinkSpec struct {
+	Name  string `yaml:"name"`
+	Shape `yaml:",inline"`
+	AToB  *Shape `yaml:"a_to_b"`
+	BToA  *Shape `yaml:"b_to_a"`
+}
+
+// Shape is a link's character in one direction, in tc's words.
+type Shape struct {
+	Rate      string     `yaml:"rate"`   // 100mbit, 1gbit, 500kbit
+	Delay     string     `yaml:"delay"`  // one way: 10ms
+	Jitter    string     `yaml:"jitter"` // ±: 5ms
+	Loss      string     `yaml:"loss"`   // 2%
+	BurstLoss *BurstLoss `yaml:"burst_loss"`
+	Queue     string     `yaml:"queue"` // longest wait for the rate: 50ms
+	Reorder   bool       `yaml:"reorder"`
+}
+
+// BurstLoss is Gilbert-Elliott loss, in percent.
+type BurstLoss struct {
+	P        float64 `yaml:"p"`         // % chance good → bad per packet
+	R        float64 `yaml:"r"`         // % chance bad → good per packet
+	LossGood float64 `yaml:"loss_good"` // % lost in the good state
+	LossBad  float64 `yaml:"loss_bad"`  // % lost in the bad state
+}
+
+// Profiles lists the built-in profile names.
+func Profiles() []string {
+	ents, _ := profileFS.ReadDir("profiles")
+	var out []string
+	for _, e := range ents {
+		out = append(out, strings.TrimSuffix(e.Name(), ".yaml"))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// LoadProfile returns a built-in profile by name.
+func LoadProfile(name string) (*Profile, error) {
+	b, err := profileFS.ReadFile(path.Join("profiles", name+".yaml"))
+	if err != nil {
+		return nil, fmt.Errorf("no profile %q (have: %s)", name, strings.Join(Profiles(), ", "))
+	}
+	return ParseProfile(name, b)
+}
+
+// ParseProfile parses and checks a profile; errors name the field.
+func ParseProfile(name string, b []byte) (*Profile, error) {
+	p := &Profile{Name: name}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(p); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("profile %s: %w", name, err)
+	}
+	if len(p.Links) == 0 {
+		return nil, fmt.Errorf("profile %s: links: at least one link is needed", name)
+	}
+	for i := range p.Links {
+		if p.Links[i].Name == "" {
+			p.Links[i].Name = fmt.Sprintf("link%d", i+1)
+		}
+		if _, err := p.Links[i].Params(); err != nil {
+			return nil, fmt.Errorf("profile %s: links[%d].%w", name, i, err)
+		}
+	}
+	return p, nil
+}
+
+// ParseLinks reads the ad hoc form "100mbit/10ms,50mbit/40ms/1%": per link
+// rate/delay, then optionally a loss ("1%") and a jitter ("±5ms" or "j5ms").
+func ParseLinks(spec string) (*Profile, error) {
+	p := &Profile{Name: "links:" + spec}
+	for i, l := range strings.Split(spec, ",") {
+		parts := strings.Split(strings.TrimSpace(l), "/")
+		if len(parts) < 2 {
+			return nil, fmt.Errorf("--links: link %d %q: want rate/delay[/loss%%][/±jitter]", i+1, l)
+		}
+		s := LinkSpec{Name: fmt.Sprintf("link%d", i+1), Shape: Shape{Rate: parts[0], Delay: parts[1]}}
+		for _, x := range parts[2:] {
+			switch {
+			case strings.HasSuffix(x, "%"):
+				s.Loss = x
+			case strings.HasPrefix(x, "±"), strings.HasPrefix(x, "j"):
+				s.Jitter = strings.TrimPrefix(strings.TrimPrefix(x, "±"), "j")
+			default:
+				return nil, fmt.Errorf("--links: link %d: %q is neither a loss (1%%) nor a jitter (±5ms)", i+1, x)
+			}
+		}
+		if _, err := s.Params(); err != nil {
+			return nil, fmt.Errorf("--links: link %d: %w", i+1, err)
+		}
+		p.Links = append(p.Links, s)
+	}
+	return p, nil
+}
+
+// Params returns the emulator parameters for A→B and B→A.
+func (l LinkSpec) Params() ([2]emulator.Params, error) {
+	var out [2]emulator.Params
+	for i, over := range []*Shape{l.AToB, l.BToA} {
+		s := l.Shape
+		if over != nil {
+			s = s.merge(*over)
+		}
+		p, err := s.params()
+		if err != nil {
+			return out, err
+		}
+		out[i] = p
+	}
+	return out, nil
+}
+
+// RateMbit is the A→B rate in Mbit/s (0: unlimited).
+func (l LinkSpec) RateMbit() float64 {
+	p, _ := l.Params()
+	return p[0].RateBps / 1e6
+}
+
+func (s Shape) merge(o Shape) Shape {
+	for _, f := range []struct{ dst, src *string }{{&s.Rate, &o.Rate}, {&s.Delay, &o.Delay}, {&s.Jitter, &o.Jitter}, {&s.Loss, &o.Loss}, {&s.Queue, &o.Queue}} {
+		if *f.src != "" {
+			*f.dst = *f.src
+		}
+	}
+	if o.BurstLoss != nil {
+		s.BurstLoss = o.BurstLoss
+	}
+	s.Reorder = s.Reorder || o.Reorder
+	return s
+}
+
+func (s Shape) params() (emulator.Params, error) {
+	var p emulator.Params
+	var err error
+	if s.Rate != "" {
+		if p.RateBps, err = ParseRate(s.Rate); err != nil {
+			return p, fmt.Errorf("rate: %w", err)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		s    string
+		d    *time.Duration
+	}{{"delay", s.Delay, &p.Delay}, {"jitter", s.Jitter, &p.Jitter}, {"queue", s.Queue, &p.Queue}} {
+		if f.s == "" {
+			continue
+		}
+		if *f.d, err = time.ParseDuration(f.s); err != nil || *f.d < 0 {
+			return p, fmt.Errorf("%s: %q is not a duration (like 10ms)", f.name, f.s)
+		}
+	}
+	if s.Loss != "" {
+		v, err := strconv.ParseFloat(strings.TrimSuffix(s.Loss, "%"), 64)
+		if err != nil || !strings.HasSuffix(s.Loss, "%") || v < 0 || v > 100 {
+			return p, fmt.Errorf("loss: %q is not a percentage (like 2%%)", s.Loss)
+		}
+		p.Loss = v / 100
+	}
+	if b := s.BurstLoss; b != nil {
+		for _, v := range []float64{b.P, b.R, b.LossGood, b.LossBad} {
+			if v < 0 || v > 100 {
+				return p, fmt.Errorf("burst_loss: %v is not a percentage 0..100", v)
+			}
+		}
+		p.GE = &emulator.GilbertElliott{P: b.P / 100, R: b.R / 100, LossGood: b.LossGood / 100, LossBad: b.LossBad / 100}
+	}
+	p.Reorder = s.Reorder
+	return p, nil
+}
+
+// ParseRate reads a rate in tc's units: bit, kbit, mbit, gbit.
+func ParseRate(s string) (float64, error) {
+	ls := strings.ToLower(strings.TrimSpace(s))
+	for _, u := range []struct {
+		suffix string
+		mult   float64
+	}{{"gbit", 1e9}, {"mbit", 1e6}, {"kbit", 1e3}, {"bit", 1}} {
+		if strings.HasSuffix(ls, u.suffix) {
+			v, err := strconv.ParseFloat(strings.TrimSuffix(ls, u.suffix), 64)
+			if err != nil || v <= 0 {
+				break
+			}
+			return v * u.mult, nil
+		}
+	}
+	return 0, fmt.Errorf("%q is not a rate (like 100mbit, 1gbit, 500kbit)", s)
+}
