@@ -1,0 +1,226 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tunbond/tunbond/lab"
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("lab tests need root, and CI runs them")
+	}
+	t.Skip("needs root")
+}
+
+// TestLabBondJSON is the CI run of the main command:
+// tunbond lab bond --profile symmetric --duration 3s --json out.json
+func TestLabBondJSON(t *testing.T) {
+	requireRoot(t)
+	out := filepath.Join(t.TempDir(), "out.json")
+	plot := filepath.Join(t.TempDir(), "out.svg")
+	if err := runLab([]string{"bond", "--profile", "symmetric", "--duration", "3s", "--json", out, "--plot", plot}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Profile string `json:"profile"`
+		Links   []struct {
+			RateMbit float64 `json:"rate_mbit"`
+		} `json:"links"`
+		Results []struct {
+			Method      string  `json:"method"`
+			GoodputMbps float64 `json:"goodput_mbps"`
+			SumPct      float64 `json:"sum_pct"`
+			VsBestLink  float64 `json:"vs_best_link"`
+			RTTP50      float64 `json:"rtt_p50_ms"`
+			RTTP99      float64 `json:"rtt_p99_ms"`
+			Retransmits *int64  `json:"retransmits"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Profile != "symmetric" || len(rep.Links) != 2 || rep.Links[0].RateMbit != 100 {
+		t.Fatalf("profile %q links %+v", rep.Profile, rep.Links)
+	}
+	want := []string{"link-1", "link-2", "ecmp", "mptcp", "tunbond-rr", "tunbond-wrr", "tunbond-flowhash"}
+	var got []string
+	for _, r := range rep.Results {
+		got = append(got, r.Method)
+		if r.GoodputMbps <= 0 || r.SumPct <= 0 || r.VsBestLink <= 0 || r.RTTP50 <= 0 || r.RTTP99 < r.RTTP50 || r.Retransmits == nil {
+			t.Errorf("row %+v", r)
+		}
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("methods %v, want %v", got, want)
+	}
+	svg, err := os.ReadFile(plot)
+	if err != nil || !strings.Contains(string(svg), "<svg") || !strings.Contains(string(svg), "tunbond-wrr") {
+		t.Fatalf("plot: %v", err)
+	}
+}
+
+func TestLabClearErrors(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bond", "--profile", "nope"}, `no profile "nope"`},
+		{[]string{"bond", "--links", "fast/10ms"}, "rate"},
+		{[]string{"bond", "--schedulers", "best"}, "not a path scheduler"},
+		{[]string{"bond", "--plot", "x.png"}, ".svg"},
+		{[]string{"other"}, "usage"},
+	} {
+		err := runLab(tt.args)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: %v, want %q", tt.args, err, tt.want)
+		}
+	}
+}
+
+// buildTunbond builds the binary for the tests that run it as a process.
+func buildTunbond(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "tunbond")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// runUntilMeasuring starts `tunbond lab bond` and returns once it measures.
+func runUntilMeasuring(t *testing.T, bin string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, "lab", "bond", "--duration", "20s")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "measuring link-1") {
+			break
+		}
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	// Wait until its traffic runs: an iperf3 or the Go sender's flow exists.
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && len(childrenOf(cmd.Process.Pid)) == 0 && lab.Iperf3Available() {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return cmd
+}
+
+func namespacesOf(pid int) []string {
+	ents, _ := os.ReadDir("/run/netns")
+	var out []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "tb-"+itoa(pid)+"-") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+// childrenOf lists the processes whose parent is pid.
+func childrenOf(pid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) > 1 && f[1] == itoa(pid) {
+			if c, err := strconv.Atoi(e.Name()); err == nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+// TestLabTeardown: a run stopped with Ctrl-C (SIGINT) in the middle leaves
+// no namespace and no process; a run killed with SIGKILL leaves no process,
+// and its namespaces are removed by the next run (lab.CleanStale).
+func TestLabTeardown(t *testing.T) {
+	requireRoot(t)
+	bin := buildTunbond(t)
+
+	cmd := runUntilMeasuring(t, bin)
+	pid := cmd.Process.Pid
+	kids := childrenOf(pid)
+	if len(namespacesOf(pid)) == 0 {
+		t.Fatal("the run made no namespaces?")
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("lab did not stop on SIGINT")
+	}
+	if left := namespacesOf(pid); len(left) > 0 {
+		t.Errorf("after SIGINT, namespaces left: %v", left)
+	}
+	for _, k := range kids {
+		if syscall.Kill(k, 0) == nil {
+			t.Errorf("after SIGINT, child %d still runs", k)
+		}
+	}
+
+	cmd = runUntilMeasuring(t, bin)
+	pid = cmd.Process.Pid
+	kids = childrenOf(pid)
+	cmd.Process.Kill()
+	cmd.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for _, k := range kids {
+		for syscall.Kill(k, 0) == nil && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond) // the kernel delivers the parent-death signal
+		}
+		if syscall.Kill(k, 0) == nil {
+			t.Errorf("after SIGKILL, child %d still runs", k)
+		}
+	}
+	if n, err := lab.CleanStale(); err != nil || n == 0 {
+		t.Errorf("CleanStale removed %d namespaces: %v", n, err)
+	}
+	if left := namespacesOf(pid); len(left) > 0 {
+		t.Errorf("after SIGKILL and CleanStale, namespaces left: %v", left)
+	}
+}
