@@ -12,7 +12,7 @@ var palette = []string{"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#
 // WriteSVG draws the report: goodput over time per method (top), and the
 // share of A→B bytes each uplink carried per method (bottom).
 func WriteSVG(w io.Writer, r *Report) error {
-	const W, H1, left, right, top = 900, 320, 70, 190, 40
+	const W, H1, left, right, top = 960, 320, 130, 190, 40
 	rows := len(r.Results)
 	H2 := 30 + 22*rows
 	H := top + H1 + 60 + H2 + 30
@@ -44,7 +44,7 @@ func WriteSVG(w io.Writer, r *Report) error {
 		fmt.Fprintf(&b, `<text x="%.0f" y="%d" text-anchor="middle">%d</text>`+"\n", x(float64(t)), top+H1+16, t)
 	}
 	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle">seconds</text>`+"\n", left+pw/2, top+H1+32)
-	fmt.Fprintf(&b, `<text x="16" y="%d" transform="rotate(-90 16 %d)" text-anchor="middle">goodput Mbit/s</text>`+"\n", top+H1/2, top+H1/2)
+	fmt.Fprintf(&b, `<text x="76" y="%d" transform="rotate(-90 76 %d)" text-anchor="middle">goodput Mbit/s</text>`+"\n", top+H1/2, top+H1/2)
 	for k, res := range r.Results {
 		c := palette[k%len(palette)]
 		var pts []string
