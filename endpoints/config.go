@@ -39,6 +39,7 @@ type Config struct {
 		Window    int           `mapstructure:"window"`
 		Timeout   time.Duration `mapstructure:"timeout"`
 		LossGrace time.Duration `mapstructure:"loss_grace"`
+		Adaptive  bool          `mapstructure:"adaptive"`
 	} `mapstructure:"reorder"`
 	Keepalive struct {
 		Interval time.Duration `mapstructure:"interval"`

@@ -103,6 +103,7 @@ func StartEndpoint(cfg *Config, host *Host, log *slog.Logger) (_ *Endpoint, err 
 		Codec: codec, Scheduler: cfg.Scheduler,
 		Reorder:   reorder.Config{Window: cfg.Reorder.Window, Timeout: cfg.Reorder.Timeout, LossGrace: cfg.Reorder.LossGrace},
 		Keepalive: cfg.Keepalive.Interval, Misses: cfg.Keepalive.Misses, MTU: ep.MTU, Paths: paths, Log: log,
+		AdaptiveTimeout: cfg.Reorder.Adaptive,
 	}, dev)
 	if err != nil {
 		dev.Close()

@@ -39,6 +39,10 @@ type EngineConfig struct {
 	Paths     []EnginePath
 	Log       *slog.Logger
 	Now       func() time.Time // the clock; nil means time.Now
+	// AdaptiveTimeout raises the reorder timeout above Reorder.Timeout when
+	// the paths' one-way delays (half their RTTs) differ by more: a packet on
+	// the slowest path arrives that much after the ones that passed it.
+	AdaptiveTimeout bool
 }
 
 // Engine is the bond's data plane: TUN → scheduler → uplinks on the way
@@ -56,12 +60,13 @@ type Engine struct {
 	pool   sync.Pool                // *packet
 	bpool  sync.Pool                // *rxBatch
 	rxq    chan *rxBatch
-	ctl    chan pathActive
+	ctl    chan reorderCtl
 	done   chan struct{}
 	wg     sync.WaitGroup
 	closed atomic.Bool
 	once   sync.Once
 
+	timeout  time.Duration // reorder timeout last set (health goroutine)
 	seq      uint32        // last sequence number used (TX goroutine)
 	sentUpTo atomic.Uint32 // every packet up to here has been handed to its socket
 
@@ -123,9 +128,12 @@ type rxItem struct {
 
 type rxBatch struct{ items []rxItem }
 
-type pathActive struct {
-	path   int
-	active bool
+// reorderCtl is a change for the reorder goroutine: a path leaving fast
+// loss detection, or (path < 0) a new timeout.
+type reorderCtl struct {
+	path    int
+	active  bool
+	timeout time.Duration
 }
 
 // tunWriteOffset leaves room for the virtio-net header wireguard's tun writes.
@@ -139,7 +147,7 @@ func NewEngine(cfg EngineConfig, dev tun.Device) (*Engine, error) {
 	}
 	e := &Engine{
 		cfg: cfg, log: cfg.Log, now: cfg.Now, dev: dev, codec: cfg.Codec,
-		rxq: make(chan *rxBatch, 256), ctl: make(chan pathActive, 64),
+		rxq: make(chan *rxBatch, 256), ctl: make(chan reorderCtl, 64),
 		done: make(chan struct{}), stateCh: make(chan struct{}),
 		seq: rand.Uint32(),
 	}
@@ -462,11 +470,51 @@ func (e *Engine) healthLoop() {
 			e.checkSilence(p, now)
 			e.sendControl(p, scratch, f)
 		}
+		e.adaptTimeout()
 		select {
 		case <-t.C:
 		case <-e.done:
 			return
 		}
+	}
+}
+
+// adaptTimeout sets the reorder timeout to cover the delay difference
+// between the up paths: skew × 1.5 + 10 ms, never below the configured one.
+// It moves only when the target differs by more than an eighth.
+func (e *Engine) adaptTimeout() {
+	if e.rb == nil || !e.cfg.AdaptiveTimeout {
+		return
+	}
+	lo, hi, n := time.Duration(0), time.Duration(0), 0
+	for _, p := range e.paths {
+		if !p.upNow.Load() {
+			continue
+		}
+		owd := time.Duration(p.rttNs.Load()) / 2
+		if n == 0 || owd < lo {
+			lo = owd
+		}
+		hi = max(hi, owd)
+		n++
+	}
+	want := e.cfg.Reorder.Timeout
+	if n > 1 {
+		want = max(want, (hi-lo)*3/2+10*time.Millisecond)
+	}
+	want = min(want, 10*time.Second)
+	cur := e.timeout
+	if cur == 0 {
+		cur = e.cfg.Reorder.Timeout
+	}
+	if d := want - cur; d.Abs() <= cur/8 {
+		return
+	}
+	e.timeout = want
+	e.log.Info("reorder timeout follows the paths' delay difference", "timeout", want.Round(time.Millisecond), "skew", (hi - lo).Round(time.Millisecond))
+	select {
+	case e.ctl <- reorderCtl{path: -1, timeout: want}:
+	case <-e.done:
 	}
 }
 
@@ -485,7 +533,7 @@ func (e *Engine) checkSilence(p *enginePath, now time.Time) {
 	p.rxActive = !silent
 	if silent {
 		select {
-		case e.ctl <- pathActive{p.idx, false}:
+		case e.ctl <- reorderCtl{path: p.idx}:
 		case <-e.done:
 		}
 	}
@@ -515,7 +563,11 @@ func (e *Engine) reorderLoop() {
 		case <-timer.C:
 			e.rb.Expire(e.now())
 		case m := <-e.ctl:
-			e.rb.SetActive(m.path, m.active, e.now())
+			if m.path < 0 {
+				e.rb.SetTimeout(m.timeout, e.now())
+			} else {
+				e.rb.SetActive(m.path, m.active, e.now())
+			}
 		case <-e.done:
 			return
 		}

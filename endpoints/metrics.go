@@ -43,13 +43,16 @@ var (
 	dROOverflow    = desc("reorder_overflow_released_total", "Packets released early because the window was full.")
 	dROResync      = desc("reorder_resync_total", "Sequence restarts (peer restarted).")
 	dROWait        = desc("reorder_wait_seconds", "Time released packets spent in the reorder buffer.")
+	dROSpurious    = desc("reorder_spurious_loss_total", "Holes given up as lost whose packet arrived after all (each widens the loss grace).")
+	dROGrace       = desc("reorder_loss_grace_seconds", "Current adaptive wait for a hole every path has moved past.")
+	dROTimeout     = desc("reorder_timeout_seconds", "Current longest wait for a missing packet (reorder.timeout, raised to cover the paths' delay difference).")
 )
 
 func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dPathTxPackets, dPathTxBytes, dPathRxPackets, dPathRxBytes, dPathTxErrors,
 		dPathUp, dPathRTT, dPathWeight, dPathPeerTx, dPathChanges, dDecode, dTUNRxPackets, dTUNRxBytes, dTUNTxPackets,
 		dTUNTxBytes, dNoPath, dNotIP, dTUNErrors, dRODepth, dROReleased, dROHoles, dROLate, dRODup, dROOverflow,
-		dROResync, dROWait} {
+		dROResync, dROWait, dROSpurious, dROGrace, dROTimeout} {
 		ch <- d
 	}
 }
@@ -99,6 +102,9 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(dRODup, s.Duplicate.Load())
 		counter(dROOverflow, s.Overflow.Load())
 		counter(dROResync, s.Resync.Load())
+		counter(dROSpurious, s.Spurious.Load())
+		gauge(dROGrace, float64(s.GraceNs.Load())/1e9)
+		gauge(dROTimeout, float64(s.TimeoutNs.Load())/1e9)
 		buckets, count, sum := s.Wait.Snapshot()
 		ch <- prometheus.MustNewConstHistogram(dROWait, count, sum, buckets)
 	}

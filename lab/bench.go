@@ -25,6 +25,11 @@ type BenchConfig struct {
 	Progress   func(phase string, left time.Duration) // called as each method starts
 	Note       func(msg string)                       // skipped methods and such
 	Log        *slog.Logger
+	// Direct joins the sites with plain veths, no WAN namespace: each link is
+	// shaped with TBF at its rate (`tbf rate R burst 32kbit latency 50ms` on
+	// both ends), or not at all if it has none. Delay, jitter and loss need the
+	// emulator and are refused.
+	Direct bool
 }
 
 // Report is a whole run, in the shape `--json` writes.
@@ -64,10 +69,12 @@ type BenchResult struct {
 
 // Reorder summarises the receiving endpoint's reorder buffer over a run.
 type Reorder struct {
-	Released     uint64 `json:"released"`
-	HolesLost    uint64 `json:"holes_lost"`
-	HolesTimeout uint64 `json:"holes_timeout"`
-	Late         uint64 `json:"late"`
+	Released     uint64  `json:"released"`
+	HolesLost    uint64  `json:"holes_lost"`
+	HolesTimeout uint64  `json:"holes_timeout"`
+	Late         uint64  `json:"late"`
+	Spurious     uint64  `json:"spurious"`
+	GraceMs      float64 `json:"loss_grace_ms"`
 }
 
 // Addresses of the ECMP method: a /32 on each site's lo, routed over all uplinks.
@@ -106,16 +113,42 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 		rep.Links = append(rep.Links, LinkReport{Name: l.Name, RateMbit: pp[0].RateBps / 1e6,
 			DelayMs: ms(pp[0].Delay), JitterMs: ms(pp[0].Jitter), LossPct: 100 * pp[0].Loss})
 	}
-	net, err := WANTopology(n).Build(id)
-	if err != nil {
-		return nil, err
+	var net *Net
+	var counters linkCounters
+	var err error
+	if cfg.Direct {
+		for i, pp := range params {
+			if pp[0].Delay > 0 || pp[0].Jitter > 0 || pp[0].Loss > 0 || pp[0].GE != nil || pp[0] != pp[1] {
+				return nil, fmt.Errorf("links[%d]: --direct links have only a rate (TBF, both ways); delay, jitter and loss need the emulator", i)
+			}
+		}
+		if net, err = BondTopology(n).Build(id); err != nil {
+			return nil, err
+		}
+		defer net.Close()
+		for i, pp := range params {
+			if pp[0].RateBps == 0 {
+				continue
+			}
+			for _, side := range []string{"a", "b"} {
+				if err := ShapeTBF(net.NS(side), UplinkName(i), uint64(pp[0].RateBps), 4000, 0.05); err != nil {
+					return nil, err
+				}
+			}
+		}
+		counters = vethCounters(net, n)
+	} else {
+		if net, err = WANTopology(n).Build(id); err != nil {
+			return nil, err
+		}
+		defer net.Close()
+		emu, err := StartEmulation(net, params)
+		if err != nil {
+			return nil, err
+		}
+		defer emu.Close()
+		counters = emu.counters
 	}
-	defer net.Close()
-	emu, err := StartEmulation(net, params)
-	if err != nil {
-		return nil, err
-	}
-	defer emu.Close()
 	if err := setupECMP(net, n); err != nil {
 		return nil, err
 	}
@@ -142,7 +175,7 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 		if cfg.Progress != nil {
 			cfg.Progress(m.name, time.Duration(len(methods)-k)*(cfg.Duration+3*time.Second))
 		}
-		r, err := runMethod(ctx, net, emu, m, cfg, weights)
+		r, err := runMethod(ctx, net, counters, m, cfg, weights)
 		if err != nil {
 			return rep, fmt.Errorf("%s: %w", m.name, err)
 		}
@@ -153,7 +186,7 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 		best = max(best, r.GoodputMbps)
 	}
 	for i := range rep.Results {
-		if sumRate > 0 {
+		if sumRate > 0 && allLimited(params) {
 			rep.Results[i].SumPct = 100 * rep.Results[i].GoodputMbps / sumRate
 		}
 		if best > 0 {
@@ -167,7 +200,7 @@ func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 
 // runMethod measures one method: the flow, RTT probes through the same path
 // while it is loaded (10 a second), and each uplink's bytes every second.
-func runMethod(ctx context.Context, net *Net, emu *EmulatedLinks, m method, cfg BenchConfig, weights []int64) (BenchResult, error) {
+func runMethod(ctx context.Context, net *Net, counters linkCounters, m method, cfg BenchConfig, weights []int64) (BenchResult, error) {
 	row := BenchResult{Method: m.name}
 	var bond *Bond
 	if m.sched != "" {
@@ -200,7 +233,7 @@ func runMethod(ctx context.Context, net *Net, emu *EmulatedLinks, m method, cfg 
 		rttc <- r
 	}()
 	samples := make(chan [][]float64, 1)
-	go func() { samples <- sampleLinks(mctx, emu, cfg.Duration) }()
+	go func() { samples <- sampleLinks(mctx, counters, cfg.Duration) }()
 	re0, reErr := RetransSegs(net.NS("a"))
 	cpu0, t0 := cpuTime(), time.Now()
 	fr, err := Throughput(mctx, Flow{Src: net.NS("a"), Dst: net.NS("b"), SrcAddr: m.srcAddr, DstAddr: m.dstAddr,
@@ -217,29 +250,57 @@ func runMethod(ctx context.Context, net *Net, emu *EmulatedLinks, m method, cfg 
 		row.Retransmits = re1 - re0 // the sender's, counted by its kernel
 	}
 	row.RTTP50Ms, row.RTTP99Ms = percentiles(rtts)
-	row.LinkShare = shares(row.LinkPerSec, len(emu.Wires))
+	row.LinkShare = shares(row.LinkPerSec, len(weights))
 	if bond != nil {
 		if fr.Tool == "iperf3" { // with the Go sender, this process also runs the traffic
 			row.CPUPct = 100 * cpu.Seconds() / wall.Seconds()
 		}
 		if rs := bond.B.Engine().ReorderStats(); rs != nil {
 			row.Reorder = &Reorder{Released: rs.Released.Load(), HolesLost: rs.HolesLost.Load(),
-				HolesTimeout: rs.HolesTimeout.Load(), Late: rs.Late.Load()}
+				HolesTimeout: rs.HolesTimeout.Load(), Late: rs.Late.Load(), Spurious: rs.Spurious.Load(),
+				GraceMs: float64(rs.GraceNs.Load()) / 1e6}
 		}
 	}
 	return row, nil
 }
 
-// sampleLinks reads each wire's A→B byte counter every second, after the
-// warm-up second, for d.
-func sampleLinks(ctx context.Context, emu *EmulatedLinks, d time.Duration) [][]float64 {
-	read := func() []uint64 {
-		v := make([]uint64, len(emu.Wires))
-		for i, w := range emu.Wires {
-			v[i] = w.AB.Stats.Bytes.Load()
+// linkCounters reads the A→B bytes each uplink has carried so far.
+type linkCounters func() []uint64
+
+// counters reads the emulated wires.
+func (e *EmulatedLinks) counters() []uint64 {
+	v := make([]uint64, len(e.Wires))
+	for i, w := range e.Wires {
+		v[i] = w.AB.Stats.Bytes.Load()
+	}
+	return v
+}
+
+// vethCounters reads site A's uplink veths' transmitted bytes.
+func vethCounters(n *Net, links int) linkCounters {
+	return func() []uint64 {
+		v := make([]uint64, links)
+		for i := range v {
+			if l, err := n.NS("a").NL.LinkByName(UplinkName(i)); err == nil && l.Attrs().Statistics != nil {
+				v[i] = l.Attrs().Statistics.TxBytes
+			}
 		}
 		return v
 	}
+}
+
+func allLimited(params [][2]emulator.Params) bool {
+	for _, p := range params {
+		if p[0].RateBps == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// sampleLinks reads each uplink's A→B byte counter every second, after the
+// warm-up second, for d.
+func sampleLinks(ctx context.Context, read linkCounters, d time.Duration) [][]float64 {
 	select {
 	case <-time.After(time.Second):
 	case <-ctx.Done():

@@ -75,6 +75,7 @@ func (s BondSpec) EndpointConfig(side int) *endpoints.Config {
 		c.Reorder.Timeout = 50 * time.Millisecond
 	}
 	c.Reorder.LossGrace = time.Millisecond
+	c.Reorder.Adaptive = true
 	c.Keepalive.Interval = 200 * time.Millisecond
 	c.Keepalive.Misses = 3
 	c.Routing = "manage"

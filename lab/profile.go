@@ -200,9 +200,13 @@ func (s Shape) params() (emulator.Params, error) {
 	return p, nil
 }
 
-// ParseRate reads a rate in tc's units: bit, kbit, mbit, gbit.
+// ParseRate reads a rate in tc's units: bit, kbit, mbit, gbit; or
+// "unlimited" (0).
 func ParseRate(s string) (float64, error) {
 	ls := strings.ToLower(strings.TrimSpace(s))
+	if ls == "unlimited" {
+		return 0, nil
+	}
 	for _, u := range []struct {
 		suffix string
 		mult   float64
@@ -215,5 +219,5 @@ func ParseRate(s string) (float64, error) {
 			return v * u.mult, nil
 		}
 	}
-	return 0, fmt.Errorf("%q is not a rate (like 100mbit, 1gbit, 500kbit)", s)
+	return 0, fmt.Errorf("%q is not a rate (like 100mbit, 1gbit, 500kbit, unlimited)", s)
 }

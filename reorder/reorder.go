@@ -13,10 +13,14 @@ import (
 type Config struct {
 	Window  int           // most packets held; a packet further ahead forces the oldest out
 	Timeout time.Duration // longest wait for a missing packet
-	// LossGrace is how long a hole that every path has moved past is still
-	// waited for: paths are FIFO only nearly (a veth queues to per-CPU
-	// backlogs, a LAG spreads over links), so a packet may trail a later
-	// one on its own path by a little. Like RACK's reordering window.
+	// LossGrace is the least time a hole that every path has moved past is
+	// still waited for: paths are FIFO only nearly (a veth queues to per-CPU
+	// backlogs, a NIC's queues are per CPU, and a slow bottleneck stretches
+	// microseconds of that into its serialisation time), so a packet may
+	// trail a later one on its own path. Like RACK's reordering window, the
+	// grace adapts: when a packet given up this way arrives after all, the
+	// grace grows to what it would have needed (at most Timeout), and it
+	// shrinks back by an eighth each second without such an arrival.
 	LossGrace time.Duration
 	Paths     int // number of paths feeding the buffer (for fast loss detection)
 }
@@ -32,6 +36,9 @@ type Stats struct {
 	Late          atomic.Uint64 // dropped: older than what was already released
 	Duplicate     atomic.Uint64 // dropped: already held
 	Resync        atomic.Uint64 // sequence restarted (peer restart): buffer flushed
+	Spurious      atomic.Uint64 // holes given up as lost whose packet arrived after all
+	GraceNs       atomic.Int64  // the current loss grace
+	TimeoutNs     atomic.Int64  // the current timeout
 	Depth         atomic.Int64  // packets held now
 	Wait          Histogram     // time released packets spent held
 }
@@ -59,7 +66,18 @@ type Buffer[T any] struct {
 	wm     []uint32
 	wmOK   []bool
 	active []bool
-	Stats  Stats
+	// grace is the adaptive loss grace; gaveUp remembers recent holes given
+	// up by fast loss detection, to recognise them if they turn up.
+	grace   time.Duration
+	graceAt time.Time // last grow or shrink
+	gaveUp  [1024]gaveUp
+	Stats   Stats
+}
+
+type gaveUp struct {
+	seq   uint32
+	since time.Time // when the hole was first seen
+	ok    bool
 }
 
 // New returns a buffer that hands released items to release, in order.
@@ -78,6 +96,9 @@ func New[T any](cfg Config, release func(T)) (*Buffer[T], error) {
 	for i := range b.active {
 		b.active[i] = true
 	}
+	b.grace = cfg.LossGrace
+	b.Stats.GraceNs.Store(int64(b.grace))
+	b.Stats.TimeoutNs.Store(int64(cfg.Timeout))
 	return b, nil
 }
 
@@ -105,6 +126,7 @@ func (b *Buffer[T]) Push(seq uint32, path int, item T, now time.Time) bool {
 		d = 0
 	case d < 0:
 		b.Stats.Late.Add(1)
+		b.spurious(seq, now)
 		b.advance(now)
 		return false
 	case d >= w:
@@ -181,11 +203,12 @@ func (b *Buffer[T]) advance(now time.Time) {
 			moved = true
 			continue
 		}
-		if !b.lost(b.next) || now.Before(b.holeSince.Add(b.cfg.LossGrace)) {
+		if !b.lost(b.next) || now.Before(b.holeSince.Add(b.grace)) {
 			break
 		}
 		b.Stats.HolesLost.Add(1)
 		b.Stats.Holes.Add(1)
+		b.gaveUp[b.next%uint32(len(b.gaveUp))] = gaveUp{seq: b.next, since: b.holeSince, ok: true}
 		b.next++
 		moved = true
 	}
@@ -193,6 +216,28 @@ func (b *Buffer[T]) advance(now time.Time) {
 		b.resetHoleSince()
 	}
 	b.Stats.Depth.Store(int64(b.held))
+	if b.grace > b.cfg.LossGrace && now.Sub(b.graceAt) >= time.Second {
+		b.grace = max(b.cfg.LossGrace, b.grace-b.grace/8)
+		b.graceAt = now
+		b.Stats.GraceNs.Store(int64(b.grace))
+	}
+}
+
+// spurious handles a late packet: if it is a hole fast loss detection gave
+// up, the grace was too short, and grows to what this packet needed.
+func (b *Buffer[T]) spurious(seq uint32, now time.Time) {
+	g := &b.gaveUp[seq%uint32(len(b.gaveUp))]
+	if !g.ok || g.seq != seq {
+		return
+	}
+	g.ok = false
+	b.Stats.Spurious.Add(1)
+	need := now.Sub(g.since) * 5 / 4
+	if need > b.grace {
+		b.grace = min(need, b.cfg.Timeout)
+		b.Stats.GraceNs.Store(int64(b.grace))
+	}
+	b.graceAt = now
 }
 
 func (b *Buffer[T]) pop(s *slot[T], now time.Time) {
@@ -223,6 +268,19 @@ func (b *Buffer[T]) resetHoleSince() {
 	b.holeSince = first
 }
 
+// SetTimeout changes the longest wait for a missing packet (the endpoint
+// raises it to cover the measured delay difference between paths).
+func (b *Buffer[T]) SetTimeout(d time.Duration, now time.Time) {
+	if d <= 0 {
+		return
+	}
+	b.cfg.Timeout = d
+	b.grace = min(b.grace, d)
+	b.Stats.TimeoutNs.Store(int64(d))
+	b.Stats.GraceNs.Store(int64(b.grace))
+	b.Expire(now)
+}
+
 // Deadline returns when Expire must next run, if a hole is being waited
 // for: the end of the loss grace if the paths have moved past the hole, else
 // the timeout.
@@ -231,7 +289,7 @@ func (b *Buffer[T]) Deadline() (time.Time, bool) {
 		return time.Time{}, false
 	}
 	if b.lost(b.next) {
-		return b.holeSince.Add(b.cfg.LossGrace), true
+		return b.holeSince.Add(b.grace), true
 	}
 	return b.holeSince.Add(b.cfg.Timeout), true
 }

@@ -313,3 +313,63 @@ func TestLossGrace(t *testing.T) {
 		t.Fatal("grace longer than the timeout accepted")
 	}
 }
+
+func TestAdaptiveLossGrace(t *testing.T) {
+	r := &rig{t: t, now: t0}
+	var err error
+	r.b, err = New(Config{Window: 64, Timeout: 50 * time.Millisecond, LossGrace: time.Millisecond, Paths: 2},
+		func(s uint32) { r.out = append(r.out, s) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.push(0, 1)
+	r.push(1, 2)
+	r.push(0, 4)
+	r.push(1, 5) // 3 looks lost
+	r.tick(time.Millisecond)
+	r.expect(1, 2, 4, 5)
+	r.now = r.now.Add(3 * time.Millisecond)
+	r.push(1, 3) // but it trailed on its path by 4 ms
+	if r.b.Stats.Spurious.Load() != 1 {
+		t.Fatal("spurious loss not recognised")
+	}
+	if g := time.Duration(r.b.Stats.GraceNs.Load()); g != 5*time.Millisecond {
+		t.Fatalf("grace %v, want 5ms (4ms needed × 1.25)", g)
+	}
+	// The same trailing now waits long enough.
+	r.push(0, 7)
+	r.push(1, 8)
+	r.tick(4 * time.Millisecond)
+	r.expect()
+	r.push(1, 6)
+	r.expect(6, 7, 8)
+	// A second without spurious losses shrinks the grace by an eighth.
+	r.tick(time.Second)
+	r.push(0, 9)
+	if g := time.Duration(r.b.Stats.GraceNs.Load()); g != 5*time.Millisecond-5*time.Millisecond/8 {
+		t.Fatalf("grace after a quiet second %v", g)
+	}
+	// It never grows past the timeout.
+	r.push(0, 11)
+	r.push(1, 12)
+	r.tick(5 * time.Millisecond)
+	r.now = r.now.Add(time.Second)
+	r.push(1, 10)
+	if g := time.Duration(r.b.Stats.GraceNs.Load()); g != 50*time.Millisecond {
+		t.Fatalf("grace %v, want capped at the 50ms timeout", g)
+	}
+}
+
+func TestSetTimeout(t *testing.T) {
+	r := newRig(t, 64, 2)
+	r.push(0, 1, 3)
+	r.expect(1)
+	r.b.SetTimeout(100*time.Millisecond, r.now)
+	r.tick(60 * time.Millisecond)
+	r.expect() // still waiting: the timeout is now 100 ms
+	r.b.SetTimeout(20*time.Millisecond, r.now)
+	r.expect(3) // already past a 20 ms timeout
+	if time.Duration(r.b.Stats.TimeoutNs.Load()) != 20*time.Millisecond {
+		t.Fatal("timeout stat")
+	}
+}

@@ -35,6 +35,7 @@ func runLab(args []string) error {
 	scheds := fs.String("schedulers", strings.Join(scheduler.PathSchedulers, ","), "tunbond schedulers to measure")
 	jsonOut := fs.String("json", "", "write the results as JSON to FILE")
 	plotOut := fs.String("plot", "", "draw goodput over time and uplink shares to FILE (.svg)")
+	direct := fs.Bool("direct", false, "join the sites with plain veths shaped by TBF at the link rates (no WAN emulator: rates only)")
 	debug := fs.Bool("debug", false, "log the endpoints")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to FILE")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -95,7 +96,7 @@ func runLab(args []string) error {
 	fmt.Fprintf(os.Stderr, "lab bond: profile %s (%s), %v per method, %d flow(s), traffic from %s\n",
 		p.Name, p.Description, *duration, *flows, tool)
 	rep, err := lab.RunBondBench(ctx, lab.RunID(), lab.BenchConfig{
-		Profile: p, Duration: *duration, Flows: *flows, Schedulers: ss, Log: log,
+		Profile: p, Duration: *duration, Flows: *flows, Schedulers: ss, Log: log, Direct: *direct,
 		Progress: func(phase string, left time.Duration) {
 			fmt.Fprintf(os.Stderr, "  measuring %-18s about %v left\n", phase, left.Round(time.Second))
 		},
