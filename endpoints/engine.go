@@ -414,6 +414,8 @@ func (e *Engine) onControl(p *enginePath, c tunnel.ControlFields, now time.Time,
 		p.mu.Lock()
 		cameUp := p.health.onReply(now, rtt)
 		p.rttNs.Store(int64(p.health.srtt))
+		e.pset.SetDelay(p.idx, p.health.minRTT/2)
+		e.pset.SetQueue(p.idx, rtt-p.health.minRTT)
 		if cameUp {
 			e.setState(p, true, now)
 		}

@@ -11,11 +11,20 @@ type pathHealth struct {
 	lastReply time.Time
 	replied   bool
 	srtt      time.Duration // smoothed RTT (RFC 6298 weights)
+	minRTT    time.Duration // least RTT over minRTTWindow: the path without queueing
+	minAt     time.Time
 }
+
+// minRTTWindow is how long a least RTT is trusted before a newer sample
+// may replace it (a path's route can change).
+const minRTTWindow = 30 * time.Second
 
 // onReply records a reply that took rtt. It returns true if the path comes up.
 func (h *pathHealth) onReply(now time.Time, rtt time.Duration) (cameUp bool) {
 	h.lastReply, h.replied = now, true
+	if h.minRTT == 0 || rtt <= h.minRTT || now.Sub(h.minAt) > minRTTWindow {
+		h.minRTT, h.minAt = rtt, now
+	}
 	if h.srtt == 0 {
 		h.srtt = rtt
 	} else {

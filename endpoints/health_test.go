@@ -20,6 +20,18 @@ func TestPathHealth(t *testing.T) {
 	if h.srtt != 11*time.Millisecond {
 		t.Fatalf("srtt %v", h.srtt)
 	}
+	if h.minRTT != 10*time.Millisecond {
+		t.Fatalf("min RTT %v", h.minRTT)
+	}
+	h.onReply(t0.Add(31*time.Second), 30*time.Millisecond)
+	if h.minRTT != 30*time.Millisecond {
+		t.Fatalf("min RTT not renewed after its window: %v", h.minRTT)
+	}
+	h.onReply(t0.Add(31*time.Second), 20*time.Millisecond)
+	if h.minRTT != 20*time.Millisecond {
+		t.Fatalf("min RTT %v", h.minRTT)
+	}
+	h.lastReply = t0.Add(200 * time.Millisecond)
 	last := t0.Add(200 * time.Millisecond)
 	if h.check(last.Add(600 * time.Millisecond)) {
 		t.Fatal("down at exactly interval × misses")

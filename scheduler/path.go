@@ -6,6 +6,7 @@ package scheduler
 import (
 	"fmt"
 	"sync/atomic"
+	"time"
 )
 
 // Paths is the live state of a bond's uplinks shared between the packet
@@ -14,12 +15,15 @@ import (
 type Paths struct {
 	up     []atomic.Bool
 	weight []atomic.Uint32
-	gen    atomic.Uint64 // bumped on every change
+	delay  []atomic.Int64 // one-way delay estimate, ns
+	queue  []atomic.Int64 // measured queueing delay, ns
+	gen    atomic.Uint64  // bumped on every change
 }
 
 // NewPaths returns n paths, all up, with the given weights (nil: all 1).
 func NewPaths(weights []uint32) *Paths {
-	p := &Paths{up: make([]atomic.Bool, len(weights)), weight: make([]atomic.Uint32, len(weights))}
+	p := &Paths{up: make([]atomic.Bool, len(weights)), weight: make([]atomic.Uint32, len(weights)),
+		delay: make([]atomic.Int64, len(weights)), queue: make([]atomic.Int64, len(weights))}
 	for i, w := range weights {
 		p.up[i].Store(true)
 		p.weight[i].Store(w)
@@ -33,6 +37,19 @@ func (p *Paths) Weight(i int) uint32  { return p.weight[i].Load() }
 func (p *Paths) Generation() uint64   { return p.gen.Load() }
 func (p *Paths) usable(i int) bool    { return p.up[i].Load() && p.weight[i].Load() > 0 }
 func (p *Paths) SetUp(i int, up bool) { p.up[i].Store(up); p.gen.Add(1) }
+
+// SetDelay records a path's one-way delay (without queueing), as measured.
+func (p *Paths) SetDelay(i int, d time.Duration) { p.delay[i].Store(int64(d)) }
+
+// SetQueue records the queueing delay a path's keepalives met (their RTT
+// above the path's least RTT): feedback for schedulers that model queues.
+func (p *Paths) SetQueue(i int, d time.Duration) { p.queue[i].Store(int64(d)) }
+
+// Queue is the path's last measured queueing delay.
+func (p *Paths) Queue(i int) time.Duration { return time.Duration(p.queue[i].Load()) }
+
+// Delay is the path's one-way delay estimate.
+func (p *Paths) Delay(i int) time.Duration { return time.Duration(p.delay[i].Load()) }
 
 // SetWeight changes a path's weight at run time; 0 takes it out of use.
 func (p *Paths) SetWeight(i int, w uint32) { p.weight[i].Store(w); p.gen.Add(1) }
@@ -52,12 +69,14 @@ func NewPathScheduler(name string, p *Paths) (PathScheduler, error) {
 		return NewWeightedBytes(p), nil
 	case "flowhash":
 		return NewFlowHash(p), nil
+	case "delay":
+		return NewEarliestArrival(p, time.Now), nil
 	}
-	return nil, fmt.Errorf("%q is not a path scheduler (rr | wrr | flowhash)", name)
+	return nil, fmt.Errorf("%q is not a path scheduler (rr | wrr | flowhash | delay)", name)
 }
 
 // PathSchedulers lists the names NewPathScheduler accepts.
-var PathSchedulers = []string{"rr", "wrr", "flowhash"}
+var PathSchedulers = []string{"rr", "wrr", "flowhash", "delay"}
 
 // RoundRobin sends packet after packet to the next usable path.
 type RoundRobin struct {

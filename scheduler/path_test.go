@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 // udp4 returns an IPv4/UDP packet of n bytes (n ≥ 28) for the given flow.
@@ -193,5 +194,54 @@ func BenchmarkPick(b *testing.B) {
 				s.Pick(pkt)
 			}
 		})
+	}
+}
+
+func TestEarliestArrival(t *testing.T) {
+	// fibre 300 Mbit/s 8 ms, LTE 30 Mbit/s 40 ms
+	p := NewPaths([]uint32{300, 30})
+	p.SetDelay(0, 8*time.Millisecond)
+	p.SetDelay(1, 40*time.Millisecond)
+	now := time.Unix(0, 0)
+	e := NewEarliestArrival(p, func() time.Time { return now })
+	pkt := udp4(1472, 1, 1) // 1500 bytes with the headers: 40 µs on the fibre
+	// Light traffic: one packet a millisecond always takes the fibre.
+	for k := 0; k < 100; k++ {
+		if i := e.Pick(pkt); i != 0 {
+			t.Fatalf("light traffic went to path %d", i)
+		}
+		now = now.Add(time.Millisecond)
+	}
+	// Saturating traffic (a packet every 20 µs = 600 Mbit/s offered):
+	// the LTE is used once the fibre's queue passes 32 ms, then both share
+	// in proportion to their rates.
+	count := []int{0, 0}
+	first := -1
+	for k := 0; k < 60000; k++ {
+		i := e.Pick(pkt)
+		count[i]++
+		if i == 1 && first < 0 {
+			first = k
+		}
+		now = now.Add(20 * time.Microsecond)
+	}
+	if first < 1500 {
+		t.Fatalf("LTE used after %d packets, before the fibre queue reached the delay difference", first)
+	}
+	share := float64(count[1]) / 60000
+	if share < 0.05 || share > 0.12 {
+		t.Fatalf("LTE share %.3f under saturation, want near 30/330", share)
+	}
+	// Measured queueing corrects a model that thinks the fibre is free:
+	// at light traffic, 40 ms of queue on the fibre sends to the LTE.
+	now = now.Add(time.Minute)
+	p.SetQueue(0, 40*time.Millisecond)
+	if i := e.Pick(pkt); i != 1 {
+		t.Fatalf("fibre with 40 ms of measured queue still picked")
+	}
+	p.SetQueue(0, 0)
+	p.SetUp(0, false)
+	if i := e.Pick(pkt); i != 1 {
+		t.Fatalf("with the fibre down: path %d", i)
 	}
 }
