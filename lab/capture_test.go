@@ -3,32 +3,20 @@ package lab
 import (
 	"bufio"
 	"context"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-)
 
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s is not installed; .ci/run installs it", name)
-	}
-	t.Skipf("%s is not installed", name)
-	return ""
-}
+	"github.com/tunbond/tunbond/lab/labtest"
+)
 
 // TestCaptureDecodesAsGRE captures an uplink while pinging through the bond
 // and has tshark decode it: GRE with key 7 and a sequence number around the
 // inner ICMP, and keepalives as GRE with the key around protocol 253.
 func TestCaptureDecodesAsGRE(t *testing.T) {
-	tshark := requireTool(t, "tshark")
+	tshark := labtest.RequireTool(t, "tshark")
 	b := startBond(t, BondSpec{Weights: []int64{1}})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -1,22 +1,13 @@
 package lab
 
 import (
-	"os"
 	"testing"
+
+	"github.com/tunbond/tunbond/lab/labtest"
 )
 
-// requireRoot skips on a developer machine without root, and fails in CI,
-// where these tests must run.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("namespace tests need root, and CI runs them")
-	}
-	t.Skip("needs root (network namespaces, TUN, raw sockets)")
-}
+// requireRoot skips without root, or fails in CI.
+func requireRoot(t *testing.T) { labtest.RequireRoot(t) }
 
 // newID returns a run id and registers a check that nothing of the run is
 // left once the test's own cleanups have run.

@@ -13,18 +13,10 @@ import (
 	"time"
 
 	"github.com/tunbond/tunbond/lab"
+	"github.com/tunbond/tunbond/lab/labtest"
 )
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("lab tests need root, and CI runs them")
-	}
-	t.Skip("needs root")
-}
+func requireRoot(t *testing.T) { labtest.RequireRoot(t) }
 
 // TestLabBondJSON is the CI run of the main command:
 // tunbond lab bond --profile symmetric --duration 3s --json out.json
@@ -60,7 +52,7 @@ func TestLabBondJSON(t *testing.T) {
 	if rep.Profile != "symmetric" || len(rep.Links) != 2 || rep.Links[0].RateMbit != 100 {
 		t.Fatalf("profile %q links %+v", rep.Profile, rep.Links)
 	}
-	want := []string{"link-1", "link-2", "ecmp", "mptcp", "tunbond-rr", "tunbond-wrr", "tunbond-flowhash"}
+	want := []string{"link-1", "link-2", "ecmp", "mptcp", "tunbond-rr", "tunbond-wrr", "tunbond-flowhash", "tunbond-delay"}
 	var got []string
 	for _, r := range rep.Results {
 		got = append(got, r.Method)
