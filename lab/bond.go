@@ -118,7 +118,10 @@ func StartBondOn(ctx context.Context, net *Net, s BondSpec) (_ *Bond, err error)
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	for side, ns := range map[int]*Namespace{1: net.NS("a"), 2: net.NS("b")} {
+	for side, ns := range []*Namespace{1: net.NS("a"), 2: net.NS("b")} {
+		if ns == nil {
+			continue
+		}
 		cfg := s.EndpointConfig(side)
 		if err := cfg.Validate(); err != nil {
 			return nil, err
