@@ -415,7 +415,7 @@ func (e *Engine) onControl(p *enginePath, c tunnel.ControlFields, now time.Time,
 		cameUp := p.health.onReply(now, rtt)
 		p.rttNs.Store(int64(p.health.srtt))
 		e.pset.SetDelay(p.idx, p.health.minRTT/2)
-		e.pset.SetQueue(p.idx, rtt-p.health.minRTT)
+		e.pset.SetQueueUntil(p.idx, now.Add(rtt-p.health.minRTT))
 		if cameUp {
 			e.setState(p, true, now)
 		}

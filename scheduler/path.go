@@ -16,7 +16,7 @@ type Paths struct {
 	up     []atomic.Bool
 	weight []atomic.Uint32
 	delay  []atomic.Int64 // one-way delay estimate, ns
-	queue  []atomic.Int64 // measured queueing delay, ns
+	queue  []atomic.Int64 // unix ns until which the path's queue was measured busy
 	gen    atomic.Uint64  // bumped on every change
 }
 
@@ -41,12 +41,13 @@ func (p *Paths) SetUp(i int, up bool) { p.up[i].Store(up); p.gen.Add(1) }
 // SetDelay records a path's one-way delay (without queueing), as measured.
 func (p *Paths) SetDelay(i int, d time.Duration) { p.delay[i].Store(int64(d)) }
 
-// SetQueue records the queueing delay a path's keepalives met (their RTT
-// above the path's least RTT): feedback for schedulers that model queues.
-func (p *Paths) SetQueue(i int, d time.Duration) { p.queue[i].Store(int64(d)) }
+// SetQueueUntil records that the path's queue, as its keepalives measured
+// it (RTT above the least RTT, at the time of the reply), drains no sooner
+// than t: feedback for schedulers that model queues.
+func (p *Paths) SetQueueUntil(i int, t time.Time) { p.queue[i].Store(t.UnixNano()) }
 
-// Queue is the path's last measured queueing delay.
-func (p *Paths) Queue(i int) time.Duration { return time.Duration(p.queue[i].Load()) }
+// QueueUntil is when the path's measured queue drains, at the earliest.
+func (p *Paths) QueueUntil(i int) time.Time { return time.Unix(0, p.queue[i].Load()) }
 
 // Delay is the path's one-way delay estimate.
 func (p *Paths) Delay(i int) time.Duration { return time.Duration(p.delay[i].Load()) }

@@ -235,11 +235,14 @@ func TestEarliestArrival(t *testing.T) {
 	// Measured queueing corrects a model that thinks the fibre is free:
 	// at light traffic, 40 ms of queue on the fibre sends to the LTE.
 	now = now.Add(time.Minute)
-	p.SetQueue(0, 40*time.Millisecond)
+	p.SetQueueUntil(0, now.Add(40*time.Millisecond))
 	if i := e.Pick(pkt); i != 1 {
 		t.Fatalf("fibre with 40 ms of measured queue still picked")
 	}
-	p.SetQueue(0, 0)
+	now = now.Add(41 * time.Millisecond) // that queue has drained
+	if i := e.Pick(pkt); i != 0 {
+		t.Fatalf("fibre avoided after its measured queue drained")
+	}
 	p.SetUp(0, false)
 	if i := e.Pick(pkt); i != 1 {
 		t.Fatalf("with the fibre down: path %d", i)
