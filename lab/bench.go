@@ -62,6 +62,7 @@ type BenchResult struct {
 	Retransmits int64       `json:"retransmits"` // TCP segments site A's kernel retransmitted (-1: unknown)
 	CPUPct      float64     `json:"tunbond_cpu_pct,omitempty"`
 	Reorder     *Reorder    `json:"reorder,omitempty"`
+	Error       string      `json:"error,omitempty"` // the method could not be measured
 	PerSecond   []float64   `json:"per_second_mbps"`
 	LinkShare   []float64   `json:"link_share"`           // fraction of A→B bytes each uplink carried
 	LinkPerSec  [][]float64 `json:"link_per_second_mbps"` // per second, per uplink, A→B
@@ -175,9 +176,21 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 		if cfg.Progress != nil {
 			cfg.Progress(m.name, time.Duration(len(methods)-k)*(cfg.Duration+3*time.Second))
 		}
-		r, err := runMethod(ctx, net, counters, m, cfg, weights)
+		r, err := runMethodBounded(ctx, net, counters, m, cfg, weights)
+		if err != nil && ctx.Err() == nil && cfg.Note != nil {
+			cfg.Note(fmt.Sprintf("%s: %v; measuring again", m.name, err))
+		}
+		if err != nil && ctx.Err() == nil {
+			r, err = runMethodBounded(ctx, net, counters, m, cfg, weights)
+		}
+		if ctx.Err() != nil {
+			return rep, ctx.Err()
+		}
 		if err != nil {
-			return rep, fmt.Errorf("%s: %w", m.name, err)
+			r = BenchResult{Method: m.name, Error: err.Error(), Retransmits: -1}
+			if cfg.Note != nil {
+				cfg.Note(fmt.Sprintf("%s: %v", m.name, err))
+			}
 		}
 		rep.Results = append(rep.Results, r)
 	}
@@ -197,6 +210,21 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// runMethodBounded runs a method with a deadline: a tool that hangs (it
+// happens to iperf3 over MPTCP now and then) must not stall the run.
+func runMethodBounded(ctx context.Context, net *Net, counters linkCounters, m method, cfg BenchConfig, weights []int64) (BenchResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.Duration+20*time.Second)
+	defer cancel()
+	r, err := runMethod(ctx, net, counters, m, cfg, weights)
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("no result within %v", cfg.Duration+20*time.Second)
+	}
+	return r, err
+}
 
 // runMethod measures one method: the flow, RTT probes through the same path
 // while it is loaded (10 a second), and each uplink's bytes every second.

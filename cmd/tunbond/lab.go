@@ -139,6 +139,10 @@ func printReport(w io.Writer, rep *lab.Report) {
 		if r.Retransmits >= 0 {
 			rt = fmt.Sprint(r.Retransmits)
 		}
+		if r.Error != "" {
+			fmt.Fprintf(tw, "%s\t%s\t\t\t\t\t\t\t\t\t\n", r.Method, "failed: "+r.Error)
+			continue
+		}
 		var sh []string
 		for _, s := range r.LinkShare {
 			sh = append(sh, fmt.Sprintf("%.0f", 100*s))

@@ -1,0 +1,263 @@
+// Package director is the IPVS-TUN style director: virtual services, real
+// servers, the connection table, and (later) the data path that
+// encapsulates to the real servers.
+package director
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/tunbond/tunbond/scheduler"
+)
+
+// State is a connection's state as the director sees it: from the client's
+// packets only (the real servers answer the client directly).
+type State uint8
+
+const (
+	StateSynRecv State = iota // SYN seen
+	StateEstablished
+	StateFinWait // FIN seen
+	StateClose   // RST seen
+	StateUDP
+	numStates
+)
+
+var stateNames = [...]string{"SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE", "UDP"}
+
+func (s State) String() string { return stateNames[s] }
+
+// Timeouts per state, IPVS's defaults (ipvsadm --set tcp tcpfin udp sets
+// the three main ones).
+type Timeouts [numStates]time.Duration
+
+// DefaultTimeouts are IPVS's: established 900 s, FIN 120 s, UDP 300 s,
+// SYN_RECV 60 s, CLOSE 10 s.
+var DefaultTimeouts = Timeouts{
+	StateSynRecv: 60 * time.Second, StateEstablished: 900 * time.Second,
+	StateFinWait: 120 * time.Second, StateClose: 10 * time.Second, StateUDP: 300 * time.Second,
+}
+
+// TCP flags the state machine reads.
+const (
+	FlagFIN = 0x01
+	FlagSYN = 0x02
+	FlagRST = 0x04
+	FlagACK = 0x10
+)
+
+// Key is a connection: protocol, client address and port, virtual address
+// and port.
+type Key struct {
+	Proto  uint8
+	Client netip.AddrPort
+	VIP    netip.AddrPort
+}
+
+// Conn is one entry of the table.
+type Conn struct {
+	Key     Key
+	Dest    *scheduler.Dest
+	State   State
+	Expires time.Time
+	Packets uint64
+	Bytes   uint64
+	prev    *Conn
+	next    *Conn
+}
+
+func (c *Conn) active() bool { return c.State == StateEstablished }
+
+// TableStats count the table's life.
+type TableStats struct {
+	Created, Expired, Evicted, Refused uint64
+}
+
+// Table maps connections to real servers. Entries of one state share a
+// timeout, so each state's list, in order of last packet, is in order of
+// expiry: expiring and evicting cost O(1) per entry. Not safe for
+// concurrent use.
+type Table struct {
+	max      int
+	timeouts Timeouts
+	m        map[Key]*Conn
+	lists    [numStates]list
+	Stats    TableStats
+}
+
+type list struct{ head, tail *Conn }
+
+func (l *list) push(c *Conn) {
+	c.prev, c.next = l.tail, nil
+	if l.tail != nil {
+		l.tail.next = c
+	} else {
+		l.head = c
+	}
+	l.tail = c
+}
+
+func (l *list) remove(c *Conn) {
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else {
+		l.head = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	} else {
+		l.tail = c.prev
+	}
+	c.prev, c.next = nil, nil
+}
+
+// NewTable returns a table of at most max connections.
+func NewTable(max int, t Timeouts) *Table {
+	return &Table{max: max, timeouts: t, m: make(map[Key]*Conn)}
+}
+
+// Len is the number of connections.
+func (t *Table) Len() int { return len(t.m) }
+
+// Lookup finds the connection of a packet and updates its state from the
+// packet's TCP flags (ignored for UDP), or returns nil.
+func (t *Table) Lookup(k Key, flags uint8, size int, now time.Time) *Conn {
+	c := t.m[k]
+	if c == nil {
+		return nil
+	}
+	if !now.Before(c.Expires) {
+		t.drop(c)
+		t.Stats.Expired++
+		return nil
+	}
+	t.touch(c, next(c.State, k.Proto, flags), size, now)
+	return c
+}
+
+// Insert adds a new connection to dest. A full table first evicts its
+// oldest inactive connection; with none to evict it refuses (nil).
+func (t *Table) Insert(k Key, dest *scheduler.Dest, flags uint8, size int, now time.Time) *Conn {
+	if len(t.m) >= t.max {
+		t.Expire(now)
+	}
+	if len(t.m) >= t.max && !t.evictInactive() {
+		t.Stats.Refused++
+		return nil
+	}
+	st := StateSynRecv
+	if k.Proto == 17 {
+		st = StateUDP
+	} else if flags&FlagSYN == 0 {
+		st = next(StateSynRecv, k.Proto, flags) // mid-stream (e.g. after a director restart)
+	}
+	c := &Conn{Key: k, Dest: dest, State: st}
+	t.m[k] = c
+	t.Stats.Created++
+	t.count(c, +1)
+	c.Expires = now.Add(t.timeouts[st])
+	c.Packets, c.Bytes = 1, uint64(size)
+	t.lists[st].push(c)
+	return c
+}
+
+// next is the state after a client packet with these flags.
+func next(s State, proto uint8, flags uint8) State {
+	if proto == 17 {
+		return StateUDP
+	}
+	switch {
+	case flags&FlagRST != 0:
+		return StateClose
+	case flags&FlagFIN != 0:
+		return StateFinWait
+	case flags&FlagSYN != 0 && flags&FlagACK == 0:
+		if s == StateEstablished {
+			return s // a stray SYN does not reset an established connection
+		}
+		return StateSynRecv
+	case flags&FlagACK != 0 && (s == StateSynRecv || s == StateEstablished):
+		return StateEstablished
+	}
+	return s
+}
+
+func (t *Table) touch(c *Conn, st State, size int, now time.Time) {
+	t.lists[c.State].remove(c)
+	if st != c.State {
+		t.count(c, -1)
+		c.State = st
+		t.count(c, +1)
+	}
+	c.Expires = now.Add(t.timeouts[st])
+	c.Packets++
+	c.Bytes += uint64(size)
+	t.lists[st].push(c)
+}
+
+// count adds d to the connection's server's active or inactive count.
+func (t *Table) count(c *Conn, d int64) {
+	if c.Dest == nil {
+		return
+	}
+	if c.active() {
+		c.Dest.Active += d
+	} else {
+		c.Dest.Inactive += d
+	}
+}
+
+func (t *Table) drop(c *Conn) {
+	t.lists[c.State].remove(c)
+	t.count(c, -1)
+	delete(t.m, c.Key)
+}
+
+// Expire removes every connection whose time is up.
+func (t *Table) Expire(now time.Time) {
+	for s := range t.lists {
+		for c := t.lists[s].head; c != nil && !now.Before(c.Expires); c = t.lists[s].head {
+			t.drop(c)
+			t.Stats.Expired++
+		}
+	}
+}
+
+// evictInactive removes the inactive connection that expires first.
+func (t *Table) evictInactive() bool {
+	var victim *Conn
+	for s := range t.lists {
+		if State(s) == StateEstablished {
+			continue
+		}
+		if h := t.lists[s].head; h != nil && (victim == nil || h.Expires.Before(victim.Expires)) {
+			victim = h
+		}
+	}
+	if victim == nil {
+		return false
+	}
+	t.drop(victim)
+	t.Stats.Evicted++
+	return true
+}
+
+// DropDest removes every connection to dest (IPVS's expire_nodest_conn,
+// for a server that failed its checks or was deleted).
+func (t *Table) DropDest(dest *scheduler.Dest) int {
+	n := 0
+	for _, c := range t.m {
+		if c.Dest == dest {
+			t.drop(c)
+			n++
+		}
+	}
+	return n
+}
+
+// Each calls f for every connection (for `ipvsadm -L -c`).
+func (t *Table) Each(f func(*Conn)) {
+	for _, c := range t.m {
+		f(c)
+	}
+}

@@ -1,0 +1,116 @@
+package director
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/tunbond/tunbond/scheduler"
+)
+
+var t0 = time.Unix(1000, 0)
+
+func key(port uint16) Key {
+	return Key{Proto: 6, Client: netip.AddrPortFrom(netip.MustParseAddr("198.51.100.7"), port),
+		VIP: netip.MustParseAddrPort("192.0.2.10:80")}
+}
+
+func TestTCPStatesAndCounts(t *testing.T) {
+	tb := NewTable(100, DefaultTimeouts)
+	d := &scheduler.Dest{Weight: 1, Up: true}
+	c := tb.Insert(key(1000), d, FlagSYN, 60, t0)
+	if c.State != StateSynRecv || d.Inactive != 1 || d.Active != 0 {
+		t.Fatalf("after SYN: %v, active %d inactive %d", c.State, d.Active, d.Inactive)
+	}
+	if tb.Lookup(key(1000), FlagACK, 52, t0) != c || c.State != StateEstablished || d.Active != 1 || d.Inactive != 0 {
+		t.Fatalf("after ACK: %v, active %d inactive %d", c.State, d.Active, d.Inactive)
+	}
+	if !c.Expires.Equal(t0.Add(900 * time.Second)) {
+		t.Fatalf("established expires in %v", c.Expires.Sub(t0))
+	}
+	tb.Lookup(key(1000), FlagSYN, 60, t0)
+	if c.State != StateEstablished {
+		t.Fatal("a stray SYN reset an established connection")
+	}
+	tb.Lookup(key(1000), FlagFIN|FlagACK, 52, t0)
+	if c.State != StateFinWait || d.Active != 0 || d.Inactive != 1 || !c.Expires.Equal(t0.Add(120*time.Second)) {
+		t.Fatalf("after FIN: %v active %d inactive %d", c.State, d.Active, d.Inactive)
+	}
+	tb.Lookup(key(1000), FlagRST, 40, t0)
+	if c.State != StateClose || c.Packets != 5 {
+		t.Fatalf("after RST: %v, %d packets", c.State, c.Packets)
+	}
+}
+
+func TestExpiry(t *testing.T) {
+	tb := NewTable(100, DefaultTimeouts)
+	d := &scheduler.Dest{Weight: 1, Up: true}
+	tb.Insert(key(1), d, FlagSYN, 60, t0)
+	tb.Lookup(key(1), FlagACK, 60, t0) // established, 900 s
+	u := Key{Proto: 17, Client: key(2).Client, VIP: key(2).VIP}
+	tb.Insert(u, d, 0, 60, t0) // UDP, 300 s
+	tb.Expire(t0.Add(299 * time.Second))
+	if tb.Len() != 2 {
+		t.Fatalf("expired early: %d left", tb.Len())
+	}
+	tb.Expire(t0.Add(300 * time.Second))
+	if tb.Len() != 1 || d.Inactive != 0 || d.Active != 1 {
+		t.Fatalf("UDP not expired: %d left, inactive %d", tb.Len(), d.Inactive)
+	}
+	// A lookup after expiry finds nothing.
+	if tb.Lookup(key(1), FlagACK, 60, t0.Add(901*time.Second)) != nil || d.Active != 0 || tb.Stats.Expired != 2 {
+		t.Fatalf("stale connection found; active %d expired %d", d.Active, tb.Stats.Expired)
+	}
+}
+
+func TestFullTableEvictsOldestInactive(t *testing.T) {
+	tb := NewTable(3, DefaultTimeouts)
+	d := &scheduler.Dest{Weight: 1, Up: true}
+	tb.Insert(key(1), d, FlagSYN, 60, t0)
+	tb.Lookup(key(1), FlagACK, 60, t0) // active
+	tb.Insert(key(2), d, FlagSYN, 60, t0.Add(time.Second))
+	tb.Insert(key(3), d, FlagSYN, 60, t0.Add(2*time.Second))
+	if tb.Insert(key(4), d, FlagSYN, 60, t0.Add(3*time.Second)) == nil {
+		t.Fatal("refused while inactive connections could go")
+	}
+	if tb.Lookup(key(2), FlagACK, 60, t0.Add(3*time.Second)) != nil {
+		t.Fatal("the oldest inactive connection was not the one evicted")
+	}
+	if tb.Lookup(key(1), FlagACK, 60, t0.Add(3*time.Second)) == nil {
+		t.Fatal("an active connection was evicted")
+	}
+	// All active: a new one is refused.
+	tb.Lookup(key(3), FlagACK, 60, t0.Add(3*time.Second))
+	tb.Lookup(key(4), FlagACK, 60, t0.Add(3*time.Second))
+	if tb.Insert(key(5), d, FlagSYN, 60, t0.Add(4*time.Second)) != nil || tb.Stats.Refused != 1 || tb.Stats.Evicted != 1 {
+		t.Fatalf("refused %d evicted %d", tb.Stats.Refused, tb.Stats.Evicted)
+	}
+}
+
+func TestDropDest(t *testing.T) {
+	tb := NewTable(10, DefaultTimeouts)
+	a, b := &scheduler.Dest{Weight: 1, Up: true}, &scheduler.Dest{Weight: 1, Up: true}
+	tb.Insert(key(1), a, FlagSYN, 60, t0)
+	tb.Insert(key(2), b, FlagSYN, 60, t0)
+	tb.Insert(key(3), a, FlagACK, 60, t0) // mid-stream: established at once
+	if a.Active != 1 || a.Inactive != 1 {
+		t.Fatalf("a: active %d inactive %d", a.Active, a.Inactive)
+	}
+	if n := tb.DropDest(a); n != 2 || tb.Len() != 1 || a.Active != 0 || a.Inactive != 0 {
+		t.Fatalf("dropped %d, %d left, a %d/%d", n, tb.Len(), a.Active, a.Inactive)
+	}
+}
+
+func BenchmarkLookup(b *testing.B) {
+	tb := NewTable(1<<20, DefaultTimeouts)
+	d := &scheduler.Dest{Weight: 1, Up: true}
+	for i := 0; i < 10000; i++ {
+		tb.Insert(key(uint16(i)), d, FlagSYN, 60, t0)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		tb.Lookup(key(uint16(i%10000)), FlagACK, 1400, t0)
+		i++
+	}
+}
