@@ -129,3 +129,33 @@ func TestBondSurvivesUplinkDown(t *testing.T) {
 	}
 	t.Logf("200 MB completed in %v with one uplink lost at %d MB; sha256 matches", r.r.Duration.Round(time.Millisecond), 50)
 }
+
+// TestIPIPBond runs an IPIP bond (protocols 4 and 41 on raw sockets, no
+// sequence, no reordering) with flowhash: ping, and a transfer that arrives
+// intact.
+func TestIPIPBond(t *testing.T) {
+	b := startBond(t, BondSpec{Weights: []int64{1, 1}, Encap: "ipip", Scheduler: "flowhash"})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rtts, err := Ping(ctx, b.Net.NS("a"), BondAddrB, 3, 20*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rtts {
+		if r == 0 {
+			t.Fatalf("ping %d over IPIP got no reply", i)
+		}
+	}
+	res, err := Transfer(ctx, b.Net.NS("a"), b.Net.NS("b"), BondAddrB, 20<<20, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.B.Engine().ReorderStats() != nil {
+		t.Fatal("an IPIP bond has a reorder buffer")
+	}
+	st := b.A.Engine().Status()
+	if st[0].TxPackets+st[1].TxPackets == 0 {
+		t.Fatal("nothing went over the uplinks")
+	}
+	t.Logf("20 MB over IPIP in %v (%.0f Mbit/s)", res.Duration.Round(time.Millisecond), res.GoodputMbps())
+}
