@@ -1,0 +1,86 @@
+package tunnel
+
+import (
+	"encoding/binary"
+	"net/netip"
+)
+
+// Flow is what a director reads of a client's packet.
+type Flow struct {
+	Proto            uint8
+	Src, Dst         netip.Addr
+	SrcPort, DstPort uint16 // 0 for protocols without ports, and for fragments after the first
+	TCPFlags         uint8
+	DontFragment     bool // IPv4 DF (IPv6 never fragments on the way)
+}
+
+// ParseFlow reads the addresses, protocol, ports and TCP flags of an IPv4
+// or IPv6 packet. It fails on packets too short for what they claim.
+func ParseFlow(pkt []byte) (Flow, error) {
+	var f Flow
+	if len(pkt) < 1 {
+		return f, ErrTooShort
+	}
+	var l4 []byte
+	switch pkt[0] >> 4 {
+	case 4:
+		ip := IPv4(pkt)
+		if err := ip.Validate(); err != nil {
+			return f, err
+		}
+		f.Proto, f.Src, f.Dst, f.DontFragment = ip.Protocol(), ip.Src(), ip.Dst(), ip.DontFragment()
+		if binary.BigEndian.Uint16(pkt[6:8])&0x1fff == 0 { // first fragment (or none): ports present
+			l4 = ip.Payload()
+		}
+	case 6:
+		if len(pkt) < 40 {
+			return f, ErrTooShort
+		}
+		f.Proto = pkt[6]
+		f.Src = netip.AddrFrom16([16]byte(pkt[8:24]))
+		f.Dst = netip.AddrFrom16([16]byte(pkt[24:40]))
+		end := 40 + int(binary.BigEndian.Uint16(pkt[4:6]))
+		if end > len(pkt) {
+			return f, ErrTooShort
+		}
+		l4 = pkt[40:end]
+	default:
+		return f, ErrInnerProto
+	}
+	switch f.Proto {
+	case 6:
+		if l4 != nil {
+			if len(l4) < 20 {
+				return f, ErrTooShort
+			}
+			f.TCPFlags = l4[13]
+		}
+		fallthrough
+	case 17, 132:
+		if l4 != nil {
+			if len(l4) < 4 {
+				return f, ErrTooShort
+			}
+			f.SrcPort, f.DstPort = binary.BigEndian.Uint16(l4[0:2]), binary.BigEndian.Uint16(l4[2:4])
+		}
+	}
+	return f, nil
+}
+
+// ICMPFragNeeded writes into b an ICMP "destination unreachable,
+// fragmentation needed" (type 3, code 4, RFC 1191) from src about the IPv4
+// packet orig, with the next-hop MTU, quoting as much of orig as fits in
+// 576 bytes (as Linux does). It returns the packet's length; b needs 576 bytes.
+func ICMPFragNeeded(b []byte, src [4]byte, orig IPv4, mtu int) int {
+	quote := min(len(orig), 576-IPv4HeaderLen-8)
+	n := IPv4HeaderLen + 8 + quote
+	EncodeIPv4(b, n, 64, 1, src, [4]byte(orig[12:16]))
+	icmp := b[IPv4HeaderLen:n]
+	icmp[0], icmp[1] = 3, 4
+	icmp[2], icmp[3] = 0, 0
+	binary.BigEndian.PutUint16(icmp[4:6], 0)
+	binary.BigEndian.PutUint16(icmp[6:8], uint16(mtu))
+	copy(icmp[8:], orig[:quote])
+	binary.BigEndian.PutUint16(icmp[2:4], ^Checksum(icmp, 0))
+	return n
+}
