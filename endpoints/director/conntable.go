@@ -58,6 +58,7 @@ type Key struct {
 type Conn struct {
 	Key     Key
 	Dest    *scheduler.Dest
+	Real    netip.AddrPort // where the connection's packets go
 	State   State
 	Expires time.Time
 	Packets uint64
@@ -137,7 +138,7 @@ func (t *Table) Lookup(k Key, flags uint8, size int, now time.Time) *Conn {
 
 // Insert adds a new connection to dest. A full table first evicts its
 // oldest inactive connection; with none to evict it refuses (nil).
-func (t *Table) Insert(k Key, dest *scheduler.Dest, flags uint8, size int, now time.Time) *Conn {
+func (t *Table) Insert(k Key, dest *scheduler.Dest, real netip.AddrPort, flags uint8, size int, now time.Time) *Conn {
 	if len(t.m) >= t.max {
 		t.Expire(now)
 	}
@@ -151,7 +152,7 @@ func (t *Table) Insert(k Key, dest *scheduler.Dest, flags uint8, size int, now t
 	} else if flags&FlagSYN == 0 {
 		st = next(StateSynRecv, k.Proto, flags) // mid-stream (e.g. after a director restart)
 	}
-	c := &Conn{Key: k, Dest: dest, State: st}
+	c := &Conn{Key: k, Dest: dest, Real: real, State: st}
 	t.m[k] = c
 	t.Stats.Created++
 	t.count(c, +1)

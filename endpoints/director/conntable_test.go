@@ -10,6 +10,8 @@ import (
 
 var t0 = time.Unix(1000, 0)
 
+var rip = netip.MustParseAddrPort("10.0.0.1:80")
+
 func key(port uint16) Key {
 	return Key{Proto: 6, Client: netip.AddrPortFrom(netip.MustParseAddr("198.51.100.7"), port),
 		VIP: netip.MustParseAddrPort("192.0.2.10:80")}
@@ -18,7 +20,7 @@ func key(port uint16) Key {
 func TestTCPStatesAndCounts(t *testing.T) {
 	tb := NewTable(100, DefaultTimeouts)
 	d := &scheduler.Dest{Weight: 1, Up: true}
-	c := tb.Insert(key(1000), d, FlagSYN, 60, t0)
+	c := tb.Insert(key(1000), d, rip, FlagSYN, 60, t0)
 	if c.State != StateSynRecv || d.Inactive != 1 || d.Active != 0 {
 		t.Fatalf("after SYN: %v, active %d inactive %d", c.State, d.Active, d.Inactive)
 	}
@@ -45,10 +47,10 @@ func TestTCPStatesAndCounts(t *testing.T) {
 func TestExpiry(t *testing.T) {
 	tb := NewTable(100, DefaultTimeouts)
 	d := &scheduler.Dest{Weight: 1, Up: true}
-	tb.Insert(key(1), d, FlagSYN, 60, t0)
+	tb.Insert(key(1), d, rip, FlagSYN, 60, t0)
 	tb.Lookup(key(1), FlagACK, 60, t0) // established, 900 s
 	u := Key{Proto: 17, Client: key(2).Client, VIP: key(2).VIP}
-	tb.Insert(u, d, 0, 60, t0) // UDP, 300 s
+	tb.Insert(u, d, rip, 0, 60, t0) // UDP, 300 s
 	tb.Expire(t0.Add(299 * time.Second))
 	if tb.Len() != 2 {
 		t.Fatalf("expired early: %d left", tb.Len())
@@ -66,11 +68,11 @@ func TestExpiry(t *testing.T) {
 func TestFullTableEvictsOldestInactive(t *testing.T) {
 	tb := NewTable(3, DefaultTimeouts)
 	d := &scheduler.Dest{Weight: 1, Up: true}
-	tb.Insert(key(1), d, FlagSYN, 60, t0)
+	tb.Insert(key(1), d, rip, FlagSYN, 60, t0)
 	tb.Lookup(key(1), FlagACK, 60, t0) // active
-	tb.Insert(key(2), d, FlagSYN, 60, t0.Add(time.Second))
-	tb.Insert(key(3), d, FlagSYN, 60, t0.Add(2*time.Second))
-	if tb.Insert(key(4), d, FlagSYN, 60, t0.Add(3*time.Second)) == nil {
+	tb.Insert(key(2), d, rip, FlagSYN, 60, t0.Add(time.Second))
+	tb.Insert(key(3), d, rip, FlagSYN, 60, t0.Add(2*time.Second))
+	if tb.Insert(key(4), d, rip, FlagSYN, 60, t0.Add(3*time.Second)) == nil {
 		t.Fatal("refused while inactive connections could go")
 	}
 	if tb.Lookup(key(2), FlagACK, 60, t0.Add(3*time.Second)) != nil {
@@ -82,7 +84,7 @@ func TestFullTableEvictsOldestInactive(t *testing.T) {
 	// All active: a new one is refused.
 	tb.Lookup(key(3), FlagACK, 60, t0.Add(3*time.Second))
 	tb.Lookup(key(4), FlagACK, 60, t0.Add(3*time.Second))
-	if tb.Insert(key(5), d, FlagSYN, 60, t0.Add(4*time.Second)) != nil || tb.Stats.Refused != 1 || tb.Stats.Evicted != 1 {
+	if tb.Insert(key(5), d, rip, FlagSYN, 60, t0.Add(4*time.Second)) != nil || tb.Stats.Refused != 1 || tb.Stats.Evicted != 1 {
 		t.Fatalf("refused %d evicted %d", tb.Stats.Refused, tb.Stats.Evicted)
 	}
 }
@@ -90,9 +92,9 @@ func TestFullTableEvictsOldestInactive(t *testing.T) {
 func TestDropDest(t *testing.T) {
 	tb := NewTable(10, DefaultTimeouts)
 	a, b := &scheduler.Dest{Weight: 1, Up: true}, &scheduler.Dest{Weight: 1, Up: true}
-	tb.Insert(key(1), a, FlagSYN, 60, t0)
-	tb.Insert(key(2), b, FlagSYN, 60, t0)
-	tb.Insert(key(3), a, FlagACK, 60, t0) // mid-stream: established at once
+	tb.Insert(key(1), a, rip, FlagSYN, 60, t0)
+	tb.Insert(key(2), b, rip, FlagSYN, 60, t0)
+	tb.Insert(key(3), a, rip, FlagACK, 60, t0) // mid-stream: established at once
 	if a.Active != 1 || a.Inactive != 1 {
 		t.Fatalf("a: active %d inactive %d", a.Active, a.Inactive)
 	}
@@ -105,7 +107,7 @@ func BenchmarkLookup(b *testing.B) {
 	tb := NewTable(1<<20, DefaultTimeouts)
 	d := &scheduler.Dest{Weight: 1, Up: true}
 	for i := 0; i < 10000; i++ {
-		tb.Insert(key(uint16(i)), d, FlagSYN, 60, t0)
+		tb.Insert(key(uint16(i)), d, rip, FlagSYN, 60, t0)
 	}
 	b.ReportAllocs()
 	i := 0

@@ -1,0 +1,305 @@
+package director
+
+import (
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/tunbond/tunbond/scheduler"
+	"github.com/tunbond/tunbond/tunnel"
+)
+
+// Drop reasons of the director's data path.
+type Drop uint8
+
+const (
+	DropNotIP      Drop = iota // not a parsable IP packet
+	DropNoService              // no virtual service for its address, port and protocol
+	DropNoConn                 // a TCP packet of no known connection that is not a SYN
+	DropNoServer               // the service has no usable real server
+	DropTableFull              // the connection table is full of active connections
+	DropFragNeeded             // too big with DF set: answered with ICMP
+	DropTooBig                 // too big, no DF: IPIP would need fragmenting
+	NumDrops
+)
+
+var dropNames = [...]string{"not_ip", "no_service", "no_connection", "no_server", "table_full", "frag_needed", "too_big"}
+
+func (d Drop) String() string { return dropNames[d] }
+
+// Verdict is what to do with a packet from the TUN.
+type Verdict struct {
+	Forward bool           // send Packet to Real
+	Real    netip.AddrPort // the real server
+	Reply   int            // > 0: write Reply bytes (an ICMP) back to the TUN
+	Drop    Drop           // why not, when neither
+}
+
+// real is the director's state for one real server of one service.
+type real struct {
+	dest    scheduler.Dest
+	addr    netip.AddrPort
+	conns   uint64
+	packets uint64
+	bytes   uint64
+}
+
+// service is the running state of a virtual service.
+type service struct {
+	svc     *Service
+	reals   []*real
+	byAddr  map[netip.AddrPort]*real
+	sched   scheduler.ServerScheduler
+	persist map[netip.Addr]persistEntry
+	conns   uint64
+	packets uint64
+	bytes   uint64
+}
+
+type persistEntry struct {
+	r       *real
+	expires time.Time
+}
+
+// Director holds the virtual services and the connection table, and decides
+// per packet. It is safe for concurrent use: the data path and the admin
+// socket share it under one lock, taken per batch by the data path.
+type Director struct {
+	mu    sync.Mutex
+	rules Rules
+	svcs  map[svcID]*service
+	table *Table
+	mtu   int // egress MTU towards the real servers
+	codec tunnel.Codec
+	drops [NumDrops]uint64
+	icmp  []byte
+}
+
+type svcID struct {
+	proto uint8
+	vip   netip.AddrPort
+}
+
+// New returns a director with a connection table of maxConns entries, for
+// an egress MTU (the encapsulation's overhead comes off it).
+func New(maxConns int, timeouts Timeouts, mtu int, codec tunnel.Codec) *Director {
+	return &Director{svcs: map[svcID]*service{}, table: NewTable(maxConns, timeouts), mtu: mtu, codec: codec,
+		icmp: make([]byte, 576)}
+}
+
+// Apply runs an ipvsadm change and brings the running services in line,
+// keeping every connection and every real server's counters.
+func (d *Director) Apply(c Command) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.rules.Apply(c); err != nil {
+		return err
+	}
+	return d.sync()
+}
+
+// Restore applies an ipvsadm save.
+func (d *Director) Restore(save string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.rules.Restore(save); err != nil {
+		d.sync()
+		return err
+	}
+	return d.sync()
+}
+
+// Save returns the rules in ipvsadm's save format.
+func (d *Director) Save() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.rules.Save()
+}
+
+// sync rebuilds the running state from the rules; d.mu is held.
+func (d *Director) sync() error {
+	keep := map[svcID]bool{}
+	for _, s := range d.rules.Services {
+		id := svcID{s.Proto, s.VIP}
+		keep[id] = true
+		st := d.svcs[id]
+		if st == nil {
+			st = &service{byAddr: map[netip.AddrPort]*real{}, persist: map[netip.Addr]persistEntry{}}
+			d.svcs[id] = st
+		}
+		st.svc = s
+		st.reals = st.reals[:0]
+		for _, r := range s.Reals {
+			x := st.byAddr[r.Addr]
+			if x == nil {
+				x = &real{addr: r.Addr, dest: scheduler.Dest{Name: r.Addr.String(), Up: true}}
+				st.byAddr[r.Addr] = x
+			}
+			x.dest.Weight = r.Weight
+			st.reals = append(st.reals, x)
+		}
+		for a, x := range st.byAddr { // deleted: no new connections; existing ones go on
+			if !containsReal(st.reals, x) {
+				x.dest.Weight = 0
+				delete(st.byAddr, a)
+			}
+		}
+		dests := make([]*scheduler.Dest, len(st.reals))
+		for i, x := range st.reals {
+			dests[i] = &x.dest
+		}
+		var err error
+		if st.sched, err = scheduler.NewServerScheduler(s.Scheduler, dests); err != nil {
+			return err
+		}
+	}
+	for id := range d.svcs {
+		if !keep[id] {
+			delete(d.svcs, id)
+		}
+	}
+	return nil
+}
+
+func containsReal(list []*real, x *real) bool {
+	for _, y := range list {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+// SetHealth marks a real server of a service up or down; dropConns
+// removes its connections too (IPVS's expire_nodest_conn).
+func (d *Director) SetHealth(proto uint8, vip, rip netip.AddrPort, up, dropConns bool) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := d.svcs[svcID{proto, vip}]
+	if st == nil || st.byAddr[rip] == nil {
+		return fmt.Errorf("no real server %s in %s %s", rip, protoName(proto), vip)
+	}
+	x := st.byAddr[rip]
+	x.dest.Up = up
+	st.sched.Reset(destsOf(st))
+	if !up && dropConns {
+		d.table.DropDest(&x.dest)
+	}
+	return nil
+}
+
+func destsOf(st *service) []*scheduler.Dest {
+	out := make([]*scheduler.Dest, len(st.reals))
+	for i, x := range st.reals {
+		out[i] = &x.dest
+	}
+	return out
+}
+
+// Lock and Unlock bracket a batch of Process calls.
+func (d *Director) Lock()   { d.mu.Lock() }
+func (d *Director) Unlock() { d.mu.Unlock() }
+
+// Process decides what to do with one packet from the TUN; d is locked.
+// An ICMP reply, if any, is in ICMP()[:v.Reply] until the next call.
+func (d *Director) Process(pkt []byte, now time.Time) Verdict {
+	f, err := tunnel.ParseFlow(pkt)
+	if err != nil {
+		return d.drop(DropNotIP)
+	}
+	vip := netip.AddrPortFrom(f.Dst, f.DstPort)
+	st := d.svcs[svcID{f.Proto, vip}]
+	if st == nil {
+		vip = netip.AddrPortFrom(f.Dst, 0) // a port-0 service takes every port
+		st = d.svcs[svcID{f.Proto, vip}]
+	}
+	if st == nil {
+		return d.drop(DropNoService)
+	}
+	if over := len(pkt) + d.codec.Overhead(); over > d.mtu {
+		if f.DontFragment && pkt[0]>>4 == 4 {
+			n := tunnel.ICMPFragNeeded(d.icmp, f.Dst.As4(), tunnel.IPv4(pkt), d.mtu-d.codec.Overhead())
+			d.drops[DropFragNeeded]++
+			return Verdict{Reply: n, Drop: DropFragNeeded}
+		}
+		return d.drop(DropTooBig)
+	}
+	k := Key{Proto: f.Proto, Client: netip.AddrPortFrom(f.Src, f.SrcPort), VIP: netip.AddrPortFrom(f.Dst, f.DstPort)}
+	c := d.table.Lookup(k, f.TCPFlags, len(pkt), now)
+	if c == nil {
+		if f.Proto == 6 && f.TCPFlags&(FlagSYN|FlagACK) != FlagSYN {
+			return d.drop(DropNoConn)
+		}
+		x := d.schedule(st, f, now)
+		if x == nil {
+			return d.drop(DropNoServer)
+		}
+		real := x.addr
+		if real.Port() == 0 || st.svc.VIP.Port() == 0 {
+			real = netip.AddrPortFrom(x.addr.Addr(), f.DstPort)
+		}
+		if c = d.table.Insert(k, &x.dest, real, f.TCPFlags, len(pkt), now); c == nil {
+			return d.drop(DropTableFull)
+		}
+		x.conns++
+		st.conns++
+	}
+	if x := st.byAddr[c.Real]; x != nil {
+		x.packets++
+		x.bytes += uint64(len(pkt))
+	}
+	st.packets++
+	st.bytes += uint64(len(pkt))
+	return Verdict{Forward: true, Real: c.Real}
+}
+
+// schedule picks a real server for a new connection, keeping a persistent
+// service's client on its server.
+func (d *Director) schedule(st *service, f tunnel.Flow, now time.Time) *real {
+	if p := st.svc.Persistent; p > 0 {
+		if e, ok := st.persist[f.Src]; ok && now.Before(e.expires) && e.r.dest.Up && containsReal(st.reals, e.r) {
+			e.expires = now.Add(p)
+			st.persist[f.Src] = e
+			return e.r
+		}
+	}
+	i := st.sched.Pick(scheduler.Conn{Src: f.Src, Dst: f.Dst, SrcPort: f.SrcPort, DstPort: f.DstPort, Proto: f.Proto})
+	if i < 0 {
+		return nil
+	}
+	x := st.reals[i]
+	if p := st.svc.Persistent; p > 0 {
+		st.persist[f.Src] = persistEntry{r: x, expires: now.Add(p)}
+	}
+	return x
+}
+
+func (d *Director) drop(r Drop) Verdict {
+	d.drops[r]++
+	return Verdict{Drop: r}
+}
+
+// ICMP is the buffer holding the last ICMP reply.
+func (d *Director) ICMP() []byte { return d.icmp }
+
+// Drops returns the drop counters.
+func (d *Director) Drops() [NumDrops]uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.drops
+}
+
+// Expire removes timed-out connections and persistence entries.
+func (d *Director) Expire(now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.table.Expire(now)
+	for _, st := range d.svcs {
+		for a, e := range st.persist {
+			if !now.Before(e.expires) {
+				delete(st.persist, a)
+			}
+		}
+	}
+}
