@@ -33,6 +33,9 @@ type RawUplink struct {
 
 // OpenRaw opens the sockets of one uplink.
 func OpenRaw(cfg RawConfig) (*RawUplink, error) {
+	if !cfg.Remote.IsValid() {
+		cfg.Remote = netip.IPv4Unspecified() // a director: destinations per packet (SendTo)
+	}
 	if !cfg.Local.Is4() || !cfg.Remote.Is4() {
 		return nil, fmt.Errorf("uplink %v→%v: only IPv4 outer addresses are supported", cfg.Local, cfg.Remote)
 	}
@@ -69,8 +72,13 @@ func (u *RawUplink) Receivers() []ReceiveFunc {
 func (u *RawUplink) Send(pkts [][]byte) (int, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	return u.byProtocol(pkts, func(s *rawSocket, start, end int) (int, error) { return s.send(pkts[start:end]) })
+}
+
+// byProtocol hands each run of packets of one outer protocol to its socket.
+func (u *RawUplink) byProtocol(pkts [][]byte, send func(s *rawSocket, start, end int) (int, error)) (int, error) {
 	if len(u.socks) == 1 {
-		return u.socks[0].send(pkts)
+		return send(u.socks[0], 0, len(pkts))
 	}
 	sent := 0
 	for start := 0; start < len(pkts); {
@@ -83,7 +91,7 @@ func (u *RawUplink) Send(pkts [][]byte) (int, error) {
 		if proto == ProtoIPv6 {
 			s = u.socks[1]
 		}
-		n, err := s.send(pkts[start:end])
+		n, err := send(s, start, end)
 		sent += n
 		if err != nil {
 			return sent, err
@@ -91,6 +99,15 @@ func (u *RawUplink) Send(pkts [][]byte) (int, error) {
 		start = end
 	}
 	return sent, nil
+}
+
+// SendTo sends each packet to its own destination, for a director.
+func (u *RawUplink) SendTo(pkts [][]byte, dsts []netip.Addr) (int, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.byProtocol(pkts, func(s *rawSocket, start, end int) (int, error) {
+		return s.sendTo(pkts[start:end], dsts[start:end])
+	})
 }
 
 func (u *RawUplink) Close() error {
@@ -119,6 +136,7 @@ type rawSocket struct {
 	shdrs   []unix.Mmsghdr
 	siov    []unix.Iovec
 	dst     unix.RawSockaddrInet4
+	dsts    []unix.RawSockaddrInet4 // per-message destinations for sendTo
 	spkts   [][]byte
 	sn      int
 	serr    error
@@ -166,7 +184,8 @@ func openRawSocket(cfg RawConfig, proto uint8) (*rawSocket, error) {
 		f: f, rc: rc, proto: proto,
 		rhdrs: make([]unix.Mmsghdr, n), riov: make([]unix.Iovec, n),
 		shdrs: make([]unix.Mmsghdr, n), siov: make([]unix.Iovec, n),
-		dst: unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: cfg.Remote.As4()},
+		dst:  unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: cfg.Remote.As4()},
+		dsts: make([]unix.RawSockaddrInet4, n),
 	}
 	for i := range s.shdrs {
 		s.shdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&s.dst))
@@ -219,7 +238,11 @@ func (s *rawSocket) doRead(fd uintptr) bool {
 	return true
 }
 
-func (s *rawSocket) send(pkts [][]byte) (int, error) {
+func (s *rawSocket) send(pkts [][]byte) (int, error) { return s.sendTo(pkts, nil) }
+
+// sendTo sends pkts[i] to dsts[i] (a director sends to many real servers),
+// or every packet to the uplink's remote when dsts is nil.
+func (s *rawSocket) sendTo(pkts [][]byte, dsts []netip.Addr) (int, error) {
 	sent := 0
 	for sent < len(pkts) {
 		n := min(len(pkts)-sent, len(s.shdrs))
@@ -227,6 +250,11 @@ func (s *rawSocket) send(pkts [][]byte) (int, error) {
 			p := pkts[sent+i]
 			s.siov[i].Base = &p[0]
 			s.siov[i].SetLen(len(p))
+			s.shdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&s.dst))
+			if dsts != nil {
+				s.dsts[i] = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: dsts[sent+i].As4()}
+				s.shdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&s.dsts[i]))
+			}
 		}
 		s.sn, s.serr = n, nil
 		if err := s.rc.Write(s.writeFn); err != nil {
