@@ -1,0 +1,202 @@
+package director
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// DefaultAdminSocket is where the director listens for `tunbond adm`.
+const DefaultAdminSocket = "/run/tunbond/director.sock"
+
+// Admin runs one ipvsadm command line against the director and returns
+// what ipvsadm would print. input is the save to restore, for -R.
+func (d *Director) Admin(args []string, input string, now time.Time) (string, error) {
+	c, err := ParseCommand(args)
+	if err != nil {
+		return "", err
+	}
+	switch c.Op {
+	case OpList:
+		return d.list(c, now), nil
+	case OpSave:
+		return d.Save(), nil
+	case OpRestore:
+		return "", d.Restore(input)
+	case OpZero:
+		d.mu.Lock()
+		for _, st := range d.svcs {
+			st.conns, st.packets, st.bytes = 0, 0, 0
+			for _, x := range st.reals {
+				x.conns, x.packets, x.bytes = 0, 0, 0
+			}
+		}
+		d.mu.Unlock()
+		return "", nil
+	}
+	return "", d.Apply(c)
+}
+
+// list prints like ipvsadm -L -n (with --stats, --rate or -c).
+func (d *Director) list(c Command, now time.Time) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var b strings.Builder
+	if c.Conns {
+		b.WriteString("IPVS connection entries\npro expire state       source             virtual            destination\n")
+		var lines []string
+		d.table.Each(func(x *Conn) {
+			left := x.Expires.Sub(now)
+			if left < 0 {
+				left = 0
+			}
+			s := int(left / time.Second)
+			lines = append(lines, fmt.Sprintf("%-3s %02d:%02d  %-11s %-18s %-18s %s\n", protoName(x.Key.Proto),
+				s/60, s%60, x.State, x.Key.Client, x.Key.VIP, x.Real))
+		})
+		sort.Strings(lines)
+		b.WriteString(strings.Join(lines, ""))
+		return b.String()
+	}
+	fmt.Fprintf(&b, "IP Virtual Server version 1.2.1 (size=%d)\n", d.table.max)
+	switch {
+	case c.Stats:
+		b.WriteString("Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n  -> RemoteAddress:Port\n")
+	case c.Rate:
+		b.WriteString("Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS\n  -> RemoteAddress:Port\n")
+	default:
+		b.WriteString("Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
+	}
+	for _, s := range sortedServices(d.rules.Services) {
+		st := d.svcs[svcID{s.Proto, s.VIP}]
+		name := fmt.Sprintf("%s  %s", protoName(s.Proto), s.VIP)
+		switch {
+		case c.Stats:
+			fmt.Fprintf(&b, "%-33s %8d %8d %8d %8s %8s\n", name, st.conns, st.packets, 0, human(st.bytes), "0")
+		case c.Rate:
+			fmt.Fprintf(&b, "%-33s %8d %8d %8d %8d %8d\n", name, 0, 0, 0, 0, 0)
+		default:
+			fmt.Fprintf(&b, "%s %s", name, s.Scheduler)
+			if s.Persistent > 0 {
+				fmt.Fprintf(&b, " persistent %d", int(s.Persistent/time.Second))
+			}
+			b.WriteString("\n")
+		}
+		for _, x := range st.reals {
+			switch {
+			case c.Stats:
+				fmt.Fprintf(&b, "  -> %-28s %8d %8d %8d %8s %8s\n", x.addr, x.conns, x.packets, 0, human(x.bytes), "0")
+			case c.Rate:
+				fmt.Fprintf(&b, "  -> %-28s %8d %8d %8d %8d %8d\n", x.addr, 0, 0, 0, 0, 0)
+			default:
+				fmt.Fprintf(&b, "  -> %-28s %-7s %-6d %-10d %-10d\n", x.addr, "Tunnel", x.dest.Weight, x.dest.Active, x.dest.Inactive)
+			}
+		}
+	}
+	return b.String()
+}
+
+func sortedServices(in []*Service) []*Service {
+	s := append([]*Service(nil), in...)
+	sort.SliceStable(s, func(i, j int) bool {
+		if s[i].Proto != s[j].Proto {
+			return s[i].Proto < s[j].Proto
+		}
+		return s[i].VIP.Compare(s[j].VIP) < 0
+	})
+	return s
+}
+
+// human prints bytes as ipvsadm does (K, M, G).
+func human(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%dG", n>>30)
+	case n >= 1<<20:
+		return fmt.Sprintf("%dM", n>>20)
+	case n >= 1<<10:
+		return fmt.Sprintf("%dK", n>>10)
+	}
+	return fmt.Sprint(n)
+}
+
+// AdminRequest is one line on the admin socket.
+type AdminRequest struct {
+	Args  []string `json:"args"`
+	Input string   `json:"input,omitempty"`
+}
+
+// AdminResponse is the answer.
+type AdminResponse struct {
+	Output string `json:"output,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// ServeAdmin listens on path and answers AdminRequests until ln is closed.
+func ServeAdmin(path string, d *Director) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("admin socket %s is in use by a running director", path)
+	}
+	_ = os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	_ = os.Chmod(path, 0o600)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				var req AdminRequest
+				if err := json.NewDecoder(bufio.NewReader(c)).Decode(&req); err != nil {
+					_ = json.NewEncoder(c).Encode(AdminResponse{Error: "bad request: " + err.Error()})
+					return
+				}
+				out, err := d.Admin(req.Args, req.Input, time.Now())
+				resp := AdminResponse{Output: out}
+				if err != nil {
+					resp.Error = err.Error()
+				}
+				_ = json.NewEncoder(c).Encode(resp)
+			}()
+		}
+	}()
+	return ln, nil
+}
+
+// AdminCall sends one command to the director at socket.
+func AdminCall(socket string, args []string, input string) (string, error) {
+	c, err := net.DialTimeout("unix", socket, 2*time.Second)
+	if err != nil {
+		return "", fmt.Errorf("admin socket %s: %w (is `tunbond director` running?)", socket, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := json.NewEncoder(c).Encode(AdminRequest{Args: args, Input: input}); err != nil {
+		return "", err
+	}
+	var resp AdminResponse
+	if err := json.NewDecoder(c).Decode(&resp); err != nil {
+		return "", err
+	}
+	if resp.Error != "" {
+		return resp.Output, errors.New(resp.Error)
+	}
+	return resp.Output, nil
+}

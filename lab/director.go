@@ -1,0 +1,174 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/tunbond/tunbond/endpoints/director"
+	"github.com/tunbond/tunbond/endpoints/realserver"
+	"github.com/tunbond/tunbond/tunnel"
+)
+
+// Director lab addresses: the client 10.10.0.2, the director 10.20.0.2,
+// real server i 10.30.i.2, each behind the router (.1 of each subnet); the
+// VIP 10.99.0.10 is routed by the router to the director.
+const (
+	DirectorVIP    = "10.99.0.10"
+	directorAddr   = "10.20.0.2"
+	directorClient = "10.10.0.2"
+)
+
+// RealAddr is real server i's address.
+func RealAddr(i int) string { return fmt.Sprintf("10.30.%d.2", i) }
+
+// DirectorTopology is a client, a router, a director and n real servers.
+func DirectorTopology(n int) Topology {
+	t := Topology{Namespaces: []string{"client", "router", "director"}}
+	t.Links = append(t.Links,
+		Link{A: End{NS: "client", Name: "eth0", Addr: directorClient + "/24"}, B: End{NS: "router", Name: "client", Addr: "10.10.0.1/24"}},
+		Link{A: End{NS: "director", Name: "eth0", Addr: directorAddr + "/24"}, B: End{NS: "router", Name: "director", Addr: "10.20.0.1/24"}},
+	)
+	t.Routes = append(t.Routes,
+		Route{NS: "client", Dst: "default", Via: "10.10.0.1"},
+		Route{NS: "director", Dst: "default", Via: "10.20.0.1"},
+		Route{NS: "router", Dst: DirectorVIP + "/32", Via: directorAddr},
+	)
+	for i := 0; i < n; i++ {
+		ns := fmt.Sprintf("rs%d", i)
+		t.Namespaces = append(t.Namespaces, ns)
+		t.Links = append(t.Links, Link{A: End{NS: ns, Name: "eth0", Addr: RealAddr(i) + "/24"},
+			B: End{NS: "router", Name: ns, Addr: fmt.Sprintf("10.30.%d.1/24", i)}})
+		t.Routes = append(t.Routes, Route{NS: ns, Dst: "default", Via: fmt.Sprintf("10.30.%d.1", i)})
+	}
+	return t
+}
+
+// DirectorLab is a running director topology: the director, an agent and
+// an HTTP server on every real server.
+type DirectorLab struct {
+	Net      *Net
+	Director *director.Running
+	Agents   []*realserver.Agent
+	servers  []*http.Server
+	n        int
+}
+
+// DirectorSpec configures the lab's director.
+type DirectorSpec struct {
+	Reals     int
+	Scheduler string
+	Weights   []int
+	Body      int // bytes of each HTTP response
+	Check     director.Check
+	Log       *slog.Logger
+}
+
+// StartDirectorLab builds the topology and starts everything.
+func StartDirectorLab(id string, s DirectorSpec) (_ *DirectorLab, err error) {
+	n, err := DirectorTopology(s.Reals).Build(id)
+	if err != nil {
+		return nil, err
+	}
+	l := &DirectorLab{Net: n, n: s.Reals}
+	defer func() {
+		if err != nil {
+			l.Close()
+		}
+	}()
+	log := s.Log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	for _, x := range []struct{ ns, key, val string }{
+		{"router", "ipv4/ip_forward", "1"}, {"router", "ipv4/conf/all/rp_filter", "0"},
+		{"director", "ipv4/ip_forward", "1"}, {"director", "ipv4/conf/all/rp_filter", "0"},
+	} {
+		if err := n.NS(x.ns).Do(func() error { return os.WriteFile("/proc/sys/net/"+x.key, []byte(x.val), 0o644) }); err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", x.ns, x.key, err)
+		}
+	}
+	var rules strings.Builder
+	sched := s.Scheduler
+	if sched == "" {
+		sched = "rr"
+	}
+	fmt.Fprintf(&rules, "-A -t %s:80 -s %s\n", DirectorVIP, sched)
+	for i := 0; i < s.Reals; i++ {
+		w := 1
+		if i < len(s.Weights) {
+			w = s.Weights[i]
+		}
+		fmt.Fprintf(&rules, "-a -t %s:80 -r %s:80 -i -w %d\n", DirectorVIP, RealAddr(i), w)
+	}
+	body := strings.Repeat("x", s.Body)
+	for i := 0; i < s.Reals; i++ {
+		ns := n.NS(fmt.Sprintf("rs%d", i))
+		a, err := realserver.Start(realserver.Config{TUN: "vip0", Local: netip.MustParseAddr(RealAddr(i)),
+			Directors: []netip.Addr{netip.MustParseAddr(directorAddr)}, VIPs: []netip.Addr{netip.MustParseAddr(DirectorVIP)},
+			Codec: tunnel.Codec{Encap: tunnel.EncapIPIP}}, ns.Host(), log)
+		if err != nil {
+			return nil, fmt.Errorf("rs%d: %w", i, err)
+		}
+		l.Agents = append(l.Agents, a)
+		var ln net.Listener
+		if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp4", "0.0.0.0:80"); return }); err != nil {
+			return nil, err
+		}
+		name := fmt.Sprintf("rs%d", i)
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Real-Server", name)
+			io.WriteString(w, name+"\n"+body)
+		}), ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(ln)
+		l.servers = append(l.servers, srv)
+	}
+	check := s.Check
+	if check.Type == "" {
+		check.Type = "none"
+	}
+	d, err := director.Start(director.RunConfig{TUN: "vs0", Local: netip.MustParseAddr(directorAddr),
+		Codec: tunnel.Codec{Encap: tunnel.EncapIPIP}, Timeouts: director.DefaultTimeouts, Check: check,
+		Rules: rules.String()}, n.NS("director").Host(), log)
+	if err != nil {
+		return nil, fmt.Errorf("director: %w", err)
+	}
+	l.Director = d
+	return l, nil
+}
+
+// Client returns an HTTP client in the client namespace; every request is
+// a new connection.
+func (l *DirectorLab) Client() *http.Client {
+	ns := l.Net.NS("client")
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+			var d net.Dialer
+			err = ns.Do(func() error { c, err = d.DialContext(ctx, network, addr); return err })
+			return
+		}}}
+}
+
+// StopServer stops (or, with start, restarts) real server i's HTTP service.
+func (l *DirectorLab) StopServer(i int) error { return l.servers[i].Close() }
+
+// Close stops everything and deletes the namespaces.
+func (l *DirectorLab) Close() error {
+	for _, s := range l.servers {
+		s.Close()
+	}
+	for _, a := range l.Agents {
+		a.Close()
+	}
+	if l.Director != nil {
+		l.Director.Close()
+	}
+	return l.Net.Close()
+}
