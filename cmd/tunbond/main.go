@@ -14,6 +14,7 @@ Usage:
   tunbond ctl [--socket PATH] status       show the paths of a running endpoint
   tunbond ctl [--socket PATH] weight PATH W   change a path's weight live
   tunbond lab bond [flags]                 measure bonding in network namespaces
+  tunbond adm [ipvsadm arguments]          drive a running director (-L -n, -A, -a, -S, -R ...)
   tunbond version
 
 Run "tunbond COMMAND --help" for a command's flags.
@@ -34,6 +35,8 @@ func main() {
 		err = runCtl(os.Args[2:])
 	case "lab":
 		err = runLab(os.Args[2:])
+	case "adm":
+		err = runAdm(os.Args[2:])
 	case "version":
 		fmt.Println("tunbond", version)
 	case "-h", "--help", "help":

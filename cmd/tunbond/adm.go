@@ -1,0 +1,34 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/tunbond/tunbond/endpoints/director"
+)
+
+// runAdm passes ipvsadm's arguments to the running director:
+// tunbond adm [--socket PATH] -L -n | -S | -R < save | -A ... | -a ...
+func runAdm(args []string) error {
+	socket := director.DefaultAdminSocket
+	if len(args) >= 2 && args[0] == "--socket" {
+		socket, args = args[1], args[2:]
+	}
+	if len(args) == 0 {
+		args = []string{"-L", "-n"} // ipvsadm with no arguments lists
+	}
+	var input string
+	for _, a := range args {
+		if a == "-R" || a == "--restore" {
+			b, err := io.ReadAll(os.Stdin)
+			if err != nil {
+				return err
+			}
+			input = string(b)
+		}
+	}
+	out, err := director.AdminCall(socket, args, input)
+	fmt.Print(out)
+	return err
+}
