@@ -58,6 +58,7 @@ type Engine struct {
 	sched  scheduler.PathScheduler
 	rb     *reorder.Buffer[*packet] // nil with IPIP: no sequence, no reordering
 	pool   sync.Pool                // *packet
+	bufLen int                      // size of every packet buffer
 	bpool  sync.Pool                // *rxBatch
 	rxq    chan *rxBatch
 	ctl    chan reorderCtl
@@ -183,6 +184,7 @@ func NewEngine(cfg EngineConfig, dev tun.Device) (*Engine, error) {
 		}
 	}
 	bufSize := tunnel.Headroom + max(cfg.MTU+cfg.Codec.Overhead(), 1500) + 64
+	e.bufLen = bufSize
 	e.pool.New = func() any { return &packet{buf: make([]byte, bufSize)} }
 	e.bpool.New = func() any { return &rxBatch{items: make([]rxItem, 0, 128)} }
 	// With offloads on, wireguard's tun coalesces TCP segments (GRO) into
@@ -243,13 +245,10 @@ func (e *Engine) Close() error {
 func (e *Engine) txLoop() {
 	defer e.wg.Done()
 	bs := e.dev.BatchSize()
-	bufSize := e.pool.Get().(*packet)
-	size := len(bufSize.buf)
-	e.pool.Put(bufSize)
 	bufs := make([][]byte, bs)
 	sizes := make([]int, bs)
 	for i := range bufs {
-		bufs[i] = make([]byte, size)
+		bufs[i] = make([]byte, e.bufLen)
 	}
 	out := make([][][]byte, len(e.paths))
 	for i := range out {

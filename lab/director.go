@@ -58,6 +58,7 @@ type DirectorLab struct {
 	Director *director.Running
 	Agents   []*realserver.Agent
 	servers  []*http.Server
+	body     string
 	n        int
 }
 
@@ -108,7 +109,8 @@ func StartDirectorLab(id string, s DirectorSpec) (_ *DirectorLab, err error) {
 		}
 		fmt.Fprintf(&rules, "-a -t %s:80 -r %s:80 -i -w %d\n", DirectorVIP, RealAddr(i), w)
 	}
-	body := strings.Repeat("x", s.Body)
+	l.body = strings.Repeat("x", s.Body)
+	l.servers = make([]*http.Server, s.Reals)
 	for i := 0; i < s.Reals; i++ {
 		ns := n.NS(fmt.Sprintf("rs%d", i))
 		a, err := realserver.Start(realserver.Config{TUN: "vip0", Local: netip.MustParseAddr(RealAddr(i)),
@@ -118,17 +120,9 @@ func StartDirectorLab(id string, s DirectorSpec) (_ *DirectorLab, err error) {
 			return nil, fmt.Errorf("rs%d: %w", i, err)
 		}
 		l.Agents = append(l.Agents, a)
-		var ln net.Listener
-		if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp4", "0.0.0.0:80"); return }); err != nil {
+		if err := l.StartServer(i); err != nil {
 			return nil, err
 		}
-		name := fmt.Sprintf("rs%d", i)
-		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("X-Real-Server", name)
-			io.WriteString(w, name+"\n"+body)
-		}), ReadHeaderTimeout: 5 * time.Second}
-		go srv.Serve(ln)
-		l.servers = append(l.servers, srv)
 	}
 	check := s.Check
 	if check.Type == "" {
@@ -156,13 +150,33 @@ func (l *DirectorLab) Client() *http.Client {
 		}}}
 }
 
-// StopServer stops (or, with start, restarts) real server i's HTTP service.
+// StartServer starts real server i's HTTP service on port 80: it answers
+// with its name in X-Real-Server and the body.
+func (l *DirectorLab) StartServer(i int) error {
+	ns := l.Net.NS(fmt.Sprintf("rs%d", i))
+	var ln net.Listener
+	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp4", "0.0.0.0:80"); return }); err != nil {
+		return err
+	}
+	name := fmt.Sprintf("rs%d", i)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Real-Server", name)
+		io.WriteString(w, name+"\n"+l.body)
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	l.servers[i] = srv
+	return nil
+}
+
+// StopServer stops real server i's HTTP service.
 func (l *DirectorLab) StopServer(i int) error { return l.servers[i].Close() }
 
 // Close stops everything and deletes the namespaces.
 func (l *DirectorLab) Close() error {
 	for _, s := range l.servers {
-		s.Close()
+		if s != nil {
+			s.Close()
+		}
 	}
 	for _, a := range l.Agents {
 		a.Close()

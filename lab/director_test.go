@@ -1,9 +1,18 @@
 package lab
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/tunbond/tunbond/endpoints/director"
+	"github.com/tunbond/tunbond/tunnel"
 )
 
 func startDirectorLab(t *testing.T, s DirectorSpec) *DirectorLab {
@@ -52,5 +61,182 @@ func TestDirectorHTTPSpreadAndDirectReturn(t *testing.T) {
 	t.Logf("served %v; the director received %d bytes while the client got %d bytes of bodies", count, rx, bodyBytes)
 	if rx > uint64(bodyBytes)/10 {
 		t.Fatalf("the director received %d bytes for %d bytes of responses: replies pass through it", rx, bodyBytes)
+	}
+}
+
+func get(t *testing.T, c *http.Client) (string, error) {
+	resp, err := c.Get(fmt.Sprintf("http://%s/", DirectorVIP))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return "", err
+	}
+	return resp.Header.Get("X-Real-Server"), nil
+}
+
+func TestDirectorWRRByWeight(t *testing.T) {
+	l := startDirectorLab(t, DirectorSpec{Reals: 3, Scheduler: "wrr", Weights: []int{3, 2, 1}})
+	c := l.Client()
+	count := map[string]int{}
+	const n = 3000
+	for i := 0; i < n; i++ {
+		who, err := get(t, c)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		count[who]++
+	}
+	for i, w := range []float64{3, 2, 1} {
+		got := float64(count[fmt.Sprintf("rs%d", i)]) / n
+		if d := got - w/6; d > 0.02 || d < -0.02 {
+			t.Errorf("rs%d served %.3f, want %.3f ±2%%", i, got, w/6)
+		}
+	}
+}
+
+// TestDirectorLongConnectionStays: a connection keeps its server while
+// weights change and servers are added.
+func TestDirectorLongConnectionStays(t *testing.T) {
+	l := startDirectorLab(t, DirectorSpec{Reals: 3, Scheduler: "wlc"})
+	var conn net.Conn
+	if err := l.Net.NS("client").Do(func() (err error) { conn, err = net.Dial("tcp4", DirectorVIP+":80"); return }); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	ask := func() string {
+		fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: vip\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.Header.Get("X-Real-Server")
+	}
+	first := ask()
+	idx := first[len(first)-1] - '0'
+	for _, cmd := range []string{
+		fmt.Sprintf("-e -t %s:80 -r %s:80 -w 0", DirectorVIP, RealAddr(int(idx))),
+		fmt.Sprintf("-e -t %s:80 -r %s:80 -w 9", DirectorVIP, RealAddr(int(idx+1)%3)),
+		fmt.Sprintf("-a -t %s:80 -r 10.30.9.9:80 -w 5", DirectorVIP),
+	} {
+		if _, err := l.Director.Admin(strings.Fields(cmd), "", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if got := ask(); got != first {
+			t.Fatalf("after %q the connection moved from %s to %s", cmd, first, got)
+		}
+	}
+}
+
+// TestDirectorHealthCheck: a stopped HTTP service leaves the rotation
+// within interval × fall, after which no request fails; restarted, it is back.
+func TestDirectorHealthCheck(t *testing.T) {
+	check := director.Check{Type: "http", Path: "/", Interval: 200 * time.Millisecond, Timeout: 200 * time.Millisecond, Rise: 2, Fall: 2}
+	l := startDirectorLab(t, DirectorSpec{Reals: 3, Scheduler: "rr", Check: check})
+	c := l.Client()
+	if err := l.StopServer(1); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	// Await the director's verdict (interval × fall), then no request may fail.
+	vip := netip.MustParseAddrPort(DirectorVIP + ":80")
+	rip := netip.MustParseAddrPort(RealAddr(1) + ":80")
+	deadline := stopped.Add(check.Interval*time.Duration(check.Fall) + time.Second)
+	for l.Director.RealUp(6, vip, rip) {
+		if time.Now().After(deadline) {
+			t.Fatal("stopped server still in rotation")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	took := time.Since(stopped)
+	t.Logf("out of rotation %v after its service stopped (interval × fall = %v)", took.Round(time.Millisecond), check.Interval*time.Duration(check.Fall))
+	if took > check.Interval*time.Duration(check.Fall)+check.Interval {
+		t.Errorf("took %v", took)
+	}
+	for i := 0; i < 300; i++ {
+		who, err := get(t, c)
+		if err != nil || who == "rs1" {
+			t.Fatalf("request %d after the verdict: %q %v", i, who, err)
+		}
+	}
+	if err := l.StartServer(1); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for !l.Director.RealUp(6, vip, rip) {
+		if time.Now().After(deadline) {
+			t.Fatal("restarted server did not rejoin")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	seen := false
+	for i := 0; i < 30 && !seen; i++ {
+		who, _ := get(t, c)
+		seen = who == "rs1"
+	}
+	if !seen {
+		t.Fatal("rs1 back up but got no request")
+	}
+}
+
+// TestDirectorPMTU: a full-size DF segment to the VIP gets "fragmentation
+// needed" with MTU 1480 (1500 − IPIP), and the client's kernel adopts it.
+func TestDirectorPMTU(t *testing.T) {
+	l := startDirectorLab(t, DirectorSpec{Reals: 1, Scheduler: "rr", Body: 10})
+	var conn net.Conn
+	if err := l.Net.NS("client").Do(func() (err error) { conn, err = net.Dial("tcp4", DirectorVIP+":80"); return }); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// A request large enough for full-size segments: the director answers
+	// the first with ICMP; the client then resends at 1480.
+	req := "POST / HTTP/1.1\r\nHost: vip\r\nContent-Length: 20000\r\n\r\n" + strings.Repeat("y", 20000)
+	if _, err := conn.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no response after PMTU discovery: %v", err)
+	}
+	resp.Body.Close()
+	if got := l.Director.Drops()[director.DropFragNeeded]; got == 0 {
+		t.Fatal("no fragmentation-needed sent")
+	}
+	routes, err := l.Net.NS("client").NL.RouteGet(net.ParseIP(DirectorVIP))
+	if err != nil || len(routes) == 0 {
+		t.Fatal(err)
+	}
+	if routes[0].MTU != 1480 {
+		t.Fatalf("client's path MTU to the VIP is %d, want 1480", routes[0].MTU)
+	}
+}
+
+// TestRealServerDropsStrangers: IPIP from anyone but the director is
+// counted and dropped, and the agent keeps working.
+func TestRealServerDropsStrangers(t *testing.T) {
+	l := startDirectorLab(t, DirectorSpec{Reals: 1, Scheduler: "rr"})
+	var raw net.PacketConn
+	if err := l.Net.NS("client").Do(func() (err error) { raw, err = net.ListenPacket("ip4:4", "0.0.0.0"); return }); err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	junk := []byte{0x45, 0, 0, 20, 0, 0, 0, 0, 64, 6, 0, 0, 1, 2, 3, 4, 10, 99, 0, 10}
+	if _, err := raw.WriteTo(junk, &net.IPAddr{IP: net.ParseIP(RealAddr(0))}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for l.Agents[0].Dropped[tunnel.ErrWrongSource].Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("stranger's IPIP not counted")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := get(t, l.Client()); err != nil {
+		t.Fatalf("agent broken after a stranger's packet: %v", err)
 	}
 }

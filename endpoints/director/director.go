@@ -189,6 +189,14 @@ func (d *Director) SetHealth(proto uint8, vip, rip netip.AddrPort, up, dropConns
 	return nil
 }
 
+// RealUp reports whether a real server of a service is in rotation.
+func (d *Director) RealUp(proto uint8, vip, rip netip.AddrPort) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := d.svcs[svcID{proto, vip}]
+	return st != nil && st.byAddr[rip] != nil && st.byAddr[rip].dest.Up
+}
+
 func destsOf(st *service) []*scheduler.Dest {
 	out := make([]*scheduler.Dest, len(st.reals))
 	for i, x := range st.reals {
