@@ -71,7 +71,7 @@ func (c *Conn) active() bool { return c.State == StateEstablished }
 
 // TableStats count the table's life.
 type TableStats struct {
-	Created, Expired, Evicted, Refused uint64
+	Created, Expired, Evicted, Refused, Reused uint64
 }
 
 // Table maps connections to real servers. Entries of one state share a
@@ -130,6 +130,13 @@ func (t *Table) Lookup(k Key, flags uint8, size int, now time.Time) *Conn {
 	if !now.Before(c.Expires) {
 		t.drop(c)
 		t.Stats.Expired++
+		return nil
+	}
+	if k.Proto == 6 && flags&(FlagSYN|FlagACK) == FlagSYN && (c.State == StateFinWait || c.State == StateClose) {
+		// The client reuses the ports of a closing connection: a new
+		// connection, to schedule anew (IPVS's conn_reuse_mode).
+		t.drop(c)
+		t.Stats.Reused++
 		return nil
 	}
 	t.touch(c, next(c.State, k.Proto, flags), size, now)

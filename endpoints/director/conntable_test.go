@@ -116,3 +116,19 @@ func BenchmarkLookup(b *testing.B) {
 		i++
 	}
 }
+
+func TestSYNOnClosingConnectionStartsAnew(t *testing.T) {
+	tb := NewTable(10, DefaultTimeouts)
+	d := &scheduler.Dest{Weight: 1, Up: true}
+	tb.Insert(key(1), d, rip, FlagSYN, 60, t0)
+	tb.Lookup(key(1), FlagACK, 60, t0)
+	tb.Lookup(key(1), FlagFIN|FlagACK, 60, t0)
+	if tb.Lookup(key(1), FlagSYN, 60, t0) != nil || tb.Stats.Reused != 1 || d.Inactive != 0 || d.Active != 0 {
+		t.Fatalf("SYN on a closing connection: reused %d, counts %d/%d", tb.Stats.Reused, d.Active, d.Inactive)
+	}
+	tb.Insert(key(2), d, rip, FlagSYN, 60, t0)
+	tb.Lookup(key(2), FlagACK, 60, t0)
+	if tb.Lookup(key(2), FlagSYN, 60, t0) == nil {
+		t.Fatal("a stray SYN on an established connection started a new one")
+	}
+}
