@@ -31,21 +31,32 @@ type controlServer struct {
 	done chan struct{}
 }
 
-// listenControl serves the control socket at path (mode 0600).
-func listenControl(path string, e *Engine) (*controlServer, error) {
+// ListenUnix listens on a unix socket at path (mode 0600), creating its
+// directory; a socket a running process answers on is an error, a stale one
+// (a crashed run's) is replaced.
+func ListenUnix(path string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("control.socket: %w", err)
+		return nil, err
 	}
 	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
 		c.Close()
-		return nil, fmt.Errorf("control.socket: %s is in use by a running tunbond", path)
+		return nil, fmt.Errorf("%s is in use by a running tunbond", path)
 	}
-	_ = os.Remove(path) // stale socket of a crashed run
+	_ = os.Remove(path)
 	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	_ = os.Chmod(path, 0o600)
+	return ln, nil
+}
+
+// listenControl serves the control socket at path.
+func listenControl(path string, e *Engine) (*controlServer, error) {
+	ln, err := ListenUnix(path)
 	if err != nil {
 		return nil, fmt.Errorf("control.socket: %w", err)
 	}
-	_ = os.Chmod(path, 0o600)
 	s := &controlServer{ln: ln, path: path, done: make(chan struct{})}
 	go s.serve(e)
 	return s, nil

@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/tunbond/tunbond/endpoints"
 )
 
 // DefaultAdminSocket is where the director listens for `tunbond adm`.
@@ -141,19 +141,10 @@ type AdminResponse struct {
 
 // ServeAdmin listens on path and answers AdminRequests until ln is closed.
 func ServeAdmin(path string, d *Director) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
-	}
-	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("admin socket %s is in use by a running director", path)
-	}
-	_ = os.Remove(path)
-	ln, err := net.Listen("unix", path)
+	ln, err := endpoints.ListenUnix(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("admin socket: %w", err)
 	}
-	_ = os.Chmod(path, 0o600)
 	go func() {
 		for {
 			c, err := ln.Accept()
