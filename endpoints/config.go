@@ -110,22 +110,8 @@ var flagKeys = map[string]string{
 // LoadConfig reads the file, then TUNBOND_* variables, then the flags that
 // were set; it rejects unknown keys and bad values, naming the key.
 func LoadConfig(file string, fs *pflag.FlagSet) (*Config, error) {
-	v := viper.New()
-	for k, d := range defaults {
-		v.SetDefault(k, d)
-	}
-	v.SetEnvPrefix("TUNBOND")
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
-	v.AutomaticEnv()
-	if file != "" {
-		v.SetConfigFile(file)
-		v.SetConfigType("yaml")
-		if err := v.ReadInConfig(); err != nil {
-			return nil, fmt.Errorf("config %s: %w", file, err)
-		}
-		if err := checkKeys(v.AllSettings(), reflect.TypeOf(Config{}), ""); err != nil {
-			return nil, fmt.Errorf("config %s: %w", file, err)
-		}
+	var c Config
+	if err := LoadYAML(file, fs, defaults, flagKeys, &c, func(v Settings) {
 		// A path without a weight has weight 1 (0 means "carry nothing").
 		if paths, ok := v.Get("paths").([]any); ok {
 			for _, p := range paths {
@@ -137,17 +123,8 @@ func LoadConfig(file string, fs *pflag.FlagSet) (*Config, error) {
 			}
 			v.Set("paths", paths)
 		}
-	}
-	if fs != nil {
-		for flag, key := range flagKeys {
-			if f := fs.Lookup(flag); f != nil && f.Changed {
-				v.Set(key, f.Value.String())
-			}
-		}
-	}
-	var c Config
-	if err := v.Unmarshal(&c); err != nil {
-		return nil, fmt.Errorf("config: %s", cleanDecodeError(err))
+	}); err != nil {
+		return nil, err
 	}
 	if err := c.pathEnv(); err != nil {
 		return nil, err
@@ -156,6 +133,51 @@ func LoadConfig(file string, fs *pflag.FlagSet) (*Config, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// Settings are the raw settings a LoadYAML fix may adjust.
+type Settings interface {
+	Get(key string) any
+	Set(key string, value any)
+}
+
+// LoadYAML is tunbond's config loading, shared by its roles: defaults, the
+// YAML file, TUNBOND_* environment variables (dots as underscores), then
+// the flags named in flagKeys that were set, decoded into out (a struct with
+// mapstructure tags). A key out has no field for is an error naming it.
+// fix, if not nil, adjusts the raw settings before decoding.
+func LoadYAML(file string, fs *pflag.FlagSet, defaults map[string]any, flagKeys map[string]string, out any, fix func(Settings)) error {
+	v := viper.New()
+	for k, d := range defaults {
+		v.SetDefault(k, d)
+	}
+	v.SetEnvPrefix("TUNBOND")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if file != "" {
+		v.SetConfigFile(file)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return fmt.Errorf("config %s: %w", file, err)
+		}
+		if err := checkKeys(v.AllSettings(), reflect.TypeOf(out).Elem(), ""); err != nil {
+			return fmt.Errorf("config %s: %w", file, err)
+		}
+		if fix != nil {
+			fix(v)
+		}
+	}
+	if fs != nil {
+		for flag, key := range flagKeys {
+			if f := fs.Lookup(flag); f != nil && f.Changed {
+				v.Set(key, f.Value.String())
+			}
+		}
+	}
+	if err := v.Unmarshal(out); err != nil {
+		return fmt.Errorf("config: %s", cleanDecodeError(err))
+	}
+	return nil
 }
 
 // checkKeys reports the first key in m that t has no field for.

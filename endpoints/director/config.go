@@ -1,0 +1,206 @@
+package director
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/tunbond/tunbond/endpoints"
+	"github.com/tunbond/tunbond/scheduler"
+	"github.com/tunbond/tunbond/tunnel"
+)
+
+// Config is `tunbond director --config FILE`. A config with only the TUN
+// and the admin socket starts a director with no services, for
+// `tunbond adm` to fill.
+type Config struct {
+	TUN struct {
+		Name string `mapstructure:"name"`
+	} `mapstructure:"tun"`
+	Local            string `mapstructure:"local"`
+	Encap            string `mapstructure:"encap"`
+	Key              int64  `mapstructure:"key"`
+	MTU              int    `mapstructure:"mtu"`
+	Connections      int    `mapstructure:"connections"`
+	ExpireNodestConn bool   `mapstructure:"expire_nodest_conn"`
+	Timeouts         struct {
+		TCP    time.Duration `mapstructure:"tcp"`
+		TCPFin time.Duration `mapstructure:"tcpfin"`
+		UDP    time.Duration `mapstructure:"udp"`
+	} `mapstructure:"timeouts"`
+	Check struct {
+		Type     string        `mapstructure:"type"`
+		Path     string        `mapstructure:"path"`
+		Interval time.Duration `mapstructure:"interval"`
+		Timeout  time.Duration `mapstructure:"timeout"`
+		Rise     int           `mapstructure:"rise"`
+		Fall     int           `mapstructure:"fall"`
+	} `mapstructure:"check"`
+	Services []ServiceConfig `mapstructure:"services"`
+	Metrics  struct {
+		Listen string `mapstructure:"listen"`
+	} `mapstructure:"metrics"`
+	Control struct {
+		Socket string `mapstructure:"socket"`
+	} `mapstructure:"control"`
+}
+
+// ServiceConfig is one virtual service.
+type ServiceConfig struct {
+	Proto      string        `mapstructure:"proto"`
+	VIP        string        `mapstructure:"vip"`
+	Scheduler  string        `mapstructure:"scheduler"`
+	Persistent time.Duration `mapstructure:"persistent"`
+	Reals      []RealConfig  `mapstructure:"reals"`
+}
+
+// RealConfig is one real server.
+type RealConfig struct {
+	Address string `mapstructure:"address"`
+	Weight  int    `mapstructure:"weight"`
+}
+
+var configDefaults = map[string]any{
+	"tun.name": "vs0", "local": "", "encap": "ipip", "key": 0, "mtu": 0, "connections": 1 << 20,
+	"expire_nodest_conn": false, "timeouts.tcp": "900s", "timeouts.tcpfin": "120s", "timeouts.udp": "300s",
+	"check.type": "tcp", "check.path": "/", "check.interval": "2s", "check.timeout": "1s", "check.rise": 2, "check.fall": 3,
+	"metrics.listen": "", "control.socket": DefaultAdminSocket,
+}
+
+// Flags declares the flags that override the main keys.
+func Flags(fs *pflag.FlagSet) {
+	fs.String("config", "", "YAML config file")
+	fs.String("local", "", "the director's address towards the real servers (local)")
+	fs.String("tun-name", "", "TUN the VIPs are routed to (tun.name)")
+	fs.String("metrics-listen", "", "Prometheus listen address (metrics.listen)")
+	fs.String("control-socket", "", "admin socket (control.socket)")
+}
+
+var configFlags = map[string]string{"local": "local", "tun-name": "tun.name", "metrics-listen": "metrics.listen", "control-socket": "control.socket"}
+
+// LoadConfig reads and checks a director config; errors name the key.
+func LoadConfig(file string, fs *pflag.FlagSet) (*Config, error) {
+	var c Config
+	if err := endpoints.LoadYAML(file, fs, configDefaults, configFlags, &c, func(v endpoints.Settings) {
+		// A real server without a weight has weight 1.
+		if svcs, ok := v.Get("services").([]any); ok {
+			for _, s := range svcs {
+				m, _ := s.(map[string]any)
+				reals, _ := m["reals"].([]any)
+				for _, r := range reals {
+					if rm, ok := r.(map[string]any); ok {
+						if _, set := rm["weight"]; !set {
+							rm["weight"] = 1
+						}
+					}
+				}
+			}
+			v.Set("services", svcs)
+		}
+	}); err != nil {
+		return nil, err
+	}
+	return &c, c.Validate()
+}
+
+// Validate checks every value, naming the key.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, a...)))
+	}
+	if c.TUN.Name == "" || len(c.TUN.Name) > 15 {
+		bad("tun.name", "%q must be 1 to 15 characters", c.TUN.Name)
+	}
+	if a, err := netip.ParseAddr(c.Local); err != nil || !a.Is4() {
+		bad("local", "%q is not an IPv4 address (the director's address towards the real servers)", c.Local)
+	}
+	if _, err := tunnel.ParseEncap(c.Encap); err != nil {
+		bad("encap", "%v", err)
+	}
+	if c.Key < 0 || c.Key > 1<<32-1 {
+		bad("key", "%d out of range 0..4294967295", c.Key)
+	}
+	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
+		bad("mtu", "%d out of range (0 = the interface's, or 576..65535)", c.MTU)
+	}
+	if c.Connections < 1 || c.Connections > 1<<26 {
+		bad("connections", "%d out of range 1..67108864", c.Connections)
+	}
+	for k, d := range map[string]time.Duration{"timeouts.tcp": c.Timeouts.TCP, "timeouts.tcpfin": c.Timeouts.TCPFin, "timeouts.udp": c.Timeouts.UDP} {
+		if d < time.Second {
+			bad(k, "%v is less than a second", d)
+		}
+	}
+	switch c.Check.Type {
+	case "none", "tcp", "http":
+	default:
+		bad("check.type", "%q is not none, tcp or http", c.Check.Type)
+	}
+	if c.Check.Interval < 10*time.Millisecond || c.Check.Timeout <= 0 || c.Check.Timeout > c.Check.Interval*10 {
+		bad("check.interval", "interval %v / timeout %v do not make sense", c.Check.Interval, c.Check.Timeout)
+	}
+	if c.Check.Rise < 1 || c.Check.Fall < 1 {
+		bad("check.rise", "rise %d and fall %d must be at least 1", c.Check.Rise, c.Check.Fall)
+	}
+	if _, err := c.Rules(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Rules renders the configured services as an ipvsadm save.
+func (c *Config) Rules() (string, error) {
+	var b strings.Builder
+	for i, s := range c.Services {
+		key := func(f string) string { return fmt.Sprintf("services[%d].%s", i, f) }
+		flag := map[string]string{"tcp": "-t", "udp": "-u"}[s.Proto]
+		if flag == "" {
+			return "", fmt.Errorf("config: %s: %q is not tcp or udp", key("proto"), s.Proto)
+		}
+		if _, err := parseAddrPort(s.VIP); err != nil {
+			return "", fmt.Errorf("config: %s: %q is not ADDRESS[:PORT]", key("vip"), s.VIP)
+		}
+		sched := s.Scheduler
+		if sched == "" {
+			sched = "wlc"
+		}
+		if _, err := scheduler.NewServerScheduler(sched, nil); err != nil {
+			return "", fmt.Errorf("config: %s: %v", key("scheduler"), err)
+		}
+		fmt.Fprintf(&b, "-A %s %s -s %s", flag, s.VIP, sched)
+		if s.Persistent > 0 {
+			fmt.Fprintf(&b, " -p %d", max(1, int(s.Persistent/time.Second)))
+		}
+		b.WriteString("\n")
+		for j, r := range s.Reals {
+			if _, err := parseAddrPort(r.Address); err != nil {
+				return "", fmt.Errorf("config: %s: %q is not ADDRESS[:PORT]", key(fmt.Sprintf("reals[%d].address", j)), r.Address)
+			}
+			if r.Weight < 0 || r.Weight > 65535 {
+				return "", fmt.Errorf("config: %s: %d out of range 0..65535", key(fmt.Sprintf("reals[%d].weight", j)), r.Weight)
+			}
+			fmt.Fprintf(&b, "-a %s %s -r %s -i -w %d\n", flag, s.VIP, r.Address, r.Weight)
+		}
+	}
+	check := &Rules{}
+	if err := check.Restore(b.String()); err != nil {
+		return "", fmt.Errorf("config: services: %w", err)
+	}
+	return b.String(), nil
+}
+
+// RunConfig is the runtime setup the config describes.
+func (c *Config) RunConfig() RunConfig {
+	e, _ := tunnel.ParseEncap(c.Encap)
+	rules, _ := c.Rules()
+	t := DefaultTimeouts
+	t[StateEstablished], t[StateFinWait], t[StateUDP] = c.Timeouts.TCP, c.Timeouts.TCPFin, c.Timeouts.UDP
+	return RunConfig{TUN: c.TUN.Name, Local: netip.MustParseAddr(c.Local), Codec: tunnel.Codec{Encap: e, Key: uint32(c.Key)},
+		MTU: c.MTU, Connections: c.Connections, Timeouts: t, ExpireNoDest: c.ExpireNodestConn, Rules: rules,
+		Check: Check{Type: c.Check.Type, Path: c.Check.Path, Interval: c.Check.Interval, Timeout: c.Check.Timeout, Rise: c.Check.Rise, Fall: c.Check.Fall}}
+}
