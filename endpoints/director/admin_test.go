@@ -58,3 +58,34 @@ TCP  192.0.2.10:80 wlc persistent 300
 		t.Fatalf("error %v", err)
 	}
 }
+
+func TestDirectorMetrics(t *testing.T) {
+	d := newDirector(t, "-A -t 192.0.2.10:80 -s rr", "-a -t 192.0.2.10:80 -r 10.0.0.1")
+	d.Lock()
+	d.Process(tcp("198.51.100.1", 1000, "192.0.2.10", 80, FlagSYN, 60, true), t0)
+	d.Process(tcp("198.51.100.1", 1000, "192.0.2.10", 81, FlagSYN, 60, true), t0)
+	d.Unlock()
+	mfs, err := d.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			k := mf.GetName()
+			for _, l := range m.GetLabel() {
+				k += "," + l.GetValue()
+			}
+			if m.Counter != nil {
+				got[k] = m.Counter.GetValue()
+			} else if m.Gauge != nil {
+				got[k] = m.Gauge.GetValue()
+			}
+		}
+	}
+	if got["tunbond_director_real_connections_total,10.0.0.1:80,TCP 192.0.2.10:80"] != 1 ||
+		got["tunbond_director_real_inactive_connections,10.0.0.1:80,TCP 192.0.2.10:80"] != 1 ||
+		got["tunbond_director_dropped_total,no_service"] != 1 || got["tunbond_director_connections"] != 1 {
+		t.Fatalf("metrics %v", got)
+	}
+}

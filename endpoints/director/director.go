@@ -40,6 +40,7 @@ type Verdict struct {
 type real struct {
 	dest    scheduler.Dest
 	addr    netip.AddrPort
+	check   time.Duration // latency of the last health check
 	conns   uint64
 	packets uint64
 	bytes   uint64
@@ -187,6 +188,15 @@ func (d *Director) SetHealth(proto uint8, vip, rip netip.AddrPort, up, dropConns
 		d.table.DropDest(&x.dest)
 	}
 	return nil
+}
+
+// RecordCheck notes a health check's latency for the metrics.
+func (d *Director) RecordCheck(proto uint8, vip, rip netip.AddrPort, took time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if st := d.svcs[svcID{proto, vip}]; st != nil && st.byAddr[rip] != nil {
+		st.byAddr[rip].check = took
+	}
 }
 
 // RealUp reports whether a real server of a service is in rotation.

@@ -245,7 +245,9 @@ func (r *Running) checkLoop(proto uint8, vip, rip netip.AddrPort) {
 	t := time.NewTicker(c.Interval)
 	defer t.Stop()
 	for {
+		t0 := time.Now()
 		ok := r.probe(rip) == nil
+		r.Director.RecordCheck(proto, vip, rip, time.Since(t0))
 		if ok == up {
 			streak = 0
 		} else {

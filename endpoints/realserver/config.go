@@ -1,0 +1,140 @@
+package realserver
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/tunbond/tunbond/endpoints"
+	"github.com/tunbond/tunbond/tunnel"
+)
+
+// FileConfig is `tunbond realserver --config FILE`.
+type FileConfig struct {
+	TUN struct {
+		Name string `mapstructure:"name"`
+	} `mapstructure:"tun"`
+	Local     string   `mapstructure:"local"`
+	Directors []string `mapstructure:"directors"`
+	VIPs      []string `mapstructure:"vips"`
+	Encap     string   `mapstructure:"encap"`
+	Key       int64    `mapstructure:"key"`
+	Metrics   struct {
+		Listen string `mapstructure:"listen"`
+	} `mapstructure:"metrics"`
+}
+
+var defaults = map[string]any{"tun.name": "vip0", "local": "", "encap": "ipip", "key": 0, "metrics.listen": ""}
+
+// Flags declares the flags of `tunbond realserver`.
+func Flags(fs *pflag.FlagSet) {
+	fs.String("config", "", "YAML config file")
+	fs.String("local", "", "the address the directors send to (local)")
+	fs.Bool("check", false, "say what on this host would stop it from serving the VIPs, and exit")
+}
+
+// LoadConfig reads and checks the agent's config; errors name the key.
+func LoadConfig(file string, fs *pflag.FlagSet) (*Config, *FileConfig, error) {
+	var f FileConfig
+	if err := endpoints.LoadYAML(file, fs, defaults, map[string]string{"local": "local"}, &f, nil); err != nil {
+		return nil, nil, err
+	}
+	var errs []error
+	bad := func(key, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, a...)))
+	}
+	c := &Config{TUN: f.TUN.Name}
+	var err error
+	if c.Local, err = netip.ParseAddr(f.Local); err != nil || !c.Local.Is4() {
+		bad("local", "%q is not an IPv4 address (where the directors send)", f.Local)
+	}
+	if len(f.Directors) == 0 {
+		bad("directors", "at least one director address: packets are accepted only from them")
+	}
+	for i, d := range f.Directors {
+		a, err := netip.ParseAddr(d)
+		if err != nil || !a.Is4() {
+			bad(fmt.Sprintf("directors[%d]", i), "%q is not an IPv4 address", d)
+		}
+		c.Directors = append(c.Directors, a)
+	}
+	if len(f.VIPs) == 0 {
+		bad("vips", "at least one VIP to serve")
+	}
+	for i, v := range f.VIPs {
+		a, err := netip.ParseAddr(v)
+		if err != nil {
+			bad(fmt.Sprintf("vips[%d]", i), "%q is not an address", v)
+		}
+		c.VIPs = append(c.VIPs, a)
+	}
+	e, err := tunnel.ParseEncap(f.Encap)
+	if err != nil {
+		bad("encap", "%v", err)
+	}
+	if f.Key < 0 || f.Key > 1<<32-1 {
+		bad("key", "%d out of range", f.Key)
+	}
+	c.Codec = tunnel.Codec{Encap: e, Key: uint32(f.Key)}
+	return c, &f, errors.Join(errs...)
+}
+
+// Check says, in plain words, what on the host (in the namespace host runs
+// in) would stop this agent, or a kernel real server, from serving the VIPs.
+// It returns one line per problem; none means ready.
+func Check(c *Config, host *endpoints.Host) []string {
+	var out []string
+	sysctl := func(key string) string {
+		var v string
+		_ = host.Do(func() error {
+			b, err := os.ReadFile("/proc/sys/net/ipv4/" + key)
+			v = strings.TrimSpace(string(b))
+			return err
+		})
+		return v
+	}
+	found := false
+	if addrs, err := host.NL.AddrList(nil, 0); err == nil {
+		for _, a := range addrs {
+			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == c.Local {
+				found = true
+			}
+		}
+	}
+	if !found {
+		out = append(out, fmt.Sprintf("the local address %v is not on this host: the directors' packets will not arrive", c.Local))
+	}
+	for _, dev := range []string{"all", "default"} {
+		if v := sysctl("conf/" + dev + "/rp_filter"); v == "1" {
+			out = append(out, fmt.Sprintf("net.ipv4.conf.%s.rp_filter is 1 (strict): packets to the VIP arrive on the TUN but replies leave by the default route, so strict filtering drops them; the agent sets it to 0 when it starts, or set it to 0 or 2", dev))
+		}
+	}
+	if l, err := host.NL.LinkByName("tunl0"); err == nil && l != nil {
+		out = append(out, "the kernel's ipip module is loaded (tunl0 exists): it takes the directors' IPIP packets too; either use it (VIP on lo, tunl0 up) or unload it for the agent")
+	}
+	// A VIP on a real interface answers ARP for it: it must not.
+	if links, err := host.NL.LinkList(); err == nil {
+		for _, l := range links {
+			name := l.Attrs().Name
+			if name == "lo" || name == c.TUN {
+				continue
+			}
+			addrs, _ := host.NL.AddrList(l, 0)
+			for _, a := range addrs {
+				ip, _ := netip.AddrFromSlice(a.IP)
+				for _, v := range c.VIPs {
+					if ip.Unmap() == v {
+						if sysctl("conf/all/arp_ignore") != "1" || sysctl("conf/all/arp_announce") != "2" {
+							out = append(out, fmt.Sprintf("the VIP %v is on %s, a real interface: set net.ipv4.conf.all.arp_ignore=1 and arp_announce=2, or this host will answer ARP for the VIP and steal the director's traffic", v, name))
+						}
+					}
+				}
+			}
+		}
+	}
+	return out
+}
