@@ -26,6 +26,9 @@ const (
 	directorClient = "10.10.0.2"
 )
 
+// DirectorAddr is the director's address towards the real servers.
+const DirectorAddr = directorAddr
+
 // RealAddr is real server i's address.
 func RealAddr(i int) string { return fmt.Sprintf("10.30.%d.2", i) }
 
@@ -88,13 +91,8 @@ func StartDirectorLab(id string, s DirectorSpec) (_ *DirectorLab, err error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	for _, x := range []struct{ ns, key, val string }{
-		{"router", "ipv4/ip_forward", "1"}, {"router", "ipv4/conf/all/rp_filter", "0"},
-		{"director", "ipv4/ip_forward", "1"}, {"director", "ipv4/conf/all/rp_filter", "0"},
-	} {
-		if err := n.NS(x.ns).Do(func() error { return os.WriteFile("/proc/sys/net/"+x.key, []byte(x.val), 0o644) }); err != nil {
-			return nil, fmt.Errorf("%s: %s: %w", x.ns, x.key, err)
-		}
+	if err := PrepareDirectorNet(n); err != nil {
+		return nil, err
 	}
 	var rules strings.Builder
 	sched := s.Scheduler
@@ -138,10 +136,38 @@ func StartDirectorLab(id string, s DirectorSpec) (_ *DirectorLab, err error) {
 	return l, nil
 }
 
-// Client returns an HTTP client in the client namespace; every request is
-// a new connection.
-func (l *DirectorLab) Client() *http.Client {
-	ns := l.Net.NS("client")
+// PrepareDirectorNet turns on forwarding on the router and the director
+// and loosens reverse-path filtering there (replies from the VIP come back
+// from the real servers' side).
+func PrepareDirectorNet(n *Net) error {
+	for _, x := range []struct{ ns, key, val string }{
+		{"router", "ipv4/ip_forward", "1"}, {"router", "ipv4/conf/all/rp_filter", "0"},
+		{"director", "ipv4/ip_forward", "1"}, {"director", "ipv4/conf/all/rp_filter", "0"},
+	} {
+		if err := n.NS(x.ns).Do(func() error { return os.WriteFile("/proc/sys/net/"+x.key, []byte(x.val), 0o644) }); err != nil {
+			return fmt.Errorf("%s: %s: %w", x.ns, x.key, err)
+		}
+	}
+	return nil
+}
+
+// ServeHTTP serves HTTP on port 80 in ns, answering with name in
+// X-Real-Server and body.
+func ServeHTTP(ns *Namespace, name, body string) (*http.Server, error) {
+	var ln net.Listener
+	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp4", "0.0.0.0:80"); return }); err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Real-Server", name)
+		io.WriteString(w, name+"\n"+body)
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	return srv, nil
+}
+
+// HTTPClient returns an HTTP client in ns; every request is a new connection.
+func HTTPClient(ns *Namespace) *http.Client {
 	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
 			var d net.Dialer
@@ -150,20 +176,18 @@ func (l *DirectorLab) Client() *http.Client {
 		}}}
 }
 
+// Client returns an HTTP client in the client namespace; every request is
+// a new connection.
+func (l *DirectorLab) Client() *http.Client { return HTTPClient(l.Net.NS("client")) }
+
 // StartServer starts real server i's HTTP service on port 80: it answers
 // with its name in X-Real-Server and the body.
 func (l *DirectorLab) StartServer(i int) error {
-	ns := l.Net.NS(fmt.Sprintf("rs%d", i))
-	var ln net.Listener
-	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp4", "0.0.0.0:80"); return }); err != nil {
+	name := fmt.Sprintf("rs%d", i)
+	srv, err := ServeHTTP(l.Net.NS(name), name, l.body)
+	if err != nil {
 		return err
 	}
-	name := fmt.Sprintf("rs%d", i)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("X-Real-Server", name)
-		io.WriteString(w, name+"\n"+l.body)
-	}), ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
 	l.servers[i] = srv
 	return nil
 }

@@ -14,6 +14,8 @@ Usage:
   tunbond ctl [--socket PATH] status       show the paths of a running endpoint
   tunbond ctl [--socket PATH] weight PATH W   change a path's weight live
   tunbond lab bond [flags]                 measure bonding in network namespaces
+  tunbond director --config FILE           load-balance VIPs to real servers (IPVS tunnel mode)
+  tunbond realserver --config FILE [--check]  serve a director's VIPs on this host
   tunbond adm [ipvsadm arguments]          drive a running director (-L -n, -A, -a, -S, -R ...)
   tunbond version
 
@@ -37,6 +39,10 @@ func main() {
 		err = runLab(os.Args[2:])
 	case "adm":
 		err = runAdm(os.Args[2:])
+	case "director":
+		err = runDirector(os.Args[2:])
+	case "realserver":
+		err = runRealServer(os.Args[2:])
 	case "version":
 		fmt.Println("tunbond", version)
 	case "-h", "--help", "help":

@@ -75,6 +75,9 @@ type Director struct {
 	codec tunnel.Codec
 	drops [NumDrops]uint64
 	icmp  []byte
+	// OnVIPs, if set, is told the VIPs after every change of the rules
+	// (outside the lock): the running director routes them to its TUN.
+	OnVIPs func([]netip.Addr)
 }
 
 type svcID struct {
@@ -93,22 +96,46 @@ func New(maxConns int, timeouts Timeouts, mtu int, codec tunnel.Codec) *Director
 // keeping every connection and every real server's counters.
 func (d *Director) Apply(c Command) error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := d.rules.Apply(c); err != nil {
-		return err
+	err := d.rules.Apply(c)
+	if err == nil {
+		err = d.sync()
 	}
-	return d.sync()
+	vips := d.vips()
+	d.mu.Unlock()
+	d.notify(vips)
+	return err
 }
 
 // Restore applies an ipvsadm save.
 func (d *Director) Restore(save string) error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := d.rules.Restore(save); err != nil {
-		d.sync()
-		return err
+	err := d.rules.Restore(save)
+	if serr := d.sync(); err == nil {
+		err = serr
 	}
-	return d.sync()
+	vips := d.vips()
+	d.mu.Unlock()
+	d.notify(vips)
+	return err
+}
+
+// vips lists the services' addresses, each once; d.mu is held.
+func (d *Director) vips() []netip.Addr {
+	seen := map[netip.Addr]bool{}
+	var out []netip.Addr
+	for _, s := range d.rules.Services {
+		if a := s.VIP.Addr(); !seen[a] {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func (d *Director) notify(vips []netip.Addr) {
+	if d.OnVIPs != nil {
+		d.OnVIPs(vips)
+	}
 }
 
 // Save returns the rules in ipvsadm's save format.

@@ -46,15 +46,16 @@ type RunConfig struct {
 // Running is a director at work on a host.
 type Running struct {
 	*Director
-	cfg    RunConfig
-	host   *endpoints.Host
-	log    *slog.Logger
-	dev    tun.Device
-	up     *tunnel.RawUplink
-	routes []*netlink.Route
-	done   chan struct{}
-	wg     sync.WaitGroup
-	closed atomic.Bool
+	cfg     RunConfig
+	host    *endpoints.Host
+	log     *slog.Logger
+	dev     tun.Device
+	up      *tunnel.RawUplink
+	routeMu sync.Mutex
+	routes  map[netip.Addr]*netlink.Route // VIP → its route to the TUN
+	done    chan struct{}
+	wg      sync.WaitGroup
+	closed  atomic.Bool
 
 	// Counters for the data path.
 	RxPackets, TxPackets, Replies, SendErrors atomic.Uint64
@@ -65,7 +66,7 @@ func Start(cfg RunConfig, host *endpoints.Host, log *slog.Logger) (_ *Running, e
 	if log == nil {
 		log = slog.Default()
 	}
-	r := &Running{cfg: cfg, host: host, log: log, done: make(chan struct{})}
+	r := &Running{cfg: cfg, host: host, log: log, done: make(chan struct{}), routes: map[netip.Addr]*netlink.Route{}}
 	defer func() {
 		if err != nil {
 			r.Close()
@@ -88,11 +89,6 @@ func Start(cfg RunConfig, host *endpoints.Host, log *slog.Logger) (_ *Running, e
 	}
 	r.cfg = cfg
 	r.Director = New(cfg.Connections, cfg.Timeouts, cfg.MTU, cfg.Codec)
-	if cfg.Rules != "" {
-		if err := r.Director.Restore(cfg.Rules); err != nil {
-			return nil, fmt.Errorf("services: %w", err)
-		}
-	}
 	if err := host.Do(func() (err error) {
 		r.up, err = tunnel.OpenRaw(tunnel.RawConfig{Local: cfg.Local, Encap: cfg.Codec.Encap})
 		return
@@ -109,8 +105,15 @@ func Start(cfg RunConfig, host *endpoints.Host, log *slog.Logger) (_ *Running, e
 	if err := host.NL.LinkSetUp(l); err != nil {
 		return nil, err
 	}
-	if err := r.routeVIPs(); err != nil {
-		return nil, err
+	r.Director.OnVIPs = func(vips []netip.Addr) {
+		if err := r.routeVIPs(vips); err != nil {
+			r.log.Error("routing VIPs to the TUN", "err", err)
+		}
+	}
+	if cfg.Rules != "" {
+		if err := r.Director.Restore(cfg.Rules); err != nil {
+			return nil, fmt.Errorf("services: %w", err)
+		}
 	}
 	r.wg.Add(2)
 	go r.dataLoop()
@@ -123,26 +126,39 @@ func Start(cfg RunConfig, host *endpoints.Host, log *slog.Logger) (_ *Running, e
 	return r, nil
 }
 
-// routeVIPs routes every service VIP to the TUN.
-func (r *Running) routeVIPs() error {
+// routeVIPs routes exactly the given VIPs to the TUN: new ones get a route,
+// those no service uses any more lose theirs.
+func (r *Running) routeVIPs(vips []netip.Addr) error {
+	r.routeMu.Lock()
+	defer r.routeMu.Unlock()
+	if r.closed.Load() {
+		return nil
+	}
 	l, err := r.host.NL.LinkByName(r.cfg.TUN)
 	if err != nil {
 		return err
 	}
-	seen := map[netip.Addr]bool{}
-	for _, s := range r.rulesSnapshot() {
-		a := s.VIP.Addr()
-		if seen[a] {
+	want := map[netip.Addr]bool{}
+	var errs []error
+	for _, a := range vips {
+		want[a] = true
+		if r.routes[a] != nil {
 			continue
 		}
-		seen[a] = true
 		rt := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}}
 		if err := r.host.NL.RouteReplace(rt); err != nil {
-			return fmt.Errorf("route %v to %s: %w", a, r.cfg.TUN, err)
+			errs = append(errs, fmt.Errorf("route %v to %s: %w", a, r.cfg.TUN, err))
+			continue
 		}
-		r.routes = append(r.routes, rt)
+		r.routes[a] = rt
 	}
-	return nil
+	for a, rt := range r.routes {
+		if !want[a] {
+			_ = r.host.NL.RouteDel(rt)
+			delete(r.routes, a)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (r *Running) rulesSnapshot() []Service {
@@ -300,9 +316,11 @@ func (r *Running) Close() error {
 		return nil
 	}
 	close(r.done)
+	r.routeMu.Lock()
 	for _, rt := range r.routes {
 		_ = r.host.NL.RouteDel(rt)
 	}
+	r.routeMu.Unlock()
 	if r.dev != nil {
 		r.dev.Close()
 	}

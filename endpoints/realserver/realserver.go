@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/tun"
 
@@ -184,4 +185,19 @@ func (a *Agent) Close() error {
 	}
 	a.wg.Wait()
 	return nil
+}
+
+var (
+	dReceived = prometheus.NewDesc("tunbond_realserver_received_packets_total", "Packets taken out of the directors' tunnels and handed to the TUN.", nil, nil)
+	dDropped  = prometheus.NewDesc("tunbond_realserver_dropped_total", "Received packets dropped, by reason (wrong_source: not from a configured director).", []string{"reason"}, nil)
+)
+
+// Describe and Collect export the agent's counters.
+func (a *Agent) Describe(ch chan<- *prometheus.Desc) { ch <- dReceived; ch <- dDropped }
+
+func (a *Agent) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(dReceived, prometheus.CounterValue, float64(a.Received.Load()))
+	for r := tunnel.DecodeError(1); r < tunnel.NumDecodeErrors; r++ {
+		ch <- prometheus.MustNewConstMetric(dDropped, prometheus.CounterValue, float64(a.Dropped[r].Load()), r.Reason())
+	}
 }

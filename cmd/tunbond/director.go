@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/pflag"
+
+	"github.com/tunbond/tunbond/endpoints"
+	"github.com/tunbond/tunbond/endpoints/director"
+	"github.com/tunbond/tunbond/endpoints/realserver"
+)
+
+func rootHost(role string) (*endpoints.Host, error) {
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("tunbond %s must run as root (TUN device, raw sockets, routes)", role)
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		return nil, fmt.Errorf("/dev/net/tun is missing: load the tun module (modprobe tun): %w", err)
+	}
+	return endpoints.CurrentHost()
+}
+
+// serveMetrics serves a registry on listen until stop is called.
+func serveMetrics(listen string, g prometheus.Gatherer) (stop func(), err error) {
+	if listen == "" {
+		return func() {}, nil
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, fmt.Errorf("metrics.listen: %w", err)
+	}
+	srv := &http.Server{Handler: promhttp.HandlerFor(g, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}, nil
+}
+
+func awaitSignal(log *slog.Logger) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	log.Info("stopping", "signal", (<-sig).String())
+}
+
+func runDirector(args []string) error {
+	fs := pflag.NewFlagSet("director", pflag.ContinueOnError)
+	director.Flags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	file, _ := fs.GetString("config")
+	cfg, err := director.LoadConfig(file, fs)
+	if err != nil {
+		return err
+	}
+	host, err := rootHost("director")
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	d, err := director.Start(cfg.RunConfig(), host, log)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	ln, err := director.ServeAdmin(cfg.Control.Socket, d.Director)
+	if err != nil {
+		return err
+	}
+	defer func() { ln.Close(); os.Remove(cfg.Control.Socket) }()
+	stop, err := serveMetrics(cfg.Metrics.Listen, d.Registry())
+	if err != nil {
+		return err
+	}
+	defer stop()
+	log.Info("director started", "tun", cfg.TUN.Name, "local", cfg.Local, "services", len(cfg.Services), "admin", cfg.Control.Socket)
+	awaitSignal(log)
+	return nil
+}
+
+func runRealServer(args []string) error {
+	fs := pflag.NewFlagSet("realserver", pflag.ContinueOnError)
+	realserver.Flags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	file, _ := fs.GetString("config")
+	if file == "" {
+		return errors.New("realserver: --config FILE is required")
+	}
+	cfg, fc, err := realserver.LoadConfig(file, fs)
+	if err != nil {
+		return err
+	}
+	host, err := rootHost("realserver")
+	if err != nil {
+		return err
+	}
+	if check, _ := fs.GetBool("check"); check {
+		problems := realserver.Check(cfg, host)
+		if len(problems) == 0 {
+			fmt.Println("ok: nothing on this host stops it from serving", fc.VIPs)
+			return nil
+		}
+		for _, p := range problems {
+			fmt.Println("-", p)
+		}
+		return fmt.Errorf("%d problem(s)", len(problems))
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	a, err := realserver.Start(*cfg, host, log)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(a)
+	stop, err := serveMetrics(fc.Metrics.Listen, reg)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	log.Info("real server agent started", "tun", cfg.TUN, "vips", fc.VIPs, "directors", fc.Directors)
+	awaitSignal(log)
+	return nil
+}
