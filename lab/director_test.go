@@ -7,11 +7,13 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tunbond/tunbond/endpoints/director"
+	"github.com/tunbond/tunbond/endpoints/realserver"
 	"github.com/tunbond/tunbond/tunnel"
 )
 
@@ -238,5 +240,31 @@ func TestRealServerDropsStrangers(t *testing.T) {
 	}
 	if _, err := get(t, l.Client()); err != nil {
 		t.Fatalf("agent broken after a stranger's packet: %v", err)
+	}
+}
+
+// TestRealServerCheck: --check names what is wrong on the host in plain words.
+func TestRealServerCheck(t *testing.T) {
+	requireRoot(t)
+	n, err := DirectorTopology(1).Build(newID(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	ns := n.NS("rs0")
+	ns.Do(func() error { return os.WriteFile("/proc/sys/net/ipv4/conf/all/rp_filter", []byte("1"), 0o644) })
+	cfg := &realserver.Config{TUN: "vip0", Local: netip.MustParseAddr("10.30.0.99"),
+		Directors: []netip.Addr{netip.MustParseAddr(directorAddr)}, VIPs: []netip.Addr{netip.MustParseAddr(DirectorVIP)}}
+	problems := strings.Join(realserver.Check(cfg, ns.Host()), "\n")
+	for _, want := range []string{"10.30.0.99 is not on this host", "rp_filter is 1"} {
+		if !strings.Contains(problems, want) {
+			t.Errorf("check did not say %q:\n%s", want, problems)
+		}
+	}
+	cfg.Local = netip.MustParseAddr(RealAddr(0))
+	ns.Do(func() error { return os.WriteFile("/proc/sys/net/ipv4/conf/all/rp_filter", []byte("0"), 0o644) })
+	ns.Do(func() error { return os.WriteFile("/proc/sys/net/ipv4/conf/default/rp_filter", []byte("0"), 0o644) })
+	if p := realserver.Check(cfg, ns.Host()); len(p) != 0 {
+		t.Fatalf("a ready host reported: %v", p)
 	}
 }
