@@ -72,6 +72,7 @@ type DirectorSpec struct {
 	Weights   []int
 	Body      int // bytes of each HTTP response
 	Check     director.Check
+	Encap     tunnel.Encap // IPIP (default) or GRE towards the real servers
 	Log       *slog.Logger
 }
 
@@ -113,7 +114,7 @@ func StartDirectorLab(id string, s DirectorSpec) (_ *DirectorLab, err error) {
 		ns := n.NS(fmt.Sprintf("rs%d", i))
 		a, err := realserver.Start(realserver.Config{TUN: "vip0", Local: netip.MustParseAddr(RealAddr(i)),
 			Directors: []netip.Addr{netip.MustParseAddr(directorAddr)}, VIPs: []netip.Addr{netip.MustParseAddr(DirectorVIP)},
-			Codec: tunnel.Codec{Encap: tunnel.EncapIPIP}}, ns.Host(), log)
+			Codec: tunnel.Codec{Encap: s.Encap, Key: 9}}, ns.Host(), log)
 		if err != nil {
 			return nil, fmt.Errorf("rs%d: %w", i, err)
 		}
@@ -127,7 +128,7 @@ func StartDirectorLab(id string, s DirectorSpec) (_ *DirectorLab, err error) {
 		check.Type = "none"
 	}
 	d, err := director.Start(director.RunConfig{TUN: "vs0", Local: netip.MustParseAddr(directorAddr),
-		Codec: tunnel.Codec{Encap: tunnel.EncapIPIP}, Timeouts: director.DefaultTimeouts, Check: check,
+		Codec: tunnel.Codec{Encap: s.Encap, Key: 9}, Timeouts: director.DefaultTimeouts, Check: check,
 		Rules: rules.String()}, n.NS("director").Host(), log)
 	if err != nil {
 		return nil, fmt.Errorf("director: %w", err)

@@ -268,3 +268,20 @@ func TestRealServerCheck(t *testing.T) {
 		t.Fatalf("a ready host reported: %v", p)
 	}
 }
+
+// TestDirectorGRE: the same service over GRE (key 9) instead of IPIP.
+func TestDirectorGRE(t *testing.T) {
+	l := startDirectorLab(t, DirectorSpec{Reals: 2, Scheduler: "rr", Encap: tunnel.EncapGRE})
+	c := l.Client()
+	count := map[string]int{}
+	for i := 0; i < 100; i++ {
+		who, err := get(t, c)
+		if err != nil {
+			t.Fatalf("request %d over GRE: %v", i, err)
+		}
+		count[who]++
+	}
+	if count["rs0"] != 50 || count["rs1"] != 50 {
+		t.Fatalf("served %v", count)
+	}
+}
