@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -115,5 +116,34 @@ func TestDirectorCommands(t *testing.T) {
 	again, _ := exec.Command(bin, "adm", "--socket", sock2, "-S", "-n").Output()
 	if string(again) != save {
 		t.Fatalf("restored save differs:\n%s\nwant\n%s", again, save)
+	}
+}
+
+// TestLabDirector runs `tunbond lab director` briefly: every measurement
+// gives a number (what the numbers should be is the benchmark's job).
+func TestLabDirector(t *testing.T) {
+	requireRoot(t)
+	bin := buildTunbond(t)
+	out := filepath.Join(t.TempDir(), "director.json")
+	cmd := exec.Command(bin, "lab", "director", "--duration", "2s", "--requests", "300", "--clients", "4", "--body", "65536", "--json", out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	b, _ := os.ReadFile(out)
+	var rep lab.DirectorReport
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, n := range rep.Spread {
+		total += n
+	}
+	if total != 300 || len(rep.Spread) != 3 || rep.SmallPPS <= 0 || len(rep.Rows) != 2 {
+		t.Fatalf("report %+v", rep)
+	}
+	for _, r := range rep.Rows {
+		if r.Error != "" || r.ReqPerS <= 0 {
+			t.Fatalf("row %+v", r)
+		}
 	}
 }

@@ -21,9 +21,13 @@ import (
 	"github.com/tunbond/tunbond/scheduler"
 )
 
-const labUsage = `usage: tunbond lab bond [--profile NAME | --links SPEC] [--duration 10s] [--flows 1] [--json FILE] [--plot FILE.svg]`
+const labUsage = `usage: tunbond lab bond [--profile NAME | --links SPEC] [--duration 10s] [--flows 1] [--json FILE] [--plot FILE.svg]
+       tunbond lab director [--reals 3] [--scheduler rr] [--requests 3000] [--clients 16] [--body 262144] [--duration 10s] [--json FILE]`
 
 func runLab(args []string) error {
+	if len(args) > 0 && args[0] == "director" {
+		return runLabDirector(args[1:])
+	}
 	if len(args) == 0 || args[0] != "bond" {
 		return errors.New("lab: " + labUsage)
 	}
@@ -151,4 +155,55 @@ func printReport(w io.Writer, rep *lab.Report) {
 			r.RTTP50Ms, r.RTTP99Ms, rt, strings.Join(sh, "/"), cpu, ro)
 	}
 	tw.Flush()
+}
+
+func runLabDirector(args []string) error {
+	fs := pflag.NewFlagSet("lab director", pflag.ContinueOnError)
+	reals := fs.Int("reals", 3, "real servers")
+	sched := fs.String("scheduler", "rr", "connection scheduler")
+	requests := fs.Int("requests", 3000, "requests for the spread, a connection each")
+	clients := fs.Int("clients", 16, "concurrent HTTP clients for the throughput run")
+	body := fs.Int("body", 256<<10, "bytes of each HTTP response")
+	duration := fs.Duration("duration", 10*time.Second, "time per throughput run")
+	jsonOut := fs.String("json", "", "write the results as JSON to FILE")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("lab: must run as root")
+	}
+	bin, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if n, err := lab.CleanStale(); err == nil && n > 0 {
+		fmt.Fprintf(os.Stderr, "lab: removed %d namespaces left by killed runs\n", n)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	rep, err := lab.RunDirectorBench(ctx, lab.RunID(), lab.DirectorBenchConfig{Bin: bin, Reals: *reals, Scheduler: *sched,
+		Requests: *requests, Concurrency: *clients, BodyBytes: *body, Duration: *duration,
+		Progress: func(p string) { fmt.Fprintln(os.Stderr, "  "+p) }})
+	if err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	fmt.Printf("spread of %d new connections (%s): %v\n", *requests, *sched, rep.Spread)
+	fmt.Printf("direct server return: the director received %.1f MB while the client received %.1f MB\n", rep.DirectorRxMB, rep.ClientRxMB)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "balancer\trequests/s\tresponses Gbit/s\tbalancer CPU %%\tfailures\t\n")
+	for _, r := range rep.Rows {
+		if r.Error != "" {
+			fmt.Fprintf(tw, "%s\t%s\t\t\t\t\n", r.Method, r.Error)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.0f\t%d\t\n", r.Method, r.ReqPerS, r.Gbps, r.CPUPct, r.Failures)
+	}
+	tw.Flush()
+	fmt.Printf("small packets (64 B, UDP) through the director on one core: %.0f packets/s at %.0f%% CPU (%.0f per core-second)\n",
+		rep.SmallPPS, rep.SmallCPUPct, rep.SmallPerCore)
+	if *jsonOut != "" {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		return os.WriteFile(*jsonOut, append(b, '\n'), 0o644)
+	}
+	return nil
 }
