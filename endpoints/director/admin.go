@@ -81,7 +81,7 @@ func (d *Director) list(c Command, now time.Time) string {
 		case c.Stats:
 			fmt.Fprintf(&b, "%-33s %8d %8d %8d %8s %8s\n", name, st.conns, st.packets, 0, human(st.bytes), "0")
 		case c.Rate:
-			fmt.Fprintf(&b, "%-33s %8d %8d %8d %8d %8d\n", name, 0, 0, 0, 0, 0)
+			fmt.Fprintf(&b, "%-33s %8.0f %8.0f %8d %8.0f %8d\n", name, st.rate.cps, st.rate.pps, 0, st.rate.bps, 0)
 		default:
 			fmt.Fprintf(&b, "%s %s", name, s.Scheduler)
 			if s.Persistent > 0 {
@@ -94,7 +94,7 @@ func (d *Director) list(c Command, now time.Time) string {
 			case c.Stats:
 				fmt.Fprintf(&b, "  -> %-28s %8d %8d %8d %8s %8s\n", x.addr, x.conns, x.packets, 0, human(x.bytes), "0")
 			case c.Rate:
-				fmt.Fprintf(&b, "  -> %-28s %8d %8d %8d %8d %8d\n", x.addr, 0, 0, 0, 0, 0)
+				fmt.Fprintf(&b, "  -> %-28s %8.0f %8.0f %8d %8.0f %8d\n", x.addr, x.rate.cps, x.rate.pps, 0, x.rate.bps, 0)
 			default:
 				fmt.Fprintf(&b, "  -> %-28s %-7s %-6d %-10d %-10d\n", x.addr, "Tunnel", x.dest.Weight, x.dest.Active, x.dest.Inactive)
 			}

@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestAdminListSaveRestoreOverSocket(t *testing.T) {
@@ -87,5 +88,32 @@ func TestDirectorMetrics(t *testing.T) {
 		got["tunbond_director_real_inactive_connections,10.0.0.1:80,TCP 192.0.2.10:80"] != 1 ||
 		got["tunbond_director_dropped_total,no_service"] != 1 || got["tunbond_director_connections"] != 1 {
 		t.Fatalf("metrics %v", got)
+	}
+}
+
+func TestRates(t *testing.T) {
+	d := newDirector(t, "-A -t 192.0.2.10:80 -s rr", "-a -t 192.0.2.10:80 -r 10.0.0.1")
+	d.Estimate(t0)
+	d.Lock()
+	for i := 0; i < 20; i++ { // 20 connections of 2 packets of 100 bytes in 2 s
+		d.Process(tcp(client(i), 1000, "192.0.2.10", 80, FlagSYN, 100, true), t0)
+		d.Process(tcp(client(i), 1000, "192.0.2.10", 80, FlagACK, 100, true), t0)
+	}
+	d.Unlock()
+	d.Estimate(t0.Add(time.Second)) // not yet: 2 s intervals
+	d.Estimate(t0.Add(2 * time.Second))
+	out, err := d.Admin([]string{"-L", "-n", "--rate"}, "", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 10 conn/s, 20 packets/s, 2000 bytes/s in, nothing out (replies bypass the director).
+	found := false
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Join(strings.Fields(line), " ") == "TCP 192.0.2.10:80 10 20 0 2000 0" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("--rate:\n%s", out)
 	}
 }

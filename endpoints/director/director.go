@@ -44,6 +44,35 @@ type real struct {
 	conns   uint64
 	packets uint64
 	bytes   uint64
+	rate    rate
+}
+
+// rate is IPVS's estimator: connections, packets and bytes per second,
+// sampled every 2 s and smoothed (each sample weighs a quarter).
+type rate struct {
+	last   [3]uint64
+	cps    float64
+	pps    float64
+	bps    float64
+	primed bool
+}
+
+func (r *rate) update(conns, packets, bytes uint64, dt float64) {
+	cur := [3]uint64{conns, packets, bytes}
+	var s [3]float64
+	for i := range cur {
+		if cur[i] >= r.last[i] {
+			s[i] = float64(cur[i]-r.last[i]) / dt
+		}
+	}
+	if !r.primed {
+		r.cps, r.pps, r.bps, r.primed = s[0], s[1], s[2], true
+	} else {
+		r.cps += (s[0] - r.cps) / 4
+		r.pps += (s[1] - r.pps) / 4
+		r.bps += (s[2] - r.bps) / 4
+	}
+	r.last = cur
 }
 
 // service is the running state of a virtual service.
@@ -56,6 +85,7 @@ type service struct {
 	conns   uint64
 	packets uint64
 	bytes   uint64
+	rate    rate
 }
 
 type persistEntry struct {
@@ -75,6 +105,7 @@ type Director struct {
 	codec tunnel.Codec
 	drops [NumDrops]uint64
 	icmp  []byte
+	estAt time.Time // last rate estimate
 	// OnVIPs, if set, is told the VIPs after every change of the rules
 	// (outside the lock): the running director routes them to its TUN.
 	OnVIPs func([]netip.Addr)
@@ -333,6 +364,34 @@ func (d *Director) Drops() [NumDrops]uint64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.drops
+}
+
+// Estimate updates the rates when 2 s have passed since the last update.
+func (d *Director) Estimate(now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.estAt.IsZero() {
+		d.estAt = now
+		for _, st := range d.svcs {
+			st.rate.update(st.conns, st.packets, st.bytes, 1)
+			st.rate = rate{last: st.rate.last}
+			for _, x := range st.reals {
+				x.rate = rate{last: [3]uint64{x.conns, x.packets, x.bytes}}
+			}
+		}
+		return
+	}
+	dt := now.Sub(d.estAt).Seconds()
+	if dt < 2 {
+		return
+	}
+	d.estAt = now
+	for _, st := range d.svcs {
+		st.rate.update(st.conns, st.packets, st.bytes, dt)
+		for _, x := range st.reals {
+			x.rate.update(x.conns, x.packets, x.bytes, dt)
+		}
+	}
 }
 
 // Expire removes timed-out connections and persistence entries.

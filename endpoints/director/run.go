@@ -234,6 +234,7 @@ func (r *Running) expireLoop() {
 		select {
 		case now := <-t.C:
 			r.Director.Expire(now)
+			r.Director.Estimate(now)
 		case <-r.done:
 			return
 		}
