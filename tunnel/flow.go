@@ -84,3 +84,28 @@ func ICMPFragNeeded(b []byte, src [4]byte, orig IPv4, mtu int) int {
 	binary.BigEndian.PutUint16(icmp[2:4], ^Checksum(icmp, 0))
 	return n
 }
+
+// ICMPv6PacketTooBig writes into b an ICMPv6 "packet too big" (type 2,
+// RFC 4443) from src about the IPv6 packet orig, with the MTU, quoting as
+// much of orig as fits in 1280 bytes. It returns the length; b needs 1280.
+func ICMPv6PacketTooBig(b []byte, src [16]byte, orig []byte, mtu int) int {
+	quote := min(len(orig), 1280-40-8)
+	n := 40 + 8 + quote
+	b[0], b[1], b[2], b[3] = 0x60, 0, 0, 0
+	binary.BigEndian.PutUint16(b[4:6], uint16(8+quote))
+	b[6], b[7] = 58, 64 // ICMPv6, hop limit
+	copy(b[8:24], src[:])
+	copy(b[24:40], orig[8:24]) // to the packet's source
+	icmp := b[40:n]
+	icmp[0], icmp[1], icmp[2], icmp[3] = 2, 0, 0, 0
+	binary.BigEndian.PutUint32(icmp[4:8], uint32(mtu))
+	copy(icmp[8:], orig[:quote])
+	// Pseudo-header: source, destination, upper-layer length, next header.
+	var sum uint32
+	for i := 8; i < 40; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	sum += uint32(len(icmp)) + 58
+	binary.BigEndian.PutUint16(icmp[2:4], ^Checksum(icmp, sum))
+	return n
+}

@@ -79,3 +79,35 @@ func FuzzParseFlow(f *testing.F) {
 	f.Add(mustHex("60000000000c1140" + "20010db8000000000000000000000001" + "20010db8000000000000000000000002" + "d43100350000000000000000"))
 	f.Fuzz(func(t *testing.T, pkt []byte) { _, _ = ParseFlow(pkt) })
 }
+
+func TestICMPv6PacketTooBig(t *testing.T) {
+	orig := make([]byte, 1500)
+	copy(orig, mustHex("6000000005b00640"+"20010db8000000000000000000000001"+"20010db8000000000000000000000002"))
+	b := make([]byte, 1280)
+	src := netip.MustParseAddr("2001:db8::2").As16()
+	n := ICMPv6PacketTooBig(b, src, orig, 1480)
+	if n != 1280 {
+		t.Fatalf("length %d, want 1280", n)
+	}
+	if b[6] != 58 || b[40] != 2 || b[41] != 0 || hex.EncodeToString(b[44:48]) != "000005c8" {
+		t.Fatalf("header %x icmp %x", b[:8], b[40:48])
+	}
+	if netip.AddrFrom16([16]byte(b[24:40])).String() != "2001:db8::1" {
+		t.Fatal("not addressed to the original source")
+	}
+	// Verify the checksum over the pseudo-header independently.
+	var sum uint32
+	for i := 8; i < 40; i += 2 {
+		sum += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	sum += uint32(n-40) + 58
+	for i := 40; i+1 < n; i += 2 {
+		sum += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	if sum != 0xffff {
+		t.Fatalf("checksum does not verify: %#x", sum)
+	}
+}

@@ -120,7 +120,7 @@ type svcID struct {
 // an egress MTU (the encapsulation's overhead comes off it).
 func New(maxConns int, timeouts Timeouts, mtu int, codec tunnel.Codec) *Director {
 	return &Director{svcs: map[svcID]*service{}, table: NewTable(maxConns, timeouts), mtu: mtu, codec: codec,
-		icmp: make([]byte, 576)}
+		icmp: make([]byte, 1280)}
 }
 
 // Apply runs an ipvsadm change and brings the running services in line,
@@ -294,7 +294,12 @@ func (d *Director) Process(pkt []byte, now time.Time) Verdict {
 		return d.drop(DropNoService)
 	}
 	if over := len(pkt) + d.codec.Overhead(); over > d.mtu {
-		if f.DontFragment && pkt[0]>>4 == 4 {
+		switch {
+		case pkt[0]>>4 == 6: // IPv6 is never fragmented on the way
+			n := tunnel.ICMPv6PacketTooBig(d.icmp, f.Dst.As16(), pkt, d.mtu-d.codec.Overhead())
+			d.drops[DropFragNeeded]++
+			return Verdict{Reply: n, Drop: DropFragNeeded}
+		case f.DontFragment:
 			n := tunnel.ICMPFragNeeded(d.icmp, f.Dst.As4(), tunnel.IPv4(pkt), d.mtu-d.codec.Overhead())
 			d.drops[DropFragNeeded]++
 			return Verdict{Reply: n, Drop: DropFragNeeded}

@@ -167,3 +167,26 @@ func FuzzDirectorProcess(f *testing.F) {
 		d.Unlock()
 	})
 }
+
+func TestDirectorPMTUv6(t *testing.T) {
+	d := newDirector(t, "-A -t [2001:db8::10]:80 -s rr", "-a -t [2001:db8::10]:80 -r 10.0.0.1")
+	pkt := make([]byte, 1500)
+	copy(pkt, []byte{0x60, 0, 0, 0, 0x05, 0xb4, 6, 64})
+	copy(pkt[8:24], netip.MustParseAddr("2001:db8::1").AsSlice())
+	copy(pkt[24:40], netip.MustParseAddr("2001:db8::10").AsSlice())
+	binary.BigEndian.PutUint16(pkt[40:], 5555)
+	binary.BigEndian.PutUint16(pkt[42:], 80)
+	pkt[53] = FlagACK
+	d.Lock()
+	defer d.Unlock()
+	v := d.Process(pkt, t0)
+	if v.Reply == 0 || d.ICMP()[40] != 2 || binary.BigEndian.Uint32(d.ICMP()[44:48]) != 1480 {
+		t.Fatalf("IPv6 too big: %+v", v)
+	}
+	syn := append([]byte(nil), pkt[:60]...)
+	binary.BigEndian.PutUint16(syn[4:6], 20)
+	syn[53] = FlagSYN
+	if v := d.Process(syn, t0); !v.Forward || v.Real.String() != "10.0.0.1:80" {
+		t.Fatalf("IPv6 SYN to an IPv6 VIP: %+v", v)
+	}
+}
