@@ -72,7 +72,7 @@ type DirectorSpec struct {
 	Weights   []int
 	Body      int // bytes of each HTTP response
 	Check     director.Check
-	Encap     tunnel.Encap // IPIP (default) or GRE towards the real servers
+	GRE       bool // GRE (key 9) towards the real servers instead of IPIP
 	Log       *slog.Logger
 }
 
@@ -83,6 +83,10 @@ func StartDirectorLab(id string, s DirectorSpec) (_ *DirectorLab, err error) {
 		return nil, err
 	}
 	l := &DirectorLab{Net: n, n: s.Reals}
+	codec := tunnel.Codec{Encap: tunnel.EncapIPIP}
+	if s.GRE {
+		codec = tunnel.Codec{Encap: tunnel.EncapGRE, Key: 9}
+	}
 	defer func() {
 		if err != nil {
 			l.Close()
@@ -114,7 +118,7 @@ func StartDirectorLab(id string, s DirectorSpec) (_ *DirectorLab, err error) {
 		ns := n.NS(fmt.Sprintf("rs%d", i))
 		a, err := realserver.Start(realserver.Config{TUN: "vip0", Local: netip.MustParseAddr(RealAddr(i)),
 			Directors: []netip.Addr{netip.MustParseAddr(directorAddr)}, VIPs: []netip.Addr{netip.MustParseAddr(DirectorVIP)},
-			Codec: tunnel.Codec{Encap: s.Encap, Key: 9}}, ns.Host(), log)
+			Codec: codec}, ns.Host(), log)
 		if err != nil {
 			return nil, fmt.Errorf("rs%d: %w", i, err)
 		}
@@ -128,7 +132,7 @@ func StartDirectorLab(id string, s DirectorSpec) (_ *DirectorLab, err error) {
 		check.Type = "none"
 	}
 	d, err := director.Start(director.RunConfig{TUN: "vs0", Local: netip.MustParseAddr(directorAddr),
-		Codec: tunnel.Codec{Encap: s.Encap, Key: 9}, Timeouts: director.DefaultTimeouts, Check: check,
+		Codec: codec, Timeouts: director.DefaultTimeouts, Check: check,
 		Rules: rules.String()}, n.NS("director").Host(), log)
 	if err != nil {
 		return nil, fmt.Errorf("director: %w", err)

@@ -218,9 +218,10 @@ func TestDirectorPMTU(t *testing.T) {
 	}
 }
 
-// TestRealServerDropsStrangers: IPIP from anyone but the director is
-// counted and dropped, and the agent keeps working.
-func TestRealServerDropsStrangers(t *testing.T) {
+// TestMalformedAndStrangePacketsAreCounted: IPIP from anyone but the
+// director is counted and dropped at the real server, a malformed packet is
+// counted at the director, and both keep working.
+func TestMalformedAndStrangePacketsAreCounted(t *testing.T) {
 	l := startDirectorLab(t, DirectorSpec{Reals: 1, Scheduler: "rr"})
 	var raw net.PacketConn
 	if err := l.Net.NS("client").Do(func() (err error) { raw, err = net.ListenPacket("ip4:4", "0.0.0.0"); return }); err != nil {
@@ -240,6 +241,26 @@ func TestRealServerDropsStrangers(t *testing.T) {
 	}
 	if _, err := get(t, l.Client()); err != nil {
 		t.Fatalf("agent broken after a stranger's packet: %v", err)
+	}
+	// A truncated TCP packet to the VIP reaches the director's TUN: counted
+	// and dropped, and the director goes on serving.
+	var tcpRaw net.PacketConn
+	if err := l.Net.NS("client").Do(func() (err error) { tcpRaw, err = net.ListenPacket("ip4:tcp", "0.0.0.0"); return }); err != nil {
+		t.Fatal(err)
+	}
+	defer tcpRaw.Close()
+	if _, err := tcpRaw.WriteTo([]byte{0x9c, 0x40, 0, 80, 1, 2}, &net.IPAddr{IP: net.ParseIP(DirectorVIP)}); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(3 * time.Second)
+	for l.Director.Drops()[director.DropNotIP] == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("malformed packet on the director's TUN not counted")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := get(t, l.Client()); err != nil {
+		t.Fatalf("director broken after a malformed packet: %v", err)
 	}
 }
 
@@ -271,7 +292,7 @@ func TestRealServerCheck(t *testing.T) {
 
 // TestDirectorGRE: the same service over GRE (key 9) instead of IPIP.
 func TestDirectorGRE(t *testing.T) {
-	l := startDirectorLab(t, DirectorSpec{Reals: 2, Scheduler: "rr", Encap: tunnel.EncapGRE})
+	l := startDirectorLab(t, DirectorSpec{Reals: 2, Scheduler: "rr", GRE: true})
 	c := l.Client()
 	count := map[string]int{}
 	for i := 0; i < 100; i++ {
