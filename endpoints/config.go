@@ -114,13 +114,7 @@ func LoadConfig(file string, fs *pflag.FlagSet) (*Config, error) {
 	if err := LoadYAML(file, fs, defaults, flagKeys, &c, func(v Settings) {
 		// A path without a weight has weight 1 (0 means "carry nothing").
 		if paths, ok := v.Get("paths").([]any); ok {
-			for _, p := range paths {
-				if m, ok := p.(map[string]any); ok {
-					if _, set := m["weight"]; !set {
-						m["weight"] = 1
-					}
-				}
-			}
+			DefaultEach(paths, "weight", 1)
 			v.Set("paths", paths)
 		}
 	}); err != nil {
@@ -133,6 +127,18 @@ func LoadConfig(file string, fs *pflag.FlagSet) (*Config, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// DefaultEach sets key to value in every mapping of a YAML list that lacks
+// it (a list's entries get no defaults from viper).
+func DefaultEach(list []any, key string, value any) {
+	for _, e := range list {
+		if m, ok := e.(map[string]any); ok {
+			if _, set := m[key]; !set {
+				m[key] = value
+			}
+		}
+	}
 }
 
 // Settings are the raw settings a LoadYAML fix may adjust.

@@ -121,7 +121,7 @@ func RunDirectorBench(ctx context.Context, id string, cfg DirectorBenchConfig) (
 		args = append([]string{"taskset", "-c", "1"}, args...)
 	}
 	d := exec.CommandContext(ctx, args[0], args[1:]...)
-	if err := startAndAwait(n.NS("director"), d, "director started"); err != nil {
+	if err := StartAndAwait(n.NS("director"), d, "director started"); err != nil {
 		return nil, err
 	}
 	defer func() { d.Process.Signal(os.Interrupt); d.Wait() }()
@@ -187,7 +187,9 @@ func RunDirectorBench(ctx context.Context, id string, cfg DirectorBenchConfig) (
 	return rep, nil
 }
 
-func startAndAwait(ns *Namespace, cmd *exec.Cmd, want string) error {
+// StartAndAwait starts cmd in ns and returns once a line of its stderr
+// contains want (or fails with what it said, if it exits first).
+func StartAndAwait(ns *Namespace, cmd *exec.Cmd, want string) error {
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return err

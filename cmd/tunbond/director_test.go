@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,29 +15,15 @@ import (
 )
 
 // startIn runs the binary in a namespace and returns once a line with want
-// appears on its stderr.
+// appears on its stderr; it is interrupted when the test ends.
 func startIn(t *testing.T, ns *lab.Namespace, want string, bin string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
-	stderr, _ := cmd.StderrPipe()
-	if err := ns.Start(cmd); err != nil {
+	if err := lab.StartAndAwait(ns, cmd, want); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() })
-	sc := bufio.NewScanner(stderr)
-	var seen []string
-	for sc.Scan() {
-		seen = append(seen, sc.Text())
-		if strings.Contains(sc.Text(), want) {
-			go func() {
-				for sc.Scan() {
-				}
-			}()
-			return cmd
-		}
-	}
-	t.Fatalf("%s never said %q: %s", args[0], want, strings.Join(seen, "\n"))
-	return nil
+	return cmd
 }
 
 // TestDirectorCommands runs `tunbond director` with no services, fills it

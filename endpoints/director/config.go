@@ -89,14 +89,9 @@ func LoadConfig(file string, fs *pflag.FlagSet) (*Config, error) {
 		// A real server without a weight has weight 1.
 		if svcs, ok := v.Get("services").([]any); ok {
 			for _, s := range svcs {
-				m, _ := s.(map[string]any)
-				reals, _ := m["reals"].([]any)
-				for _, r := range reals {
-					if rm, ok := r.(map[string]any); ok {
-						if _, set := rm["weight"]; !set {
-							rm["weight"] = 1
-						}
-					}
+				if m, ok := s.(map[string]any); ok {
+					reals, _ := m["reals"].([]any)
+					endpoints.DefaultEach(reals, "weight", 1)
 				}
 			}
 			v.Set("services", svcs)

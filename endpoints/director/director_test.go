@@ -156,12 +156,14 @@ func TestDirectorPersistenceAndHealth(t *testing.T) {
 func FuzzDirectorProcess(f *testing.F) {
 	f.Add(tcp("198.51.100.1", 1, "192.0.2.10", 80, FlagSYN, 60, true))
 	f.Add(tcp("198.51.100.1", 1, "192.0.2.10", 80, FlagACK, 1500, true))
+	// One director for every input (as in life, state carries over): building
+	// a Maglev table per input would make the fuzzer crawl.
+	d := New(100, DefaultTimeouts, 1500, tunnel.Codec{Encap: tunnel.EncapIPIP})
+	for _, l := range []string{"-A -t 192.0.2.10:80 -s mh", "-a -t 192.0.2.10:80 -r 10.0.0.1", "-A -u 192.0.2.10:0 -s rr -p 60", "-a -u 192.0.2.10:0 -r 10.0.0.2"} {
+		c, _ := ParseCommand(strings.Fields(l))
+		d.Apply(c)
+	}
 	f.Fuzz(func(t *testing.T, pkt []byte) {
-		d := New(100, DefaultTimeouts, 1500, tunnel.Codec{Encap: tunnel.EncapIPIP})
-		c, _ := ParseCommand(strings.Fields("-A -t 192.0.2.10:80 -s mh"))
-		d.Apply(c)
-		c, _ = ParseCommand(strings.Fields("-a -t 192.0.2.10:80 -r 10.0.0.1"))
-		d.Apply(c)
 		d.Lock()
 		d.Process(pkt, t0)
 		d.Unlock()
