@@ -198,6 +198,12 @@ func TestEngineRuntimeWeight(t *testing.T) {
 func TestEngineMetrics(t *testing.T) {
 	ep := newEnginePair(t, tunnel.EncapGRE, "rr", 1, 1)
 	ep.send(t, 100)
+	// The fake TUN hands each packet over as it is written; the engine
+	// counts a write batch once Write returns: await the count.
+	deadline := time.Now().Add(5 * time.Second)
+	for ep.b.Stats.TUNTxPackets.Load() < 100 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 	mfs, err := ep.b.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
