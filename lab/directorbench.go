@@ -11,11 +11,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 
 	"github.com/tunbond/tunbond/endpoints/director"
 	"github.com/tunbond/tunbond/endpoints/realserver"
@@ -287,7 +291,8 @@ func httpLoad(ctx context.Context, ns *Namespace, url string, cfg DirectorBenchC
 }
 
 // smallPackets floods the UDP service with 64-byte datagrams from the
-// client and counts what the director forwarded (its -L --stats).
+// client (one sendmmsg sender pinned to the other CPU) and counts what the
+// director forwarded (its -L --stats).
 func smallPackets(ctx context.Context, n *Net, sock string, pid int, d time.Duration) (pps, cpuPct float64) {
 	var c net.Conn
 	if err := n.NS("client").Do(func() (err error) { c, err = net.Dial("udp4", DirectorVIP+":9"); return }); err != nil {
@@ -310,26 +315,28 @@ func smallPackets(ctx context.Context, n *Net, sock string, pid int, d time.Dura
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for w := 0; w < 2; w++ { // two senders: enough to load one director core
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var cc net.Conn
-			if err := n.NS("client").Do(func() (err error) { cc, err = net.Dial("udp4", DirectorVIP+":9"); return }); err != nil {
+	wg.Add(1)
+	go func() { // one sender, pinned to CPU 0 (the director has CPU 1), 64 datagrams per sendmmsg
+		defer wg.Done()
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		var set unix.CPUSet
+		set.Set(0)
+		_ = unix.SchedSetaffinity(0, &set)
+		pc := ipv4.NewPacketConn(c.(*net.UDPConn))
+		msgs := make([]ipv4.Message, 64)
+		for i := range msgs {
+			msgs[i].Buffers = [][]byte{make([]byte, 64-28)}
+		}
+		for {
+			select {
+			case <-stop:
 				return
+			default:
 			}
-			defer cc.Close()
-			b := make([]byte, 64-28)
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				cc.Write(b)
-			}
-		}()
-	}
+			pc.WriteBatch(msgs, 0)
+		}
+	}()
 	time.Sleep(500 * time.Millisecond) // warm-up
 	p0, cpu0, t0 := inPkts(), procCPU(pid), time.Now()
 	select {
