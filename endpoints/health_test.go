@@ -46,3 +46,23 @@ func TestPathHealth(t *testing.T) {
 		t.Fatal("recovered path did not rejoin")
 	}
 }
+
+func TestDelaySkewAdvice(t *testing.T) {
+	ms := time.Millisecond
+	if delaySkewAdvice("wrr", []time.Duration{4 * ms, 20 * ms}) == "" {
+		t.Fatal("no advice for wrr over 4 ms and 20 ms paths")
+	}
+	for _, tt := range []struct {
+		sched  string
+		delays []time.Duration
+	}{
+		{"wrr", []time.Duration{5 * ms, 12 * ms}}, // close enough
+		{"delay", []time.Duration{4 * ms, 40 * ms}},
+		{"flowhash", []time.Duration{4 * ms, 40 * ms}},
+		{"rr", []time.Duration{4 * ms}},
+	} {
+		if msg := delaySkewAdvice(tt.sched, tt.delays); msg != "" {
+			t.Errorf("%s %v: unexpected advice %q", tt.sched, tt.delays, msg)
+		}
+	}
+}
