@@ -150,6 +150,16 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 		defer emu.Close()
 		counters = emu.counters
 	}
+	// Each method's connections must start afresh: Linux caches a
+	// destination's ssthresh and RTT from the last connection to it, and
+	// the tunbond methods share one destination (as link-1 and MPTCP do).
+	for _, side := range []string{"a", "b"} {
+		if err := net.NS(side).Do(func() error {
+			return os.WriteFile("/proc/sys/net/ipv4/tcp_no_metrics_save", []byte("1"), 0o644)
+		}); err != nil {
+			return nil, fmt.Errorf("tcp_no_metrics_save: %w", err)
+		}
+	}
 	if err := setupECMP(net, n); err != nil {
 		return nil, err
 	}
