@@ -259,15 +259,29 @@ func (c *Config) pathEnv() error {
 	return nil
 }
 
+// Problems collects what is wrong with a config, each error naming its key.
+type Problems []error
+
+// Add records a problem with key.
+func (p *Problems) Add(key, format string, a ...any) {
+	*p = append(*p, fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, a...)))
+}
+
+// InterfaceName checks a network interface name at key.
+func (p *Problems) InterfaceName(key, name string) {
+	if name == "" || len(name) > 15 {
+		p.Add(key, "%q must be 1 to 15 characters", name)
+	}
+}
+
+// Err is all the problems, or nil.
+func (p Problems) Err() error { return errors.Join(p...) }
+
 // Validate checks every value and names the key that is wrong.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(key, format string, a ...any) {
-		errs = append(errs, fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, a...)))
-	}
-	if c.TUN.Name == "" || len(c.TUN.Name) > 15 {
-		bad("tun.name", "%q must be 1 to 15 characters", c.TUN.Name)
-	}
+	var errs Problems
+	bad := errs.Add
+	errs.InterfaceName("tun.name", c.TUN.Name)
 	if c.TUN.Address == "" {
 		bad("tun.address", "missing (an address with prefix, like 10.77.0.1/30)")
 	} else if _, err := netip.ParsePrefix(c.TUN.Address); err != nil {
@@ -366,7 +380,7 @@ func (c *Config) Validate() error {
 	if encap == tunnel.EncapIPIP && c.Checksum {
 		bad("checksum", "only GRE has a checksum")
 	}
-	return errors.Join(errs...)
+	return errs.Err()
 }
 
 // Codec returns the bond's encapsulation.

@@ -1,7 +1,6 @@
 package director
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -104,13 +103,9 @@ func LoadConfig(file string, fs *pflag.FlagSet) (*Config, error) {
 
 // Validate checks every value, naming the key.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(key, format string, a ...any) {
-		errs = append(errs, fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, a...)))
-	}
-	if c.TUN.Name == "" || len(c.TUN.Name) > 15 {
-		bad("tun.name", "%q must be 1 to 15 characters", c.TUN.Name)
-	}
+	var errs endpoints.Problems
+	bad := errs.Add
+	errs.InterfaceName("tun.name", c.TUN.Name)
 	if a, err := netip.ParseAddr(c.Local); err != nil || !a.Is4() {
 		bad("local", "%q is not an IPv4 address (the director's address towards the real servers)", c.Local)
 	}
@@ -145,7 +140,7 @@ func (c *Config) Validate() error {
 	if _, err := c.Rules(); err != nil {
 		errs = append(errs, err)
 	}
-	return errors.Join(errs...)
+	return errs.Err()
 }
 
 // Rules renders the configured services as an ipvsadm save.

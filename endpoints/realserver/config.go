@@ -1,7 +1,6 @@
 package realserver
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -43,10 +42,9 @@ func LoadConfig(file string, fs *pflag.FlagSet) (*Config, *FileConfig, error) {
 	if err := endpoints.LoadYAML(file, fs, defaults, map[string]string{"local": "local"}, &f, nil); err != nil {
 		return nil, nil, err
 	}
-	var errs []error
-	bad := func(key, format string, a ...any) {
-		errs = append(errs, fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, a...)))
-	}
+	var errs endpoints.Problems
+	bad := errs.Add
+	errs.InterfaceName("tun.name", f.TUN.Name)
 	c := &Config{TUN: f.TUN.Name}
 	var err error
 	if c.Local, err = netip.ParseAddr(f.Local); err != nil || !c.Local.Is4() {
@@ -80,7 +78,7 @@ func LoadConfig(file string, fs *pflag.FlagSet) (*Config, *FileConfig, error) {
 		bad("key", "%d out of range", f.Key)
 	}
 	c.Codec = tunnel.Codec{Encap: e, Key: uint32(f.Key)}
-	return c, &f, errors.Join(errs...)
+	return c, &f, errs.Err()
 }
 
 // Check says, in plain words, what on the host (in the namespace host runs
