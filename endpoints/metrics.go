@@ -2,6 +2,7 @@ package endpoints
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tunbond/tunbond/tunnel"
 )
@@ -115,6 +116,6 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 func (e *Engine) Registry() *prometheus.Registry {
 	r := prometheus.NewRegistry()
 	r.MustRegister(engineCollector{e})
-	r.MustRegister(prometheus.NewGoCollector())
+	r.MustRegister(collectors.NewGoCollector())
 	return r
 }

@@ -62,7 +62,6 @@ type DirectorLab struct {
 	Agents   []*realserver.Agent
 	servers  []*http.Server
 	body     string
-	n        int
 }
 
 // DirectorSpec configures the lab's director.
@@ -82,7 +81,7 @@ func StartDirectorLab(id string, s DirectorSpec) (_ *DirectorLab, err error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &DirectorLab{Net: n, n: s.Reals}
+	l := &DirectorLab{Net: n}
 	codec := tunnel.Codec{Encap: tunnel.EncapIPIP}
 	if s.GRE {
 		codec = tunnel.Codec{Encap: tunnel.EncapGRE, Key: 9}

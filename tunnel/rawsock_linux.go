@@ -137,7 +137,6 @@ type rawSocket struct {
 	siov    []unix.Iovec
 	dst     unix.RawSockaddrInet4
 	dsts    []unix.RawSockaddrInet4 // per-message destinations for sendTo
-	spkts   [][]byte
 	sn      int
 	serr    error
 	writeFn func(fd uintptr) bool

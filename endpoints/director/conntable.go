@@ -59,6 +59,7 @@ type Conn struct {
 	Key     Key
 	Dest    *scheduler.Dest
 	Real    netip.AddrPort // where the connection's packets go
+	owner   *real          // the director's state for that server (its counters)
 	State   State
 	Expires time.Time
 	Packets uint64

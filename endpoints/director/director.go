@@ -323,10 +323,11 @@ func (d *Director) Process(pkt []byte, now time.Time) Verdict {
 		if c = d.table.Insert(k, &x.dest, real, f.TCPFlags, len(pkt), now); c == nil {
 			return d.drop(DropTableFull)
 		}
+		c.owner = x
 		x.conns++
 		st.conns++
 	}
-	if x := st.byAddr[c.Real]; x != nil {
+	if x := c.owner; x != nil {
 		x.packets++
 		x.bytes += uint64(len(pkt))
 	}

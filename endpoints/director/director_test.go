@@ -192,3 +192,26 @@ func TestDirectorPMTUv6(t *testing.T) {
 		t.Fatalf("IPv6 SYN to an IPv6 VIP: %+v", v)
 	}
 }
+
+// TestPortZeroServiceCounts: a port-0 service's connections go to the
+// client's port on the real server, and still count on that server.
+func TestPortZeroServiceCounts(t *testing.T) {
+	d := newDirector(t, "-A -t 192.0.2.10:0 -s rr", "-a -t 192.0.2.10:0 -r 10.0.0.1")
+	d.Lock()
+	v := d.Process(tcp("198.51.100.1", 1000, "192.0.2.10", 443, FlagSYN, 60, true), t0)
+	d.Process(tcp("198.51.100.1", 1000, "192.0.2.10", 443, FlagACK, 100, true), t0)
+	d.Unlock()
+	if !v.Forward || v.Real.String() != "10.0.0.1:443" {
+		t.Fatalf("verdict %+v", v)
+	}
+	out, _ := d.Admin([]string{"-L", "-n", "--stats"}, "", t0)
+	found := false
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) >= 4 && f[1] == "10.0.0.1:0" {
+			found = f[2] == "1" && f[3] == "2" // 1 connection, 2 packets
+		}
+	}
+	if !found {
+		t.Fatalf("port-0 service's real server not counted:\n%s", out)
+	}
+}

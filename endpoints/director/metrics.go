@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -81,6 +82,6 @@ func (c Collector) Collect(ch chan<- prometheus.Metric) {
 // Registry returns a registry with the director's metrics and Go's.
 func (d *Director) Registry() *prometheus.Registry {
 	r := prometheus.NewRegistry()
-	r.MustRegister(Collector{d}, prometheus.NewGoCollector())
+	r.MustRegister(Collector{d}, collectors.NewGoCollector())
 	return r
 }
