@@ -81,7 +81,9 @@ func runDirector(args []string) error {
 		return err
 	}
 	defer func() { ln.Close(); os.Remove(cfg.Control.Socket) }()
-	stop, err := serveMetrics(cfg.Metrics.Listen, d.Registry())
+	reg := d.Registry()
+	reg.MustRegister(d) // the data path's own counters
+	stop, err := serveMetrics(cfg.Metrics.Listen, reg)
 	if err != nil {
 		return err
 	}

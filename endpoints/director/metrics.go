@@ -85,3 +85,27 @@ func (d *Director) Registry() *prometheus.Registry {
 	r.MustRegister(Collector{d}, collectors.NewGoCollector())
 	return r
 }
+
+var (
+	dRunTUN    = desc("tun_rx_packets_total", "Client packets read from the TUN.")
+	dRunSent   = desc("tx_packets_total", "Packets sent to the real servers.")
+	dRunICMP   = desc("icmp_sent_total", "ICMP errors written back to the clients (PMTU).")
+	dRunErrors = desc("tx_errors_total", "Packets the raw socket refused (no route to a real server).")
+)
+
+// Describe and Collect export the running director's data-path counters;
+// register a Running beside its Director's collector.
+func (r *Running) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{dRunTUN, dRunSent, dRunICMP, dRunErrors} {
+		ch <- d
+	}
+}
+
+func (r *Running) Collect(ch chan<- prometheus.Metric) {
+	for _, m := range []struct {
+		d *prometheus.Desc
+		v uint64
+	}{{dRunTUN, r.RxPackets.Load()}, {dRunSent, r.TxPackets.Load()}, {dRunICMP, r.Replies.Load()}, {dRunErrors, r.SendErrors.Load()}} {
+		ch <- prometheus.MustNewConstMetric(m.d, prometheus.CounterValue, float64(m.v))
+	}
+}
