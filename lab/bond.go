@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/tunbond/tunbond/endpoints"
+	"github.com/tunbond/tunbond/endpoints/bond"
 )
 
 // BondSpec describes a two-site bond over direct veth uplinks.
@@ -48,12 +48,12 @@ func BondTopology(n int) Topology {
 // Bond is a running two-site bond.
 type Bond struct {
 	Net  *Net
-	A, B *endpoints.Endpoint
+	A, B *bond.Endpoint
 }
 
 // EndpointConfig returns the config of one site (side 1 = A, 2 = B).
-func (s BondSpec) EndpointConfig(side int) *endpoints.Config {
-	c := &endpoints.Config{}
+func (s BondSpec) EndpointConfig(side int) *bond.Config {
+	c := &bond.Config{}
 	c.TUN.Name = "bond0"
 	c.TUN.Address = map[int]string{1: BondAddrA, 2: BondAddrB}[side] + "/30"
 	c.Encap = s.Encap
@@ -82,7 +82,7 @@ func (s BondSpec) EndpointConfig(side int) *endpoints.Config {
 	c.RouteTable = 7700
 	c.RulePriority = 7700
 	for i, w := range s.Weights {
-		c.Paths = append(c.Paths, endpoints.PathConfig{
+		c.Paths = append(c.Paths, bond.PathConfig{
 			Name: UplinkName(i), Local: uplinkAddr(i, side), Remote: uplinkAddr(i, 3-side),
 			Device: UplinkName(i), Weight: w,
 		})
@@ -126,7 +126,7 @@ func StartBondOn(ctx context.Context, net *Net, s BondSpec) (_ *Bond, err error)
 		if err := cfg.Validate(); err != nil {
 			return nil, err
 		}
-		ep, err := endpoints.StartEndpoint(cfg, ns.Host(), log.With("site", ns.Name))
+		ep, err := bond.StartEndpoint(cfg, ns.Host(), log.With("site", ns.Name))
 		if err != nil {
 			return nil, fmt.Errorf("site %s: %w", ns.Name, err)
 		}
@@ -137,7 +137,7 @@ func StartBondOn(ctx context.Context, net *Net, s BondSpec) (_ *Bond, err error)
 		}
 	}
 	for i := range s.Weights {
-		for _, ep := range []*endpoints.Endpoint{b.A, b.B} {
+		for _, ep := range []*bond.Endpoint{b.A, b.B} {
 			if err := ep.Engine().WaitPath(ctx, UplinkName(i), true); err != nil {
 				return nil, err
 			}
@@ -149,7 +149,7 @@ func StartBondOn(ctx context.Context, net *Net, s BondSpec) (_ *Bond, err error)
 // Stop stops both endpoints (removing their TUNs, routes and rules).
 func (b *Bond) Stop() error {
 	var errs []error
-	for _, ep := range []*endpoints.Endpoint{b.A, b.B} {
+	for _, ep := range []*bond.Endpoint{b.A, b.B} {
 		if ep != nil {
 			errs = append(errs, ep.Close())
 		}

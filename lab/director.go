@@ -14,7 +14,7 @@ import (
 
 	"github.com/tunbond/tunbond/endpoints/director"
 	"github.com/tunbond/tunbond/endpoints/realserver"
-	"github.com/tunbond/tunbond/tunnel"
+	"github.com/tunbond/tunbond/tunnel/encap"
 )
 
 // Director lab addresses: the client 10.10.0.2, the director 10.20.0.2,
@@ -82,9 +82,9 @@ func StartDirectorLab(id string, s DirectorSpec) (_ *DirectorLab, err error) {
 		return nil, err
 	}
 	l := &DirectorLab{Net: n}
-	codec := tunnel.Codec{Encap: tunnel.EncapIPIP}
+	var codec encap.Encapsulation = encap.IPIP{}
 	if s.GRE {
-		codec = tunnel.Codec{Encap: tunnel.EncapGRE, Key: 9}
+		codec = encap.GRE{Key: 9}
 	}
 	defer func() {
 		if err != nil {
@@ -117,7 +117,7 @@ func StartDirectorLab(id string, s DirectorSpec) (_ *DirectorLab, err error) {
 		ns := n.NS(fmt.Sprintf("rs%d", i))
 		a, err := realserver.Start(realserver.Config{TUN: "vip0", Local: netip.MustParseAddr(RealAddr(i)),
 			Directors: []netip.Addr{netip.MustParseAddr(directorAddr)}, VIPs: []netip.Addr{netip.MustParseAddr(DirectorVIP)},
-			Codec: codec}, ns.Host(), log)
+			Encap: codec}, ns.Host(), log)
 		if err != nil {
 			return nil, fmt.Errorf("rs%d: %w", i, err)
 		}
@@ -131,7 +131,7 @@ func StartDirectorLab(id string, s DirectorSpec) (_ *DirectorLab, err error) {
 		check.Type = "none"
 	}
 	d, err := director.Start(director.RunConfig{TUN: "vs0", Local: netip.MustParseAddr(directorAddr),
-		Codec: codec, Timeouts: director.DefaultTimeouts, Check: check,
+		Encap: codec, Timeouts: director.DefaultTimeouts, Check: check,
 		Rules: rules.String()}, n.NS("director").Host(), log)
 	if err != nil {
 		return nil, fmt.Errorf("director: %w", err)

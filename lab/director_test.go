@@ -12,9 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunbond/tunbond/tunnel/header"
+
 	"github.com/tunbond/tunbond/endpoints/director"
 	"github.com/tunbond/tunbond/endpoints/realserver"
-	"github.com/tunbond/tunbond/tunnel"
 )
 
 func startDirectorLab(t *testing.T, s DirectorSpec) *DirectorLab {
@@ -233,7 +234,7 @@ func TestMalformedAndStrangePacketsAreCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(3 * time.Second)
-	for l.Agents[0].Dropped[tunnel.ErrWrongSource].Load() == 0 {
+	for l.Agents[0].Dropped[header.ErrWrongSource].Load() == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("stranger's IPIP not counted")
 		}

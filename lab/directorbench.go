@@ -23,7 +23,7 @@ import (
 
 	"github.com/tunbond/tunbond/endpoints/director"
 	"github.com/tunbond/tunbond/endpoints/realserver"
-	"github.com/tunbond/tunbond/tunnel"
+	"github.com/tunbond/tunbond/tunnel/encap"
 )
 
 // DirectorBenchConfig is `tunbond lab director`.
@@ -88,7 +88,7 @@ func RunDirectorBench(ctx context.Context, id string, cfg DirectorBenchConfig) (
 		defer srv.Close()
 		a, err := realserver.Start(realserver.Config{TUN: "vip0", Local: netip.MustParseAddr(RealAddr(i)),
 			Directors: []netip.Addr{netip.MustParseAddr(directorAddr)}, VIPs: []netip.Addr{netip.MustParseAddr(DirectorVIP)},
-			Codec: tunnel.Codec{Encap: tunnel.EncapIPIP}}, n.NS(name).Host(), nil)
+			Encap: encap.IPIP{}}, n.NS(name).Host(), nil)
 		if err != nil {
 			return nil, err
 		}

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
+	"github.com/tunbond/tunbond/endpoints/bond"
 
-	"github.com/tunbond/tunbond/endpoints"
+	"github.com/vishvananda/netlink"
 )
 
 // TestManagedRoutingInstalledAndRemoved checks `routing: manage`: a table
@@ -76,13 +76,13 @@ func TestEndpointClearErrors(t *testing.T) {
 	defer net.Close()
 	cfg := BondSpec{Weights: []int64{1}}.EndpointConfig(1)
 	cfg.Paths[0].Local = "10.200.0.1" // not in the namespace
-	_, err = endpoints.StartEndpoint(cfg, net.NS("a").Host(), nil)
+	_, err = bond.StartEndpoint(cfg, net.NS("a").Host(), nil)
 	if err == nil || !strings.Contains(err.Error(), "local address 10.200.0.1 is not on any interface") {
 		t.Fatalf("error %v", err)
 	}
 	cfg = BondSpec{Weights: []int64{1}}.EndpointConfig(1)
 	cfg.Paths[0].Device = "nosuch0"
-	_, err = endpoints.StartEndpoint(cfg, net.NS("a").Host(), nil)
+	_, err = bond.StartEndpoint(cfg, net.NS("a").Host(), nil)
 	if err == nil || !strings.Contains(err.Error(), "device nosuch0") {
 		t.Fatalf("error %v", err)
 	}
@@ -101,7 +101,7 @@ func TestControlSocket(t *testing.T) {
 	}
 	defer n.Close()
 	sock := filepath.Join(t.TempDir(), "ctl.sock")
-	var eps []*endpoints.Endpoint
+	var eps []*bond.Endpoint
 	for side, ns := range []*Namespace{1: n.NS("a"), 2: n.NS("b")} {
 		if ns == nil {
 			continue
@@ -110,7 +110,7 @@ func TestControlSocket(t *testing.T) {
 		if side == 1 {
 			cfg.Control.Socket = sock
 		}
-		ep, err := endpoints.StartEndpoint(cfg, ns.Host(), nil)
+		ep, err := bond.StartEndpoint(cfg, ns.Host(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,23 +124,23 @@ func TestControlSocket(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	resp, err := endpoints.Control(sock, endpoints.ControlRequest{Cmd: "status"})
+	resp, err := bond.Control(sock, bond.ControlRequest{Cmd: "status"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(resp.Paths) != 1 || !resp.Paths[0].Up || resp.Paths[0].Weight != 5 || resp.Paths[0].RTTMs <= 0 {
 		t.Fatalf("status %+v", resp.Paths)
 	}
-	if _, err := endpoints.Control(sock, endpoints.ControlRequest{Cmd: "weight", Path: UplinkName(0), Weight: 9}); err != nil {
+	if _, err := bond.Control(sock, bond.ControlRequest{Cmd: "weight", Path: UplinkName(0), Weight: 9}); err != nil {
 		t.Fatal(err)
 	}
 	if st := eps[0].Engine().Status(); st[0].Weight != 9 {
 		t.Fatalf("weight not applied: %+v", st[0])
 	}
-	if _, err := endpoints.Control(sock, endpoints.ControlRequest{Cmd: "weight", Path: "nope", Weight: 1}); err == nil || !strings.Contains(err.Error(), "no path named") {
+	if _, err := bond.Control(sock, bond.ControlRequest{Cmd: "weight", Path: "nope", Weight: 1}); err == nil || !strings.Contains(err.Error(), "no path named") {
 		t.Fatalf("unknown path: %v", err)
 	}
-	if _, err := endpoints.Control(sock, endpoints.ControlRequest{Cmd: "explode"}); err == nil {
+	if _, err := bond.Control(sock, bond.ControlRequest{Cmd: "explode"}); err == nil {
 		t.Fatal("unknown command accepted")
 	}
 	eps[0].Close()

@@ -12,10 +12,10 @@ import (
 	"runtime"
 	"syscall"
 
+	"github.com/tunbond/tunbond/endpoints/host"
+
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-
-	"github.com/tunbond/tunbond/endpoints"
 )
 
 // Namespace is a named network namespace created by lab.
@@ -83,7 +83,7 @@ func (n *Namespace) Do(f func() error) error {
 }
 
 // Host is the namespace as an endpoint sees it.
-func (n *Namespace) Host() *endpoints.Host { return &endpoints.Host{NL: n.NL, Do: n.Do} }
+func (n *Namespace) Host() *host.Host { return &host.Host{NL: n.NL, Do: n.Do} }
 
 // Start starts cmd inside the namespace; it is killed if lab dies.
 func (n *Namespace) Start(cmd *exec.Cmd) error {

@@ -12,23 +12,24 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tunbond/tunbond/endpoints/host"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
 
-	"github.com/tunbond/tunbond/endpoints"
 	"github.com/tunbond/tunbond/endpoints/director"
 	"github.com/tunbond/tunbond/endpoints/realserver"
 )
 
-func rootHost(role string) (*endpoints.Host, error) {
+func rootHost(role string) (*host.Host, error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("tunbond %s must run as root (TUN device, raw sockets, routes)", role)
 	}
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		return nil, fmt.Errorf("/dev/net/tun is missing: load the tun module (modprobe tun): %w", err)
 	}
-	return endpoints.CurrentHost()
+	return host.CurrentHost()
 }
 
 // serveMetrics serves a registry on listen until stop is called.

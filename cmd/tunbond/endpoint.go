@@ -11,14 +11,14 @@ import (
 	"syscall"
 	"text/tabwriter"
 
-	"github.com/spf13/pflag"
+	"github.com/tunbond/tunbond/endpoints/bond"
 
-	"github.com/tunbond/tunbond/endpoints"
+	"github.com/spf13/pflag"
 )
 
 func runEndpoint(args []string) error {
 	fs := pflag.NewFlagSet("endpoint", pflag.ContinueOnError)
-	endpoints.EndpointFlags(fs)
+	bond.EndpointFlags(fs)
 	debug := fs.Bool("debug", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -27,7 +27,7 @@ func runEndpoint(args []string) error {
 	if file == "" {
 		return errors.New("endpoint: --config FILE is required (see testdata/site-a.yaml)")
 	}
-	cfg, err := endpoints.LoadConfig(file, fs)
+	cfg, err := bond.LoadConfig(file, fs)
 	if err != nil {
 		return err
 	}
@@ -36,7 +36,7 @@ func runEndpoint(args []string) error {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	ep, err := endpoints.StartEndpoint(cfg, nil, log)
+	ep, err := bond.StartEndpoint(cfg, nil, log)
 	if err != nil {
 		return err
 	}
@@ -49,13 +49,13 @@ func runEndpoint(args []string) error {
 
 func runCtl(args []string) error {
 	fs := pflag.NewFlagSet("ctl", pflag.ContinueOnError)
-	socket := fs.String("socket", endpoints.DefaultControlSocket, "control socket of the endpoint")
+	socket := fs.String("socket", bond.DefaultControlSocket, "control socket of the endpoint")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	rest := fs.Args()
-	var req endpoints.ControlRequest
+	var req bond.ControlRequest
 	switch {
 	case len(rest) == 0 || rest[0] == "status":
 		req.Cmd = "status"
@@ -64,11 +64,11 @@ func runCtl(args []string) error {
 		if err != nil {
 			return fmt.Errorf("ctl weight: %q is not a number", rest[2])
 		}
-		req = endpoints.ControlRequest{Cmd: "weight", Path: rest[1], Weight: w}
+		req = bond.ControlRequest{Cmd: "weight", Path: rest[1], Weight: w}
 	default:
 		return errors.New("ctl: status | weight PATH WEIGHT")
 	}
-	resp, err := endpoints.Control(*socket, req)
+	resp, err := bond.Control(*socket, req)
 	if err != nil {
 		return err
 	}

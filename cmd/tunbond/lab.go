@@ -15,10 +15,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tunbond/tunbond/scheduler/path"
+
 	"github.com/spf13/pflag"
 
 	"github.com/tunbond/tunbond/lab"
-	"github.com/tunbond/tunbond/scheduler"
 )
 
 const labUsage = `usage: tunbond lab bond [--profile NAME | --links SPEC] [--duration 10s] [--flows 1] [--json FILE] [--plot FILE.svg]
@@ -36,7 +37,7 @@ func runLab(args []string) error {
 	links := fs.String("links", "", `ad hoc links instead of a profile: "100mbit/10ms,50mbit/40ms/1%/±5ms"`)
 	duration := fs.Duration("duration", 10*time.Second, "measured time per method")
 	flows := fs.Int("flows", 1, "parallel TCP flows")
-	scheds := fs.String("schedulers", strings.Join(scheduler.PathSchedulers, ","), "tunbond schedulers to measure")
+	scheds := fs.String("schedulers", strings.Join(path.Names, ","), "tunbond schedulers to measure")
 	jsonOut := fs.String("json", "", "write the results as JSON to FILE")
 	plotOut := fs.String("plot", "", "draw goodput over time and uplink shares to FILE (.svg)")
 	direct := fs.Bool("direct", false, "join the sites with plain veths shaped by TBF at the link rates (no WAN emulator: rates only)")
@@ -64,7 +65,7 @@ func runLab(args []string) error {
 	var ss []string
 	for _, s := range strings.Split(*scheds, ",") {
 		if s = strings.TrimSpace(s); s != "" {
-			if _, err := scheduler.NewPathScheduler(s, scheduler.NewPaths(nil)); err != nil {
+			if _, err := path.New(s, path.NewPaths(nil)); err != nil {
 				return fmt.Errorf("lab: --schedulers: %w", err)
 			}
 			ss = append(ss, s)

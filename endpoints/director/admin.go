@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tunbond/tunbond/endpoints"
+	"github.com/tunbond/tunbond/endpoints/ctlsock"
 )
 
 // DefaultAdminSocket is where the director listens for `tunbond adm`.
@@ -141,7 +141,7 @@ type AdminResponse struct {
 
 // ServeAdmin listens on path and answers AdminRequests until ln is closed.
 func ServeAdmin(path string, d *Director) (net.Listener, error) {
-	ln, err := endpoints.ListenUnix(path)
+	ln, err := ctlsock.Listen(path)
 	if err != nil {
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}

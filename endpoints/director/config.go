@@ -6,11 +6,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spf13/pflag"
+	"github.com/tunbond/tunbond/endpoints/config"
+	"github.com/tunbond/tunbond/scheduler/lb"
+	"github.com/tunbond/tunbond/tunnel/encap"
 
-	"github.com/tunbond/tunbond/endpoints"
-	"github.com/tunbond/tunbond/scheduler"
-	"github.com/tunbond/tunbond/tunnel"
+	"github.com/spf13/pflag"
 )
 
 // Config is `tunbond director --config FILE`. A config with only the TUN
@@ -84,13 +84,13 @@ var configFlags = map[string]string{"local": "local", "tun-name": "tun.name", "m
 // LoadConfig reads and checks a director config; errors name the key.
 func LoadConfig(file string, fs *pflag.FlagSet) (*Config, error) {
 	var c Config
-	if err := endpoints.LoadYAML(file, fs, configDefaults, configFlags, &c, func(v endpoints.Settings) {
+	if err := config.Load(file, fs, configDefaults, configFlags, &c, func(v config.Settings) {
 		// A real server without a weight has weight 1.
 		if svcs, ok := v.Get("services").([]any); ok {
 			for _, s := range svcs {
 				if m, ok := s.(map[string]any); ok {
 					reals, _ := m["reals"].([]any)
-					endpoints.DefaultEach(reals, "weight", 1)
+					config.DefaultEach(reals, "weight", 1)
 				}
 			}
 			v.Set("services", svcs)
@@ -103,13 +103,13 @@ func LoadConfig(file string, fs *pflag.FlagSet) (*Config, error) {
 
 // Validate checks every value, naming the key.
 func (c *Config) Validate() error {
-	var errs endpoints.Problems
+	var errs config.Problems
 	bad := errs.Add
 	errs.InterfaceName("tun.name", c.TUN.Name)
 	if a, err := netip.ParseAddr(c.Local); err != nil || !a.Is4() {
 		bad("local", "%q is not an IPv4 address (the director's address towards the real servers)", c.Local)
 	}
-	if _, err := tunnel.ParseEncap(c.Encap); err != nil {
+	if _, err := encap.Parse(c.Encap, uint32(c.Key), false); err != nil {
 		bad("encap", "%v", err)
 	}
 	if c.Key < 0 || c.Key > 1<<32-1 {
@@ -159,7 +159,7 @@ func (c *Config) Rules() (string, error) {
 		if sched == "" {
 			sched = "wlc"
 		}
-		if _, err := scheduler.NewServerScheduler(sched, nil); err != nil {
+		if _, err := lb.New(sched, nil); err != nil {
 			return "", fmt.Errorf("config: %s: %v", key("scheduler"), err)
 		}
 		fmt.Fprintf(&b, "-A %s %s -s %s", flag, s.VIP, sched)
@@ -186,11 +186,11 @@ func (c *Config) Rules() (string, error) {
 
 // RunConfig is the runtime setup the config describes.
 func (c *Config) RunConfig() RunConfig {
-	e, _ := tunnel.ParseEncap(c.Encap)
+	e, _ := encap.Parse(c.Encap, uint32(c.Key), false)
 	rules, _ := c.Rules()
 	t := DefaultTimeouts
 	t[StateEstablished], t[StateFinWait], t[StateUDP] = c.Timeouts.TCP, c.Timeouts.TCPFin, c.Timeouts.UDP
-	return RunConfig{TUN: c.TUN.Name, Local: netip.MustParseAddr(c.Local), Codec: tunnel.Codec{Encap: e, Key: uint32(c.Key)},
+	return RunConfig{TUN: c.TUN.Name, Local: netip.MustParseAddr(c.Local), Encap: e,
 		MTU: c.MTU, Connections: c.Connections, Timeouts: t, ExpireNoDest: c.ExpireNodestConn, Rules: rules,
 		Check: Check{Type: c.Check.Type, Path: c.Check.Path, Interval: c.Check.Interval, Timeout: c.Check.Timeout, Rise: c.Check.Rise, Fall: c.Check.Fall}}
 }

@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/tunbond/tunbond/scheduler"
+	"github.com/tunbond/tunbond/scheduler/lb"
 )
 
 // State is a connection's state as the director sees it: from the client's
@@ -57,7 +57,7 @@ type Key struct {
 // Conn is one entry of the table.
 type Conn struct {
 	Key     Key
-	Dest    *scheduler.Dest
+	Dest    *lb.Dest
 	Real    netip.AddrPort // where the connection's packets go
 	owner   *real          // the director's state for that server (its counters)
 	State   State
@@ -146,7 +146,7 @@ func (t *Table) Lookup(k Key, flags uint8, size int, now time.Time) *Conn {
 
 // Insert adds a new connection to dest. A full table first evicts its
 // oldest inactive connection; with none to evict it refuses (nil).
-func (t *Table) Insert(k Key, dest *scheduler.Dest, real netip.AddrPort, flags uint8, size int, now time.Time) *Conn {
+func (t *Table) Insert(k Key, dest *lb.Dest, real netip.AddrPort, flags uint8, size int, now time.Time) *Conn {
 	if len(t.m) >= t.max {
 		t.Expire(now)
 	}
@@ -253,7 +253,7 @@ func (t *Table) evictInactive() bool {
 
 // DropDest removes every connection to dest (IPVS's expire_nodest_conn,
 // for a server that failed its checks or was deleted).
-func (t *Table) DropDest(dest *scheduler.Dest) int {
+func (t *Table) DropDest(dest *lb.Dest) int {
 	n := 0
 	for _, c := range t.m {
 		if c.Dest == dest {

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tunbond/tunbond/scheduler"
+	"github.com/tunbond/tunbond/scheduler/lb"
 )
 
 var t0 = time.Unix(1000, 0)
@@ -19,7 +19,7 @@ func key(port uint16) Key {
 
 func TestTCPStatesAndCounts(t *testing.T) {
 	tb := NewTable(100, DefaultTimeouts)
-	d := &scheduler.Dest{Weight: 1, Up: true}
+	d := &lb.Dest{Weight: 1, Up: true}
 	c := tb.Insert(key(1000), d, rip, FlagSYN, 60, t0)
 	if c.State != StateSynRecv || d.Inactive != 1 || d.Active != 0 {
 		t.Fatalf("after SYN: %v, active %d inactive %d", c.State, d.Active, d.Inactive)
@@ -46,7 +46,7 @@ func TestTCPStatesAndCounts(t *testing.T) {
 
 func TestExpiry(t *testing.T) {
 	tb := NewTable(100, DefaultTimeouts)
-	d := &scheduler.Dest{Weight: 1, Up: true}
+	d := &lb.Dest{Weight: 1, Up: true}
 	tb.Insert(key(1), d, rip, FlagSYN, 60, t0)
 	tb.Lookup(key(1), FlagACK, 60, t0) // established, 900 s
 	u := Key{Proto: 17, Client: key(2).Client, VIP: key(2).VIP}
@@ -67,7 +67,7 @@ func TestExpiry(t *testing.T) {
 
 func TestFullTableEvictsOldestInactive(t *testing.T) {
 	tb := NewTable(3, DefaultTimeouts)
-	d := &scheduler.Dest{Weight: 1, Up: true}
+	d := &lb.Dest{Weight: 1, Up: true}
 	tb.Insert(key(1), d, rip, FlagSYN, 60, t0)
 	tb.Lookup(key(1), FlagACK, 60, t0) // active
 	tb.Insert(key(2), d, rip, FlagSYN, 60, t0.Add(time.Second))
@@ -91,7 +91,7 @@ func TestFullTableEvictsOldestInactive(t *testing.T) {
 
 func TestDropDest(t *testing.T) {
 	tb := NewTable(10, DefaultTimeouts)
-	a, b := &scheduler.Dest{Weight: 1, Up: true}, &scheduler.Dest{Weight: 1, Up: true}
+	a, b := &lb.Dest{Weight: 1, Up: true}, &lb.Dest{Weight: 1, Up: true}
 	tb.Insert(key(1), a, rip, FlagSYN, 60, t0)
 	tb.Insert(key(2), b, rip, FlagSYN, 60, t0)
 	tb.Insert(key(3), a, rip, FlagACK, 60, t0) // mid-stream: established at once
@@ -105,7 +105,7 @@ func TestDropDest(t *testing.T) {
 
 func BenchmarkLookup(b *testing.B) {
 	tb := NewTable(1<<20, DefaultTimeouts)
-	d := &scheduler.Dest{Weight: 1, Up: true}
+	d := &lb.Dest{Weight: 1, Up: true}
 	for i := 0; i < 10000; i++ {
 		tb.Insert(key(uint16(i)), d, rip, FlagSYN, 60, t0)
 	}
@@ -119,7 +119,7 @@ func BenchmarkLookup(b *testing.B) {
 
 func TestSYNOnClosingConnectionStartsAnew(t *testing.T) {
 	tb := NewTable(10, DefaultTimeouts)
-	d := &scheduler.Dest{Weight: 1, Up: true}
+	d := &lb.Dest{Weight: 1, Up: true}
 	tb.Insert(key(1), d, rip, FlagSYN, 60, t0)
 	tb.Lookup(key(1), FlagACK, 60, t0)
 	tb.Lookup(key(1), FlagFIN|FlagACK, 60, t0)

@@ -6,8 +6,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tunbond/tunbond/scheduler"
-	"github.com/tunbond/tunbond/tunnel"
+	"github.com/tunbond/tunbond/scheduler/lb"
+	"github.com/tunbond/tunbond/tunnel/encap"
+	"github.com/tunbond/tunbond/tunnel/header"
 )
 
 // Drop reasons of the director's data path.
@@ -38,7 +39,7 @@ type Verdict struct {
 
 // real is the director's state for one real server of one service.
 type real struct {
-	dest    scheduler.Dest
+	dest    lb.Dest
 	addr    netip.AddrPort
 	check   time.Duration // latency of the last health check
 	conns   uint64
@@ -80,7 +81,7 @@ type service struct {
 	svc     *Service
 	reals   []*real
 	byAddr  map[netip.AddrPort]*real
-	sched   scheduler.ServerScheduler
+	sched   lb.Scheduler
 	persist map[netip.Addr]persistEntry
 	conns   uint64
 	packets uint64
@@ -102,7 +103,7 @@ type Director struct {
 	svcs  map[svcID]*service
 	table *Table
 	mtu   int // egress MTU towards the real servers
-	codec tunnel.Codec
+	codec encap.Encapsulation
 	drops [NumDrops]uint64
 	icmp  []byte
 	estAt time.Time // last rate estimate
@@ -118,7 +119,7 @@ type svcID struct {
 
 // New returns a director with a connection table of maxConns entries, for
 // an egress MTU (the encapsulation's overhead comes off it).
-func New(maxConns int, timeouts Timeouts, mtu int, codec tunnel.Codec) *Director {
+func New(maxConns int, timeouts Timeouts, mtu int, codec encap.Encapsulation) *Director {
 	return &Director{svcs: map[svcID]*service{}, table: NewTable(maxConns, timeouts), mtu: mtu, codec: codec,
 		icmp: make([]byte, 1280)}
 }
@@ -192,7 +193,7 @@ func (d *Director) sync() error {
 		for _, r := range s.Reals {
 			x := st.byAddr[r.Addr]
 			if x == nil {
-				x = &real{addr: r.Addr, dest: scheduler.Dest{Name: r.Addr.String(), Up: true}}
+				x = &real{addr: r.Addr, dest: lb.Dest{Name: r.Addr.String(), Up: true}}
 				st.byAddr[r.Addr] = x
 			}
 			x.dest.Weight = r.Weight
@@ -204,12 +205,12 @@ func (d *Director) sync() error {
 				delete(st.byAddr, a)
 			}
 		}
-		dests := make([]*scheduler.Dest, len(st.reals))
+		dests := make([]*lb.Dest, len(st.reals))
 		for i, x := range st.reals {
 			dests[i] = &x.dest
 		}
 		var err error
-		if st.sched, err = scheduler.NewServerScheduler(s.Scheduler, dests); err != nil {
+		if st.sched, err = lb.New(s.Scheduler, dests); err != nil {
 			return err
 		}
 	}
@@ -265,8 +266,8 @@ func (d *Director) RealUp(proto uint8, vip, rip netip.AddrPort) bool {
 	return st != nil && st.byAddr[rip] != nil && st.byAddr[rip].dest.Up
 }
 
-func destsOf(st *service) []*scheduler.Dest {
-	out := make([]*scheduler.Dest, len(st.reals))
+func destsOf(st *service) []*lb.Dest {
+	out := make([]*lb.Dest, len(st.reals))
 	for i, x := range st.reals {
 		out[i] = &x.dest
 	}
@@ -280,7 +281,7 @@ func (d *Director) Unlock() { d.mu.Unlock() }
 // Process decides what to do with one packet from the TUN; d is locked.
 // An ICMP reply, if any, is in ICMP()[:v.Reply] until the next call.
 func (d *Director) Process(pkt []byte, now time.Time) Verdict {
-	f, err := tunnel.ParseFlow(pkt)
+	f, err := header.ParseFlow(pkt)
 	if err != nil {
 		return d.drop(DropNotIP)
 	}
@@ -296,11 +297,11 @@ func (d *Director) Process(pkt []byte, now time.Time) Verdict {
 	if over := len(pkt) + d.codec.Overhead(); over > d.mtu {
 		switch {
 		case pkt[0]>>4 == 6: // IPv6 is never fragmented on the way
-			n := tunnel.ICMPv6PacketTooBig(d.icmp, f.Dst.As16(), pkt, d.mtu-d.codec.Overhead())
+			n := header.ICMPv6PacketTooBig(d.icmp, f.Dst.As16(), pkt, d.mtu-d.codec.Overhead())
 			d.drops[DropFragNeeded]++
 			return Verdict{Reply: n, Drop: DropFragNeeded}
 		case f.DontFragment:
-			n := tunnel.ICMPFragNeeded(d.icmp, f.Dst.As4(), tunnel.IPv4(pkt), d.mtu-d.codec.Overhead())
+			n := header.ICMPFragNeeded(d.icmp, f.Dst.As4(), header.IPv4(pkt), d.mtu-d.codec.Overhead())
 			d.drops[DropFragNeeded]++
 			return Verdict{Reply: n, Drop: DropFragNeeded}
 		}
@@ -338,7 +339,7 @@ func (d *Director) Process(pkt []byte, now time.Time) Verdict {
 
 // schedule picks a real server for a new connection, keeping a persistent
 // service's client on its server.
-func (d *Director) schedule(st *service, f tunnel.Flow, now time.Time) *real {
+func (d *Director) schedule(st *service, f header.Flow, now time.Time) *real {
 	if p := st.svc.Persistent; p > 0 {
 		if e, ok := st.persist[f.Src]; ok && now.Before(e.expires) && e.r.dest.Up && containsReal(st.reals, e.r) {
 			e.expires = now.Add(p)
@@ -346,7 +347,7 @@ func (d *Director) schedule(st *service, f tunnel.Flow, now time.Time) *real {
 			return e.r
 		}
 	}
-	i := st.sched.Pick(scheduler.Conn{Src: f.Src, Dst: f.Dst, SrcPort: f.SrcPort, DstPort: f.DstPort, Proto: f.Proto})
+	i := st.sched.Pick(lb.Conn{Src: f.Src, Dst: f.Dst, SrcPort: f.SrcPort, DstPort: f.DstPort, Proto: f.Proto})
 	if i < 0 {
 		return nil
 	}

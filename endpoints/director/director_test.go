@@ -6,17 +6,18 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tunbond/tunbond/tunnel"
+	"github.com/tunbond/tunbond/tunnel/encap"
+	"github.com/tunbond/tunbond/tunnel/header"
 )
 
 // tcp builds an IPv4 TCP packet of size bytes.
 func tcp(src string, sport uint16, dst string, dport uint16, flags uint8, size int, df bool) []byte {
 	p := make([]byte, size)
-	tunnel.EncodeIPv4(p, size, 64, 6, netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4())
+	header.EncodeIPv4(p, size, 64, 6, netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4())
 	if df {
 		p[6] = 0x40
 		binary.BigEndian.PutUint16(p[10:12], 0)
-		binary.BigEndian.PutUint16(p[10:12], ^tunnel.Checksum(p[:20], 0))
+		binary.BigEndian.PutUint16(p[10:12], ^header.Checksum(p[:20], 0))
 	}
 	binary.BigEndian.PutUint16(p[20:], sport)
 	binary.BigEndian.PutUint16(p[22:], dport)
@@ -27,7 +28,7 @@ func tcp(src string, sport uint16, dst string, dport uint16, flags uint8, size i
 
 func newDirector(t *testing.T, lines ...string) *Director {
 	t.Helper()
-	d := New(1000, DefaultTimeouts, 1500, tunnel.Codec{Encap: tunnel.EncapIPIP})
+	d := New(1000, DefaultTimeouts, 1500, encap.IPIP{})
 	for _, l := range lines {
 		c, err := ParseCommand(strings.Fields(l))
 		if err != nil {
@@ -158,7 +159,7 @@ func FuzzDirectorProcess(f *testing.F) {
 	f.Add(tcp("198.51.100.1", 1, "192.0.2.10", 80, FlagACK, 1500, true))
 	// One director for every input (as in life, state carries over): building
 	// a Maglev table per input would make the fuzzer crawl.
-	d := New(100, DefaultTimeouts, 1500, tunnel.Codec{Encap: tunnel.EncapIPIP})
+	d := New(100, DefaultTimeouts, 1500, encap.IPIP{})
 	for _, l := range []string{"-A -t 192.0.2.10:80 -s mh", "-a -t 192.0.2.10:80 -r 10.0.0.1", "-A -u 192.0.2.10:0 -s rr -p 60", "-a -u 192.0.2.10:0 -r 10.0.0.2"} {
 		c, _ := ParseCommand(strings.Fields(l))
 		d.Apply(c)

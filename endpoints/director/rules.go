@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tunbond/tunbond/scheduler"
+	"github.com/tunbond/tunbond/scheduler/lb"
 )
 
 // Service is a virtual service: protocol and VIP:port (port 0: every
@@ -108,8 +108,8 @@ func ParseCommand(args []string) (Command, error) {
 			if err != nil {
 				return c, err
 			}
-			if !contains(scheduler.ServerSchedulers, v) {
-				return c, fmt.Errorf("-s %q: not a scheduler (%s)", v, strings.Join(scheduler.ServerSchedulers, " | "))
+			if !contains(lb.Names, v) {
+				return c, fmt.Errorf("-s %q: not a scheduler (%s)", v, strings.Join(lb.Names, " | "))
 			}
 			c.Scheduler = v
 		case "-p", "--persistent":

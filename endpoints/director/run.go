@@ -13,11 +13,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tunbond/tunbond/endpoints/host"
+	"github.com/tunbond/tunbond/tunnel/conn"
+	"github.com/tunbond/tunbond/tunnel/encap"
+
 	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/tun"
-
-	"github.com/tunbond/tunbond/endpoints"
-	"github.com/tunbond/tunbond/tunnel"
 )
 
 // Check is a real server health check.
@@ -34,7 +35,7 @@ type Check struct {
 type RunConfig struct {
 	TUN          string     // the TUN the VIPs are routed to
 	Local        netip.Addr // the director's address towards the real servers
-	Codec        tunnel.Codec
+	Encap        encap.Encapsulation
 	MTU          int // egress MTU towards the real servers; 0: the interface's
 	Connections  int // table size
 	Timeouts     Timeouts
@@ -47,10 +48,10 @@ type RunConfig struct {
 type Running struct {
 	*Director
 	cfg     RunConfig
-	host    *endpoints.Host
+	host    *host.Host
 	log     *slog.Logger
 	dev     tun.Device
-	up      *tunnel.RawUplink
+	up      *conn.RawUplink
 	routeMu sync.Mutex
 	routes  map[netip.Addr]*netlink.Route // VIP → its route to the TUN
 	done    chan struct{}
@@ -62,7 +63,7 @@ type Running struct {
 }
 
 // Start sets the director up on host (TUN, raw socket, VIP routes) and runs it.
-func Start(cfg RunConfig, host *endpoints.Host, log *slog.Logger) (_ *Running, err error) {
+func Start(cfg RunConfig, host *host.Host, log *slog.Logger) (_ *Running, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -88,9 +89,9 @@ func Start(cfg RunConfig, host *endpoints.Host, log *slog.Logger) (_ *Running, e
 		cfg.Connections = 1 << 20
 	}
 	r.cfg = cfg
-	r.Director = New(cfg.Connections, cfg.Timeouts, cfg.MTU, cfg.Codec)
+	r.Director = New(cfg.Connections, cfg.Timeouts, cfg.MTU, cfg.Encap)
 	if err := host.Do(func() (err error) {
-		r.up, err = tunnel.OpenRaw(tunnel.RawConfig{Local: cfg.Local, Encap: cfg.Codec.Encap})
+		r.up, err = conn.OpenRaw(conn.RawConfig{Local: cfg.Local, Protocols: cfg.Encap.Protocols()})
 		return
 	}); err != nil {
 		return nil, fmt.Errorf("local %v: %w", cfg.Local, err)
@@ -179,13 +180,13 @@ func (r *Running) dataLoop() {
 	bufs := make([][]byte, bs)
 	sizes := make([]int, bs)
 	for i := range bufs {
-		bufs[i] = make([]byte, tunnel.Headroom+65536)
+		bufs[i] = make([]byte, encap.Headroom+65536)
 	}
 	out := make([][]byte, 0, bs)
 	dsts := make([]netip.Addr, 0, bs)
 	var replies [][]byte
 	for {
-		n, err := r.dev.Read(bufs, sizes, tunnel.Headroom)
+		n, err := r.dev.Read(bufs, sizes, encap.Headroom)
 		if err != nil {
 			if r.closed.Load() || errors.Is(err, os.ErrClosed) {
 				return
@@ -197,10 +198,10 @@ func (r *Running) dataLoop() {
 		r.Director.Lock()
 		for i := 0; i < n; i++ {
 			r.RxPackets.Add(1)
-			v := r.Director.Process(bufs[i][tunnel.Headroom:tunnel.Headroom+sizes[i]], now)
+			v := r.Director.Process(bufs[i][encap.Headroom:encap.Headroom+sizes[i]], now)
 			switch {
 			case v.Forward:
-				if pkt := r.cfg.Codec.EncapData(bufs[i], tunnel.Headroom, sizes[i], 0); pkt != nil {
+				if pkt := r.cfg.Encap.EncapData(bufs[i], encap.Headroom, sizes[i], 0); pkt != nil {
 					out = append(out, pkt)
 					dsts = append(dsts, v.Real.Addr())
 				}

@@ -6,10 +6,11 @@ import (
 	"os"
 	"strings"
 
-	"github.com/spf13/pflag"
+	"github.com/tunbond/tunbond/endpoints/config"
+	"github.com/tunbond/tunbond/endpoints/host"
+	"github.com/tunbond/tunbond/tunnel/encap"
 
-	"github.com/tunbond/tunbond/endpoints"
-	"github.com/tunbond/tunbond/tunnel"
+	"github.com/spf13/pflag"
 )
 
 // FileConfig is `tunbond realserver --config FILE`.
@@ -39,10 +40,10 @@ func Flags(fs *pflag.FlagSet) {
 // LoadConfig reads and checks the agent's config; errors name the key.
 func LoadConfig(file string, fs *pflag.FlagSet) (*Config, *FileConfig, error) {
 	var f FileConfig
-	if err := endpoints.LoadYAML(file, fs, defaults, map[string]string{"local": "local"}, &f, nil); err != nil {
+	if err := config.Load(file, fs, defaults, map[string]string{"local": "local"}, &f, nil); err != nil {
 		return nil, nil, err
 	}
-	var errs endpoints.Problems
+	var errs config.Problems
 	bad := errs.Add
 	errs.InterfaceName("tun.name", f.TUN.Name)
 	c := &Config{TUN: f.TUN.Name}
@@ -70,21 +71,21 @@ func LoadConfig(file string, fs *pflag.FlagSet) (*Config, *FileConfig, error) {
 		}
 		c.VIPs = append(c.VIPs, a)
 	}
-	e, err := tunnel.ParseEncap(f.Encap)
+	e, err := encap.Parse(f.Encap, uint32(f.Key), false)
 	if err != nil {
 		bad("encap", "%v", err)
 	}
 	if f.Key < 0 || f.Key > 1<<32-1 {
 		bad("key", "%d out of range", f.Key)
 	}
-	c.Codec = tunnel.Codec{Encap: e, Key: uint32(f.Key)}
+	c.Encap = e
 	return c, &f, errs.Err()
 }
 
 // Check says, in plain words, what on the host (in the namespace host runs
 // in) would stop this agent, or a kernel real server, from serving the VIPs.
 // It returns one line per problem; none means ready.
-func Check(c *Config, host *endpoints.Host) []string {
+func Check(c *Config, host *host.Host) []string {
 	var out []string
 	sysctl := func(key string) string {
 		var v string

@@ -13,12 +13,14 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/tunbond/tunbond/endpoints/host"
+	"github.com/tunbond/tunbond/tunnel/conn"
+	"github.com/tunbond/tunbond/tunnel/encap"
+	"github.com/tunbond/tunbond/tunnel/header"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/tun"
-
-	"github.com/tunbond/tunbond/endpoints"
-	"github.com/tunbond/tunbond/tunnel"
 )
 
 // Config is the agent's setup.
@@ -27,27 +29,27 @@ type Config struct {
 	Local     netip.Addr   // the address the directors send to
 	Directors []netip.Addr // the only sources accepted
 	VIPs      []netip.Addr // put on the TUN (/32)
-	Codec     tunnel.Codec
+	Encap     encap.Encapsulation
 }
 
 // Agent is a running real-server agent.
 type Agent struct {
 	cfg       Config
-	host      *endpoints.Host
+	host      *host.Host
 	log       *slog.Logger
 	dev       tun.Device
-	up        *tunnel.RawUplink
+	up        *conn.RawUplink
 	directors map[netip.Addr]bool
 	wg        sync.WaitGroup
 	closed    atomic.Bool
 	wmu       sync.Mutex
 
 	Received atomic.Uint64                         // packets handed to the TUN
-	Dropped  [tunnel.NumDecodeErrors]atomic.Uint64 // by reason
+	Dropped  [header.NumDecodeErrors]atomic.Uint64 // by reason
 }
 
 // Start sets the host up (TUN with the VIPs, rp_filter) and runs the agent.
-func Start(cfg Config, host *endpoints.Host, log *slog.Logger) (_ *Agent, err error) {
+func Start(cfg Config, host *host.Host, log *slog.Logger) (_ *Agent, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -64,7 +66,7 @@ func Start(cfg Config, host *endpoints.Host, log *slog.Logger) (_ *Agent, err er
 		}
 	}()
 	if err := host.Do(func() (err error) {
-		a.up, err = tunnel.OpenRaw(tunnel.RawConfig{Local: cfg.Local, Encap: cfg.Codec.Encap})
+		a.up, err = conn.OpenRaw(conn.RawConfig{Local: cfg.Local, Protocols: cfg.Encap.Protocols()})
 		return
 	}); err != nil {
 		return nil, err
@@ -109,7 +111,7 @@ func Start(cfg Config, host *endpoints.Host, log *slog.Logger) (_ *Agent, err er
 }
 
 // rxLoop decapsulates what the directors send and writes it to the TUN.
-func (a *Agent) rxLoop(recv tunnel.ReceiveFunc) {
+func (a *Agent) rxLoop(recv conn.ReceiveFunc) {
 	defer a.wg.Done()
 	bs := a.up.BatchSize()
 	bufs := make([][]byte, bs)
@@ -130,28 +132,28 @@ func (a *Agent) rxLoop(recv tunnel.ReceiveFunc) {
 		for i := 0; i < n; i++ {
 			pkt := bufs[i][:sizes[i]]
 			if sizes[i] == 0 {
-				a.Dropped[tunnel.ErrTruncated].Add(1)
+				a.Dropped[header.ErrTruncated].Add(1)
 				continue
 			}
-			ip := tunnel.IPv4(pkt)
+			ip := header.IPv4(pkt)
 			if ip.Validate() != nil {
-				a.Dropped[tunnel.ErrTooShort].Add(1)
+				a.Dropped[header.ErrTooShort].Add(1)
 				continue
 			}
 			src := ip.Src()
 			if !a.directors[src] {
-				a.Dropped[tunnel.ErrWrongSource].Add(1)
+				a.Dropped[header.ErrWrongSource].Add(1)
 				continue
 			}
-			d, err := a.cfg.Codec.Decap(pkt, src.As4())
-			if err != nil || d.Kind != tunnel.KindData && d.Kind != tunnel.KindControl {
-				var de tunnel.DecodeError
+			d, err := a.cfg.Encap.Decap(pkt, src.As4())
+			if err != nil || d.Kind != encap.KindData && d.Kind != encap.KindControl {
+				var de header.DecodeError
 				if errors.As(err, &de) {
 					a.Dropped[de].Add(1)
 				}
 				continue
 			}
-			if d.Kind == tunnel.KindControl {
+			if d.Kind == encap.KindControl {
 				continue
 			}
 			// In place: the inner packet starts at least 20 bytes in (the
@@ -194,7 +196,7 @@ func (a *Agent) Describe(ch chan<- *prometheus.Desc) { ch <- dReceived; ch <- dD
 
 func (a *Agent) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(dReceived, prometheus.CounterValue, float64(a.Received.Load()))
-	for r := tunnel.DecodeError(1); r < tunnel.NumDecodeErrors; r++ {
+	for r := header.DecodeError(1); r < header.NumDecodeErrors; r++ {
 		ch <- prometheus.MustNewConstMetric(dDropped, prometheus.CounterValue, float64(a.Dropped[r].Load()), r.Reason())
 	}
 }

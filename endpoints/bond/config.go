@@ -1,0 +1,264 @@
+// Package endpoints wires tunbond's roles together: the bond endpoint (TUN,
+// scheduler, uplinks, reorder buffer, health), with its config, metrics and
+// control socket.
+package bond
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tunbond/tunbond/endpoints/config"
+	"github.com/tunbond/tunbond/scheduler/path"
+	"github.com/tunbond/tunbond/tunnel/encap"
+
+	"github.com/spf13/pflag"
+)
+
+// Config is the bond endpoint's configuration (one YAML file, TUNBOND_*
+// environment variables, flags).
+type Config struct {
+	TUN struct {
+		Name    string `mapstructure:"name"`
+		Address string `mapstructure:"address"`
+		MTU     int    `mapstructure:"mtu"`
+	} `mapstructure:"tun"`
+	Encap     string `mapstructure:"encap"`
+	Key       int64  `mapstructure:"key"`
+	Checksum  bool   `mapstructure:"checksum"`
+	Scheduler string `mapstructure:"scheduler"`
+	BatchSize int    `mapstructure:"batch_size"`
+	Reorder   struct {
+		Window    int           `mapstructure:"window"`
+		Timeout   time.Duration `mapstructure:"timeout"`
+		LossGrace time.Duration `mapstructure:"loss_grace"`
+		Adaptive  bool          `mapstructure:"adaptive"`
+	} `mapstructure:"reorder"`
+	Keepalive struct {
+		Interval time.Duration `mapstructure:"interval"`
+		Misses   int           `mapstructure:"misses"`
+	} `mapstructure:"keepalive"`
+	Routing      string       `mapstructure:"routing"`
+	RouteTable   int          `mapstructure:"route_table"`
+	RulePriority int          `mapstructure:"rule_priority"`
+	Paths        []PathConfig `mapstructure:"paths"`
+	Metrics      struct {
+		Listen string `mapstructure:"listen"`
+	} `mapstructure:"metrics"`
+	Control struct {
+		Socket string `mapstructure:"socket"`
+	} `mapstructure:"control"`
+}
+
+// PathConfig is one uplink.
+type PathConfig struct {
+	Name    string `mapstructure:"name"`
+	Local   string `mapstructure:"local"`
+	Remote  string `mapstructure:"remote"`
+	Device  string `mapstructure:"device"`
+	Gateway string `mapstructure:"gateway"`
+	Weight  int64  `mapstructure:"weight"`
+}
+
+// DefaultControlSocket is where the endpoint listens for `tunbond ctl`.
+const DefaultControlSocket = "/run/tunbond/endpoint.sock"
+
+var defaults = map[string]any{
+	"tun.name":           "bond0",
+	"tun.address":        "",
+	"tun.mtu":            0,
+	"encap":              "gre",
+	"key":                0,
+	"checksum":           false,
+	"scheduler":          "wrr",
+	"batch_size":         64,
+	"reorder.window":     4096,
+	"reorder.timeout":    "50ms",
+	"keepalive.interval": "200ms",
+	"keepalive.misses":   3,
+	"routing":            "none",
+	"route_table":        7700,
+	"rule_priority":      7700,
+	"metrics.listen":     "",
+	"control.socket":     DefaultControlSocket,
+}
+
+// EndpointFlags declares the flags that override the main keys.
+func EndpointFlags(fs *pflag.FlagSet) {
+	fs.String("config", "", "YAML config file")
+	fs.String("tun-name", "", "TUN device name (tun.name)")
+	fs.String("tun-address", "", "TUN address/prefix (tun.address)")
+	fs.String("encap", "", "gre | ipip (encap)")
+	fs.String("scheduler", "", "rr | wrr | flowhash (scheduler)")
+	fs.String("routing", "", "manage | none (routing)")
+	fs.String("metrics-listen", "", "Prometheus listen address (metrics.listen)")
+	fs.String("control-socket", "", "control socket path (control.socket)")
+}
+
+var flagKeys = map[string]string{
+	"tun-name": "tun.name", "tun-address": "tun.address", "encap": "encap", "scheduler": "scheduler",
+	"routing": "routing", "metrics-listen": "metrics.listen", "control-socket": "control.socket",
+}
+
+// LoadConfig reads the file, then TUNBOND_* variables, then the flags that
+// were set; it rejects unknown keys and bad values, naming the key.
+func LoadConfig(file string, fs *pflag.FlagSet) (*Config, error) {
+	var c Config
+	if err := config.Load(file, fs, defaults, flagKeys, &c, func(v config.Settings) {
+		// A path without a weight has weight 1 (0 means "carry nothing").
+		if paths, ok := v.Get("paths").([]any); ok {
+			config.DefaultEach(paths, "weight", 1)
+			v.Set("paths", paths)
+		}
+	}); err != nil {
+		return nil, err
+	}
+	if err := c.pathEnv(); err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// pathEnv applies TUNBOND_PATHS_<NAME>_<FIELD> overrides (the list itself
+// comes from the file): e.g. TUNBOND_PATHS_LTE_WEIGHT=10.
+func (c *Config) pathEnv() error {
+	for i := range c.Paths {
+		p := &c.Paths[i]
+		prefix := "TUNBOND_PATHS_" + strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(p.Name)) + "_"
+		for _, f := range []struct {
+			name string
+			s    *string
+		}{{"LOCAL", &p.Local}, {"REMOTE", &p.Remote}, {"DEVICE", &p.Device}, {"GATEWAY", &p.Gateway}} {
+			if v, ok := os.LookupEnv(prefix + f.name); ok {
+				*f.s = v
+			}
+		}
+		if v, ok := os.LookupEnv(prefix + "WEIGHT"); ok {
+			w, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return fmt.Errorf("config: %sWEIGHT (paths[%d].weight): %q is not a number", prefix, i, v)
+			}
+			p.Weight = w
+		}
+	}
+	return nil
+}
+
+// Validate checks every value and names the key that is wrong.
+func (c *Config) Validate() error {
+	var errs config.Problems
+	bad := errs.Add
+	errs.InterfaceName("tun.name", c.TUN.Name)
+	if c.TUN.Address == "" {
+		bad("tun.address", "missing (an address with prefix, like 10.77.0.1/30)")
+	} else if _, err := netip.ParsePrefix(c.TUN.Address); err != nil {
+		bad("tun.address", "%q is not an address with prefix (like 10.77.0.1/30)", c.TUN.Address)
+	}
+	if c.TUN.MTU != 0 && (c.TUN.MTU < 576 || c.TUN.MTU > 65535-64) {
+		bad("tun.mtu", "%d out of range (0 = from the uplinks, or 576..65471)", c.TUN.MTU)
+	}
+	if c.Key < 0 || c.Key > 1<<32-1 {
+		bad("key", "%d out of range 0..4294967295", c.Key)
+	}
+	enc, err := encap.Parse(c.Encap, uint32(c.Key), c.Checksum)
+	if err != nil {
+		bad("encap", "%v", err)
+	}
+	if _, err := path.New(c.Scheduler, path.NewPaths(nil)); err != nil {
+		bad("scheduler", "%v", err)
+	}
+	if c.BatchSize < 1 || c.BatchSize > 1024 {
+		bad("batch_size", "%d out of range 1..1024", c.BatchSize)
+	}
+	if c.Reorder.Window < 1 || c.Reorder.Window > 1<<20 {
+		bad("reorder.window", "%d out of range 1..1048576", c.Reorder.Window)
+	}
+	if c.Reorder.Timeout <= 0 || c.Reorder.Timeout > 10*time.Second {
+		bad("reorder.timeout", "%v out of range (0, 10s]", c.Reorder.Timeout)
+	}
+	if c.Reorder.LossGrace < 0 || c.Reorder.LossGrace > c.Reorder.Timeout {
+		bad("reorder.loss_grace", "%v out of range 0..reorder.timeout", c.Reorder.LossGrace)
+	}
+	if c.Keepalive.Interval < 10*time.Millisecond || c.Keepalive.Interval > time.Minute {
+		bad("keepalive.interval", "%v out of range 10ms..1m", c.Keepalive.Interval)
+	}
+	if c.Keepalive.Misses < 1 || c.Keepalive.Misses > 100 {
+		bad("keepalive.misses", "%d out of range 1..100", c.Keepalive.Misses)
+	}
+	if c.Routing != "manage" && c.Routing != "none" {
+		bad("routing", "%q is not manage or none", c.Routing)
+	}
+	if c.RouteTable < 1 || c.RouteTable > 1<<31-1000 || c.RouteTable == 253 || c.RouteTable == 254 || c.RouteTable == 255 {
+		bad("route_table", "%d is not a free table number", c.RouteTable)
+	}
+	if c.RulePriority < 1 || c.RulePriority > 32765 {
+		bad("rule_priority", "%d out of range 1..32765", c.RulePriority)
+	}
+	if c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			bad("metrics.listen", "%q is not host:port", c.Metrics.Listen)
+		}
+	}
+	if len(c.Paths) == 0 {
+		bad("paths", "at least one path is needed")
+	}
+	if len(c.Paths) > 64 {
+		bad("paths", "%d paths; at most 64", len(c.Paths))
+	}
+	names := map[string]bool{}
+	pairs := map[[2]netip.Addr]bool{}
+	weight := uint64(0)
+	for i, p := range c.Paths {
+		key := func(f string) string { return fmt.Sprintf("paths[%d].%s", i, f) }
+		if p.Name == "" {
+			bad(key("name"), "missing")
+		} else if names[p.Name] {
+			bad(key("name"), "%q used twice", p.Name)
+		}
+		names[p.Name] = true
+		local, err1 := netip.ParseAddr(p.Local)
+		if err1 != nil || !local.Is4() {
+			bad(key("local"), "%q is not an IPv4 address", p.Local)
+		}
+		remote, err2 := netip.ParseAddr(p.Remote)
+		if err2 != nil || !remote.Is4() {
+			bad(key("remote"), "%q is not an IPv4 address", p.Remote)
+		}
+		if p.Gateway != "" {
+			if g, err := netip.ParseAddr(p.Gateway); err != nil || !g.Is4() {
+				bad(key("gateway"), "%q is not an IPv4 address", p.Gateway)
+			}
+		}
+		if err1 == nil && err2 == nil {
+			if pairs[[2]netip.Addr{local, remote}] {
+				bad(key("remote"), "local %v and remote %v are the same as another path's", local, remote)
+			}
+			pairs[[2]netip.Addr{local, remote}] = true
+		}
+		if p.Weight < 0 || p.Weight > 1<<20 {
+			bad(key("weight"), "%d out of range 0..1048576", p.Weight)
+		} else {
+			weight += uint64(p.Weight)
+		}
+	}
+	if len(c.Paths) > 0 && weight == 0 {
+		bad("paths[*].weight", "every weight is 0; at least one path must carry traffic")
+	}
+	if _, ipip := enc.(encap.IPIP); ipip && c.Checksum {
+		bad("checksum", "only GRE has a checksum")
+	}
+	return errs.Err()
+}
+
+// Encapsulation returns the bond's encapsulation.
+func (c *Config) Encapsulation() encap.Encapsulation {
+	e, _ := encap.Parse(c.Encap, uint32(c.Key), c.Checksum)
+	return e
+}

@@ -1,0 +1,130 @@
+package bond
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+const twoSite = `
+tun: {name: bond0, address: 10.77.0.1/30, mtu: 0}
+encap: gre
+key: 7
+scheduler: wrr
+reorder: {window: 4096, timeout: 50ms}
+routing: manage
+paths:
+  - {name: fibre, local: 192.0.2.1, remote: 198.51.100.1, device: eth1, weight: 100}
+  - {name: lte,   local: 203.0.113.9, remote: 198.51.100.2, weight: 30}
+metrics: {listen: "127.0.0.1:9469"}
+`
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "tunbond.yaml")
+	if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestLoadConfigExample(t *testing.T) {
+	c, err := LoadConfig(writeConfig(t, twoSite), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TUN.Name != "bond0" || c.Key != 7 || c.Reorder.Timeout != 50*time.Millisecond || c.Reorder.Window != 4096 {
+		t.Fatalf("decoded %+v", c)
+	}
+	if len(c.Paths) != 2 || c.Paths[0].Weight != 100 || c.Paths[1].Device != "" || c.Paths[0].Device != "eth1" {
+		t.Fatalf("paths %+v", c.Paths)
+	}
+	if c.Keepalive.Interval != 200*time.Millisecond || c.Keepalive.Misses != 3 {
+		t.Fatalf("keepalive defaults %+v", c.Keepalive)
+	}
+}
+
+func TestCommittedExamplesLoad(t *testing.T) {
+	files, _ := filepath.Glob("../testdata/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no example configs in testdata/")
+	}
+	for _, f := range files {
+		if _, err := LoadConfig(f, nil); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
+
+func TestConfigOverrides(t *testing.T) {
+	t.Setenv("TUNBOND_REORDER_TIMEOUT", "20ms")
+	t.Setenv("TUNBOND_SCHEDULER", "rr")
+	t.Setenv("TUNBOND_PATHS_LTE_WEIGHT", "10")
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	EndpointFlags(fs)
+	if err := fs.Parse([]string{"--scheduler", "flowhash", "--tun-name", "b1"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfig(writeConfig(t, twoSite), fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Reorder.Timeout != 20*time.Millisecond {
+		t.Errorf("env reorder.timeout: %v", c.Reorder.Timeout)
+	}
+	if c.Scheduler != "flowhash" || c.TUN.Name != "b1" {
+		t.Errorf("flags: scheduler %q tun %q", c.Scheduler, c.TUN.Name)
+	}
+	if c.Paths[1].Weight != 10 {
+		t.Errorf("path env weight: %d", c.Paths[1].Weight)
+	}
+}
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	tests := []struct{ edit, key string }{
+		{"tun: {name: bond0, adress: 10.77.0.1/30}", `unknown key "tun.adress"`},
+		{"colour: blue", `unknown key "colour"`},
+		{"scheduler: fastest", "scheduler:"},
+		{"encap: vxlan", "encap:"},
+		{"reorder: {window: 0, timeout: 50ms}", "reorder.window"},
+		{"reorder: {window: 10, timeout: soon}", "reorder.timeout"},
+		{"routing: auto", "routing:"},
+		{"key: -1", "key"},
+		{"paths: [{name: a, local: 1.2.3, remote: 198.51.100.1}]", "paths[0].local"},
+		{"paths: [{name: a, local: 192.0.2.1, remote: 198.51.100.1, wieght: 3}]", `unknown key "paths[0].wieght"`},
+		{"paths: [{name: a, local: 192.0.2.1, remote: 198.51.100.1}, {name: a, local: 192.0.2.2, remote: 198.51.100.1}]", "paths[1].name"},
+		{"paths: [{name: a, local: 192.0.2.1, remote: 198.51.100.1, weight: 0}]", "weight"},
+		{"paths: []", "paths:"},
+		{"metrics: {listen: nowhere}", "metrics.listen"},
+	}
+	for _, tt := range tests {
+		body := twoSite
+		top := strings.SplitN(tt.edit, ":", 2)[0]
+		var kept []string
+		for _, line := range strings.Split(body, "\n") {
+			if strings.HasPrefix(line, top+":") || (top == "paths" && strings.HasPrefix(line, "  -")) {
+				continue
+			}
+			kept = append(kept, line)
+		}
+		body = strings.Join(kept, "\n") + "\n" + tt.edit + "\n"
+		_, err := LoadConfig(writeConfig(t, body), nil)
+		if err == nil || !strings.Contains(err.Error(), tt.key) {
+			t.Errorf("%s: error %v, want one naming %s", tt.edit, err, tt.key)
+		}
+	}
+}
+
+func TestDefaultWeightIsOne(t *testing.T) {
+	c, err := LoadConfig(writeConfig(t, "tun: {address: 10.77.0.1/30}\npaths: [{name: a, local: 192.0.2.1, remote: 198.51.100.1}]\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Paths[0].Weight != 1 {
+		t.Fatalf("weight %d", c.Paths[0].Weight)
+	}
+}

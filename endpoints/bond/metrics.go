@@ -1,0 +1,120 @@
+package bond
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/tunbond/tunbond/tunnel/header"
+)
+
+// engineCollector exports the engine's atomic counters at scrape time, so
+// the hot path never touches a Prometheus object.
+type engineCollector struct {
+	e *Engine
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("tunbond_"+name, help, labels, nil)
+}
+
+var (
+	dPathTxPackets = desc("path_tx_packets_total", "Packets sent on the path (tunnel packets, keepalives excluded).", "path")
+	dPathTxBytes   = desc("path_tx_bytes_total", "Bytes sent on the path (tunnel header and payload).", "path")
+	dPathRxPackets = desc("path_rx_packets_total", "Data packets received on the path.", "path")
+	dPathRxBytes   = desc("path_rx_bytes_total", "Inner bytes received on the path.", "path")
+	dPathTxErrors  = desc("path_tx_errors_total", "Packets the uplink socket refused (link down, no route).", "path")
+	dPathUp        = desc("path_up", "1 if the path answers keepalives and is in the scheduler.", "path")
+	dPathRTT       = desc("path_rtt_seconds", "Smoothed keepalive round-trip time.", "path")
+	dPathWeight    = desc("path_weight", "Scheduler weight.", "path")
+	dPathPeerTx    = desc("path_peer_tx_packets", "Packets the peer says it sent on the path (compare with rx for loss).", "path")
+	dPathChanges   = desc("path_state_changes_total", "Up/down transitions.", "path")
+	dDecode        = desc("rx_dropped_total", "Received packets dropped, by reason.", "path", "reason")
+	dTUNRxPackets  = desc("tun_rx_packets_total", "Packets read from the TUN.")
+	dTUNRxBytes    = desc("tun_rx_bytes_total", "Bytes read from the TUN.")
+	dTUNTxPackets  = desc("tun_tx_packets_total", "Packets written to the TUN.")
+	dTUNTxBytes    = desc("tun_tx_bytes_total", "Bytes written to the TUN.")
+	dNoPath        = desc("tx_no_path_total", "Packets dropped because no path was up.")
+	dNotIP         = desc("tx_not_ip_total", "Packets from the TUN that were neither IPv4 nor IPv6.")
+	dTUNErrors     = desc("tun_errors_total", "TUN read and write errors.", "op")
+	dRODepth       = desc("reorder_depth", "Packets held in the reorder buffer.")
+	dROReleased    = desc("reorder_released_total", "Packets released in order.")
+	dROHoles       = desc("reorder_holes_total", "Missing sequence numbers given up, by why: lost (every path moved past it), timeout, overflow (window full).", "reason")
+	dROLate        = desc("reorder_late_total", "Packets dropped as older than what was already released.")
+	dRODup         = desc("reorder_duplicate_total", "Duplicate packets dropped.")
+	dROOverflow    = desc("reorder_overflow_released_total", "Packets released early because the window was full.")
+	dROResync      = desc("reorder_resync_total", "Sequence restarts (peer restarted).")
+	dROWait        = desc("reorder_wait_seconds", "Time released packets spent in the reorder buffer.")
+	dROSpurious    = desc("reorder_spurious_loss_total", "Holes given up as lost whose packet arrived after all (each widens the loss grace).")
+	dROGrace       = desc("reorder_loss_grace_seconds", "Current adaptive wait for a hole every path has moved past.")
+	dROTimeout     = desc("reorder_timeout_seconds", "Current longest wait for a missing packet (reorder.timeout, raised to cover the paths' delay difference).")
+)
+
+func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{dPathTxPackets, dPathTxBytes, dPathRxPackets, dPathRxBytes, dPathTxErrors,
+		dPathUp, dPathRTT, dPathWeight, dPathPeerTx, dPathChanges, dDecode, dTUNRxPackets, dTUNRxBytes, dTUNTxPackets,
+		dTUNTxBytes, dNoPath, dNotIP, dTUNErrors, dRODepth, dROReleased, dROHoles, dROLate, dRODup, dROOverflow,
+		dROResync, dROWait, dROSpurious, dROGrace, dROTimeout} {
+		ch <- d
+	}
+}
+
+func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
+	e := c.e
+	counter := func(d *prometheus.Desc, v uint64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), l...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...)
+	}
+	for i, p := range e.paths {
+		counter(dPathTxPackets, p.txPackets.Load(), p.Name)
+		counter(dPathTxBytes, p.txBytes.Load(), p.Name)
+		counter(dPathRxPackets, p.rxPackets.Load(), p.Name)
+		counter(dPathRxBytes, p.rxBytes.Load(), p.Name)
+		counter(dPathTxErrors, p.txErrors.Load(), p.Name)
+		up := 0.0
+		if p.upNow.Load() {
+			up = 1
+		}
+		gauge(dPathUp, up, p.Name)
+		gauge(dPathRTT, float64(p.rttNs.Load())/1e9, p.Name)
+		gauge(dPathWeight, float64(e.pset.Weight(i)), p.Name)
+		gauge(dPathPeerTx, float64(p.peerTx.Load()), p.Name)
+		counter(dPathChanges, p.changes.Load(), p.Name)
+		for r := header.DecodeError(1); r < header.NumDecodeErrors; r++ {
+			counter(dDecode, p.decode[r].Load(), p.Name, r.Reason())
+		}
+	}
+	counter(dTUNRxPackets, e.Stats.TUNRxPackets.Load())
+	counter(dTUNRxBytes, e.Stats.TUNRxBytes.Load())
+	counter(dTUNTxPackets, e.Stats.TUNTxPackets.Load())
+	counter(dTUNTxBytes, e.Stats.TUNTxBytes.Load())
+	counter(dNoPath, e.Stats.NoPath.Load())
+	counter(dNotIP, e.Stats.NotIP.Load())
+	counter(dTUNErrors, e.Stats.TUNReadErrors.Load(), "read")
+	counter(dTUNErrors, e.Stats.TUNWriteErrors.Load(), "write")
+	if s := e.ReorderStats(); s != nil {
+		gauge(dRODepth, float64(s.Depth.Load()))
+		counter(dROReleased, s.Released.Load())
+		counter(dROHoles, s.HolesLost.Load(), "lost")
+		counter(dROHoles, s.HolesTimeout.Load(), "timeout")
+		counter(dROHoles, s.HolesOverflow.Load(), "overflow")
+		counter(dROLate, s.Late.Load())
+		counter(dRODup, s.Duplicate.Load())
+		counter(dROOverflow, s.Overflow.Load())
+		counter(dROResync, s.Resync.Load())
+		counter(dROSpurious, s.Spurious.Load())
+		gauge(dROGrace, float64(s.GraceNs.Load())/1e9)
+		gauge(dROTimeout, float64(s.TimeoutNs.Load())/1e9)
+		buckets, count, sum := s.Wait.Snapshot()
+		ch <- prometheus.MustNewConstHistogram(dROWait, count, sum, buckets)
+	}
+}
+
+// Registry returns a Prometheus registry with the engine's metrics and the
+// Go runtime's.
+func (e *Engine) Registry() *prometheus.Registry {
+	r := prometheus.NewRegistry()
+	r.MustRegister(engineCollector{e})
+	r.MustRegister(collectors.NewGoCollector())
+	return r
+}

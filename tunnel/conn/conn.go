@@ -1,0 +1,26 @@
+// Package conn holds the transports that carry tunnel packets over one
+// uplink, batch-shaped like wireguard-go's conn.Bind: raw IP sockets
+// (protocols 47, 4 and 41) pinned to the uplink's address and device. A
+// transport adds and strips nothing but the outer IP header; the
+// encapsulation (tunnel/encap) is the caller's. conntest has a fake.
+package conn
+
+// Uplink carries tunnel packets over one uplink to one remote endpoint, in
+// batches, like wireguard-go's conn.Bind.
+type Uplink interface {
+	// Send sends each packet (tunnel header and payload; the outer IPv4
+	// header is added by the transport) to the remote. It returns how many
+	// were sent; on error the rest of the batch is dropped.
+	Send(pkts [][]byte) (int, error)
+	// Receivers returns one function per underlying socket; each reads up
+	// to len(bufs) packets, packet i being bufs[i][:sizes[i]] with its outer
+	// IPv4 header. A size of 0 marks a packet that did not fit its buffer.
+	Receivers() []ReceiveFunc
+	// BatchSize is the largest batch worth passing to Send or a ReceiveFunc.
+	BatchSize() int
+	// Close stops the uplink; blocked receivers return an error.
+	Close() error
+}
+
+// ReceiveFunc reads a batch of packets.
+type ReceiveFunc func(bufs [][]byte, sizes []int) (int, error)

@@ -1,0 +1,184 @@
+package encap
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"github.com/tunbond/tunbond/tunnel/header"
+	"testing"
+)
+
+// innerV4 is a minimal IPv4/UDP packet 10.77.0.1 → 10.77.0.2 with 4 bytes of payload.
+var innerV4 = mustHex("4500002000004000401100000a4d00010a4d00020400050000000c0000616263ff")[:32]
+
+func mustHex(s string) []byte {
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func withHeadroom(p []byte) ([]byte, int) {
+	buf := make([]byte, Headroom+len(p))
+	copy(buf[Headroom:], p)
+	return buf, Headroom
+}
+
+func TestEncapDataGolden(t *testing.T) {
+	innerV6 := append(mustHex("6000000000083b40"), make([]byte, 32+8)...)
+	tests := []struct {
+		name  string
+		codec Encapsulation
+		inner []byte
+		seq   uint32
+		want  string // header bytes in front of the inner packet
+	}{
+		{"gre key seq", GRE{Key: 7}, innerV4, 1, "30000800" + "00000007" + "00000001"},
+		{"gre seq wraps", GRE{Key: 0xdeadbeef}, innerV4, 0xffffffff, "30000800" + "deadbeef" + "ffffffff"},
+		{"gre ipv6", GRE{Key: 7}, innerV6, 2, "300086dd" + "00000007" + "00000002"},
+		{"gre checksum", GRE{Key: 7, Checksum: true}, innerV4, 1, "b0000800" + "????0000" + "00000007" + "00000001"},
+		{"ipip", IPIP{}, innerV4, 1, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			buf, off := withHeadroom(tt.inner)
+			pkt := tt.codec.EncapData(buf, off, len(tt.inner), tt.seq)
+			hdr := hex.EncodeToString(pkt[:len(pkt)-len(tt.inner)])
+			want := tt.want
+			if g, ok := tt.codec.(GRE); ok && g.Checksum { // fill the checksum field from what we sent, then verify it
+				want = want[:8] + hdr[8:12] + want[12:]
+				if header.Checksum(pkt, 0) != 0xffff {
+					t.Fatalf("checksum does not verify")
+				}
+			}
+			if hdr != want {
+				t.Fatalf("header = %s, want %s", hdr, want)
+			}
+			if !bytes.Equal(pkt[len(pkt)-len(tt.inner):], tt.inner) {
+				t.Fatalf("inner packet changed")
+			}
+			if tt.codec.HeaderLen() != len(pkt)-len(tt.inner) {
+				t.Fatalf("HeaderLen %d, wrote %d", tt.codec.HeaderLen(), len(pkt)-len(tt.inner))
+			}
+		})
+	}
+}
+
+func TestGREChecksumGolden(t *testing.T) {
+	// RFC 1071 checksum of header+payload, computed independently.
+	payload := innerV4
+	buf, off := withHeadroom(payload)
+	pkt := GRE{Key: 7, Checksum: true}.EncapData(buf, off, len(payload), 1)
+	var sum uint32
+	hdr := append([]byte{0xb0, 0x00, 0x08, 0x00, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 1}, payload...)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		sum += uint32(hdr[i])<<8 | uint32(hdr[i+1])
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	want := ^uint16(sum)
+	if got := header.GRE(pkt).Checksum(); got != want {
+		t.Fatalf("checksum %#04x, want %#04x", got, want)
+	}
+}
+
+// outerPkt builds an outer IPv4 packet from src with protocol proto around payload.
+func outerPkt(src [4]byte, proto uint8, payload []byte) []byte {
+	b := make([]byte, header.IPv4HeaderLen+len(payload))
+	header.EncodeIPv4(b, len(b), 64, proto, src, [4]byte{192, 0, 2, 1})
+	copy(b[header.IPv4HeaderLen:], payload)
+	return b
+}
+
+func greData(c GRE, seq uint32, inner []byte) []byte {
+	buf, off := withHeadroom(inner)
+	return c.EncapData(buf, off, len(inner), seq)
+}
+
+func TestDecap(t *testing.T) {
+	remote := [4]byte{198, 51, 100, 1}
+	gre := GRE{Key: 7}
+	ipip := IPIP{}
+	ctl := make([]byte, 128)
+	ctlPkt := gre.EncapControl(ctl, remote, [4]byte{192, 0, 2, 1}, header.ControlFields{Type: header.ControlProbe, ProbeSeq: 9})
+	ipipCtl := ipip.EncapControl(make([]byte, 128), remote, [4]byte{192, 0, 2, 1}, header.ControlFields{Type: header.ControlReply})
+	badCtl := append([]byte(nil), ctlPkt...)
+	badCtl[len(badCtl)-header.ControlLen] ^= 0xff // break the magic
+
+	tests := []struct {
+		name    string
+		codec   Encapsulation
+		pkt     []byte
+		err     error
+		kind    Kind
+		seq     uint32
+		innerAt int
+	}{
+		{"gre data", gre, outerPkt(remote, header.ProtoGRE, greData(gre, 42, innerV4)), nil, KindData, 42, 32},
+		{"gre checksum data", gre, outerPkt(remote, header.ProtoGRE, greData(GRE{Key: 7, Checksum: true}, 3, innerV4)), nil, KindData, 3, 36},
+		{"gre control", gre, outerPkt(remote, header.ProtoGRE, ctlPkt), nil, KindControl, 0, 20 + 8 + 20},
+		{"ipip data", ipip, outerPkt(remote, header.ProtoIPIP, innerV4), nil, KindData, 0, 20},
+		{"ipip control", ipip, outerPkt(remote, header.ProtoIPIP, ipipCtl), nil, KindControl, 0, 40},
+		{"wrong source", gre, outerPkt([4]byte{1, 2, 3, 4}, header.ProtoGRE, greData(gre, 1, innerV4)), header.ErrWrongSource, 0, 0, 0},
+		{"wrong key", gre, outerPkt(remote, header.ProtoGRE, greData(GRE{Key: 8}, 1, innerV4)), header.ErrWrongKey, 0, 0, 0},
+		{"no key", gre, outerPkt(remote, header.ProtoGRE, append(mustHex("00000800"), innerV4...)), header.ErrWrongKey, 0, 0, 0},
+		{"no seq", gre, outerPkt(remote, header.ProtoGRE, append(mustHex("2000080000000007"), innerV4...)), header.ErrNoSeq, 0, 0, 0},
+		{"version 1", gre, outerPkt(remote, header.ProtoGRE, append(mustHex("3001080000000007"), innerV4...)), header.ErrGREVersion, 0, 0, 0},
+		{"routing bit", gre, outerPkt(remote, header.ProtoGRE, append(mustHex("7000080000000007"), innerV4...)), header.ErrGREFlags, 0, 0, 0},
+		{"bad checksum", gre, outerPkt(remote, header.ProtoGRE, append(mustHex("b0000800123400000000000700000001"), innerV4...)), header.ErrChecksum, 0, 0, 0},
+		{"short gre", gre, outerPkt(remote, header.ProtoGRE, mustHex("300008000000")), header.ErrTooShort, 0, 0, 0},
+		{"proto mismatch", gre, outerPkt(remote, header.ProtoGRE, append(mustHex("300086dd0000000700000001"), innerV4...)), header.ErrInnerProto, 0, 0, 0},
+		{"gre on ipip bond", ipip, outerPkt(remote, header.ProtoGRE, greData(gre, 1, innerV4)), header.ErrProtocol, 0, 0, 0},
+		{"ipip v6 in proto 4", ipip, outerPkt(remote, header.ProtoIPIP, mustHex("60000000000000000000")), header.ErrInnerProto, 0, 0, 0},
+		{"bad control", gre, outerPkt(remote, header.ProtoGRE, badCtl), header.ErrControl, 0, 0, 0},
+		{"not ipv4", gre, mustHex("6000000000000000000000000000000000000000"), header.ErrNotIPv4, 0, 0, 0},
+		{"short outer", gre, mustHex("4500"), header.ErrTooShort, 0, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := tt.codec.Decap(tt.pkt, remote)
+			if !errors.Is(err, tt.err) {
+				t.Fatalf("err = %v, want %v", err, tt.err)
+			}
+			if err != nil {
+				return
+			}
+			if d.Kind != tt.kind || d.Off != tt.innerAt {
+				t.Fatalf("kind %d at %d, want %d at %d", d.Kind, d.Off, tt.kind, tt.innerAt)
+			}
+			if tt.kind == KindData {
+				if d.Seq != tt.seq || !bytes.Equal(tt.pkt[d.Off:d.Off+d.Len], innerV4) {
+					t.Fatalf("seq %d inner %x", d.Seq, tt.pkt[d.Off:d.Off+d.Len])
+				}
+			}
+		})
+	}
+}
+
+func TestControlRoundTrip(t *testing.T) {
+	f := header.ControlFields{Type: header.ControlReply, ProbeSeq: 77, Watermark: 0xfffffffe, HasWatermark: true, Timestamp: -5, TxPackets: 1 << 40}
+	b := make([]byte, header.ControlLen)
+	f.Encode(header.Control(b))
+	if err := header.Control(b).Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := header.Control(b).Fields(); got != f {
+		t.Fatalf("got %+v, want %+v", got, f)
+	}
+	want := "54424e44" + "01" + "02" + "0001" + "0000004d" + "fffffffe" + "fffffffffffffffb" + "0000010000000000"
+	if hex.EncodeToString(b) != want {
+		t.Fatalf("control bytes\n got %x\nwant %s", b, want)
+	}
+}
+
+func TestEncapRejectsNonIP(t *testing.T) {
+	junk := []byte{0x00, 1, 2, 3}
+	for _, c := range []Encapsulation{GRE{}, IPIP{}} {
+		buf, off := withHeadroom(junk)
+		if c.EncapData(buf, off, len(junk), 0) != nil {
+			t.Fatalf("%v encapsulated a non-IP packet", c.Name())
+		}
+	}
+}

@@ -1,0 +1,32 @@
+package encap
+
+import (
+	"testing"
+
+	"github.com/tunbond/tunbond/tunnel/header"
+)
+
+// FuzzDecap feeds arbitrary outer packets to both codecs: they must return
+// an error or a slice inside the packet, never panic.
+func FuzzDecap(f *testing.F) {
+	remote := [4]byte{198, 51, 100, 1}
+	gre := GRE{Key: 7}
+	f.Add(outerPkt(remote, header.ProtoGRE, greData(gre, 1, innerV4)))
+	f.Add(outerPkt(remote, header.ProtoGRE, greData(GRE{Key: 7, Checksum: true}, 1, innerV4)))
+	f.Add(outerPkt(remote, header.ProtoGRE, gre.EncapControl(make([]byte, 128), remote, [4]byte{}, header.ControlFields{Type: header.ControlProbe})))
+	f.Add(outerPkt(remote, header.ProtoIPIP, innerV4))
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		for _, c := range []Encapsulation{gre, GRE{Key: 7, Checksum: true}, IPIP{}} {
+			d, err := c.Decap(pkt, remote)
+			if err != nil {
+				continue
+			}
+			if d.Off < 0 || d.Off+d.Len > len(pkt) || d.Len < 0 {
+				t.Fatalf("decoded %+v outside a %d-byte packet", d, len(pkt))
+			}
+			if d.Kind == KindControl {
+				_ = header.Control(pkt[d.Off : d.Off+d.Len]).Fields()
+			}
+		}
+	})
+}

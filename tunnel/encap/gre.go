@@ -1,0 +1,73 @@
+package encap
+
+import "github.com/tunbond/tunbond/tunnel/header"
+
+// GRE is GRE with key and bond sequence (RFC 2784/2890), protocol 47.
+type GRE struct {
+	Key      uint32
+	Checksum bool // GRE checksum on sent packets (always verified when present)
+}
+
+func (GRE) Name() string       { return "gre" }
+func (GRE) Protocols() []uint8 { return []uint8{header.ProtoGRE} }
+func (GRE) Sequenced() bool    { return true }
+
+func (g GRE) HeaderLen() int {
+	return header.GREFields{Checksum: g.Checksum, HasKey: true, HasSeq: true}.HeaderLen()
+}
+
+func (g GRE) Overhead() int { return header.IPv4HeaderLen + g.HeaderLen() }
+
+func (g GRE) EncapData(buf []byte, off, n int, seq uint32) []byte {
+	et := header.InnerEtherType(buf[off : off+n])
+	if et == 0 {
+		return nil
+	}
+	f := header.GREFields{Protocol: et, Checksum: g.Checksum, Key: g.Key, HasKey: true, Seq: seq, HasSeq: true}
+	pkt := buf[off-f.HeaderLen() : off+n]
+	f.Encode(header.GRE(pkt))
+	return pkt
+}
+
+// EncapControl writes a GRE header with the key and no sequence, then the
+// inner IPv4 packet of protocol 253.
+func (g GRE) EncapControl(buf []byte, src, dst [4]byte, f header.ControlFields) []byte {
+	header.EncodeControlPacket(buf[Headroom:], src, dst, f)
+	gf := header.GREFields{Protocol: header.EtherTypeIPv4, Checksum: g.Checksum, Key: g.Key, HasKey: true}
+	pkt := buf[Headroom-gf.HeaderLen() : Headroom+header.ControlPacketLen]
+	gf.Encode(header.GRE(pkt))
+	return pkt
+}
+
+func (g GRE) Decap(pkt []byte, remote [4]byte) (Decoded, error) {
+	proto, off, end, err := outer(pkt, remote)
+	if err != nil {
+		return Decoded{}, err
+	}
+	if proto != header.ProtoGRE {
+		return Decoded{}, header.ErrProtocol
+	}
+	gh := header.GRE(pkt[off:end])
+	if err := gh.Validate(); err != nil {
+		return Decoded{}, err
+	}
+	if !gh.HasKey() || gh.Key() != g.Key {
+		return Decoded{}, header.ErrWrongKey
+	}
+	var d Decoded
+	if d.HasSeq = gh.HasSeq(); d.HasSeq {
+		d.Seq = gh.Seq()
+	}
+	off += gh.HeaderLen()
+	if want := header.InnerEtherType(pkt[off:end]); want == 0 || want != gh.Protocol() {
+		return Decoded{}, header.ErrInnerProto
+	}
+	if c, ok, err := control(pkt, off, end, remote); ok {
+		return c, err
+	}
+	if !d.HasSeq {
+		return Decoded{}, header.ErrNoSeq
+	}
+	d.Kind, d.Off, d.Len = KindData, off, end-off
+	return d, nil
+}
