@@ -83,7 +83,7 @@ func (n *Namespace) Do(f func() error) error {
 }
 
 // Host is the namespace as an endpoint sees it.
-func (n *Namespace) Host() *host.Host { return &host.Host{NL: n.NL, Do: n.Do} }
+func (n *Namespace) Host() *host.Netlink { return host.NewNetlink(n.NL, n.Do) }
 
 // Start starts cmd inside the namespace; it is killed if lab dies.
 func (n *Namespace) Start(cmd *exec.Cmd) error {

@@ -22,14 +22,14 @@ import (
 	"github.com/tunbond/tunbond/endpoints/realserver"
 )
 
-func rootHost(role string) (*host.Host, error) {
+func rootHost(role string) (*host.Netlink, error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("tunbond %s must run as root (TUN device, raw sockets, routes)", role)
 	}
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		return nil, fmt.Errorf("/dev/net/tun is missing: load the tun module (modprobe tun): %w", err)
 	}
-	return host.CurrentHost()
+	return host.Current()
 }
 
 // serveMetrics serves a registry on listen until stop is called.

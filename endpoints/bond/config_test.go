@@ -49,7 +49,7 @@ func TestLoadConfigExample(t *testing.T) {
 }
 
 func TestCommittedExamplesLoad(t *testing.T) {
-	files, _ := filepath.Glob("../testdata/*.yaml")
+	files, _ := filepath.Glob("../../testdata/*.yaml")
 	if len(files) == 0 {
 		t.Fatal("no example configs in testdata/")
 	}

@@ -27,7 +27,7 @@ import (
 // which Close removes.
 type Endpoint struct {
 	cfg     *Config
-	host    *host.Host
+	host    *host.Netlink
 	log     *slog.Logger
 	engine  *Engine
 	routing *managedRouting
@@ -38,7 +38,7 @@ type Endpoint struct {
 
 // StartEndpoint sets up the host and starts the bond. host nil means the
 // current namespace (and checks that tunbond runs as root).
-func StartEndpoint(cfg *Config, h *host.Host, log *slog.Logger) (_ *Endpoint, err error) {
+func StartEndpoint(cfg *Config, h *host.Netlink, log *slog.Logger) (_ *Endpoint, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -46,7 +46,7 @@ func StartEndpoint(cfg *Config, h *host.Host, log *slog.Logger) (_ *Endpoint, er
 		if os.Geteuid() != 0 {
 			return nil, errors.New("tunbond endpoint must run as root (it creates a TUN device, raw sockets, routes and rules)")
 		}
-		if h, err = host.CurrentHost(); err != nil {
+		if h, err = host.Current(); err != nil {
 			return nil, err
 		}
 	}
@@ -59,7 +59,7 @@ func StartEndpoint(cfg *Config, h *host.Host, log *slog.Logger) (_ *Endpoint, er
 			ep.Close()
 		}
 	}()
-	links, err := findUplinks(h.NL, cfg.Paths)
+	links, err := findUplinks(h.Handle(), cfg.Paths)
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +119,7 @@ func StartEndpoint(cfg *Config, h *host.Host, log *slog.Logger) (_ *Endpoint, er
 		return nil, err
 	}
 	if cfg.Routing == "manage" {
-		if ep.routing, err = installRouting(h.NL, cfg, links); err != nil {
+		if ep.routing, err = installRouting(h.Handle(), cfg, links); err != nil {
 			return nil, err
 		}
 	}
@@ -143,7 +143,7 @@ func StartEndpoint(cfg *Config, h *host.Host, log *slog.Logger) (_ *Endpoint, er
 }
 
 func (ep *Endpoint) configureTUN() error {
-	nl := ep.host.NL
+	nl := ep.host.Handle()
 	l, err := nl.LinkByName(ep.cfg.TUN.Name)
 	if err != nil {
 		return fmt.Errorf("tun.name %s: %w", ep.cfg.TUN.Name, err)

@@ -48,7 +48,7 @@ type RunConfig struct {
 type Running struct {
 	*Director
 	cfg     RunConfig
-	host    *host.Host
+	host    *host.Netlink
 	log     *slog.Logger
 	dev     tun.Device
 	up      *conn.RawUplink
@@ -63,7 +63,7 @@ type Running struct {
 }
 
 // Start sets the director up on host (TUN, raw socket, VIP routes) and runs it.
-func Start(cfg RunConfig, host *host.Host, log *slog.Logger) (_ *Running, err error) {
+func Start(cfg RunConfig, host *host.Netlink, log *slog.Logger) (_ *Running, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -75,10 +75,10 @@ func Start(cfg RunConfig, host *host.Host, log *slog.Logger) (_ *Running, err er
 	}()
 	if cfg.MTU == 0 {
 		cfg.MTU = 1500
-		if addrs, err := host.NL.AddrList(nil, netlink.FAMILY_V4); err == nil {
+		if addrs, err := host.Handle().AddrList(nil, netlink.FAMILY_V4); err == nil {
 			for _, a := range addrs {
 				if a.IP.Equal(cfg.Local.AsSlice()) {
-					if l, err := host.NL.LinkByIndex(a.LinkIndex); err == nil {
+					if l, err := host.Handle().LinkByIndex(a.LinkIndex); err == nil {
 						cfg.MTU = l.Attrs().MTU
 					}
 				}
@@ -99,11 +99,11 @@ func Start(cfg RunConfig, host *host.Host, log *slog.Logger) (_ *Running, err er
 	if err := host.Do(func() (err error) { r.dev, err = tun.CreateTUN(cfg.TUN, 1500); return }); err != nil {
 		return nil, fmt.Errorf("tun %s: %w", cfg.TUN, err)
 	}
-	l, err := host.NL.LinkByName(cfg.TUN)
+	l, err := host.Handle().LinkByName(cfg.TUN)
 	if err != nil {
 		return nil, err
 	}
-	if err := host.NL.LinkSetUp(l); err != nil {
+	if err := host.Handle().LinkSetUp(l); err != nil {
 		return nil, err
 	}
 	r.Director.OnVIPs = func(vips []netip.Addr) {
@@ -135,7 +135,7 @@ func (r *Running) routeVIPs(vips []netip.Addr) error {
 	if r.closed.Load() {
 		return nil
 	}
-	l, err := r.host.NL.LinkByName(r.cfg.TUN)
+	l, err := r.host.Handle().LinkByName(r.cfg.TUN)
 	if err != nil {
 		return err
 	}
@@ -147,7 +147,7 @@ func (r *Running) routeVIPs(vips []netip.Addr) error {
 			continue
 		}
 		rt := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}}
-		if err := r.host.NL.RouteReplace(rt); err != nil {
+		if err := r.host.Handle().RouteReplace(rt); err != nil {
 			errs = append(errs, fmt.Errorf("route %v to %s: %w", a, r.cfg.TUN, err))
 			continue
 		}
@@ -155,7 +155,7 @@ func (r *Running) routeVIPs(vips []netip.Addr) error {
 	}
 	for a, rt := range r.routes {
 		if !want[a] {
-			_ = r.host.NL.RouteDel(rt)
+			_ = r.host.Handle().RouteDel(rt)
 			delete(r.routes, a)
 		}
 	}
@@ -320,7 +320,7 @@ func (r *Running) Close() error {
 	close(r.done)
 	r.routeMu.Lock()
 	for _, rt := range r.routes {
-		_ = r.host.NL.RouteDel(rt)
+		_ = r.host.Handle().RouteDel(rt)
 	}
 	r.routeMu.Unlock()
 	if r.dev != nil {

@@ -1,26 +1,143 @@
+// Package host is every privileged change tunbond makes to the machine it
+// runs on (links, addresses, routes, rules, sysctls) behind one interface,
+// in the manner of seesaw's ncc: Netlink is the real thing, over
+// vishvananda/netlink in one network namespace; hosttest.Recorder is a fake
+// that keeps the state in memory and records each call; Changes applies
+// changes through either and undoes them in reverse when a role stops, so
+// nothing tunbond changed outlives it.
 package host
 
 import (
+	"errors"
 	"fmt"
-
-	"github.com/vishvananda/netlink"
+	"net/netip"
+	"strings"
 )
 
-// Host is the network namespace an endpoint runs in: a netlink handle for
-// links, addresses, routes and rules there, and Do, which runs a function on
-// a thread inside it (sockets and TUN devices belong to the namespace of the
-// thread that creates them). The lab builds Hosts for its namespaces; the
-// command uses CurrentHost.
-type Host struct {
-	NL *netlink.Handle
-	Do func(f func() error) error
+// Protocol is the routing protocol number tunbond marks its routes and
+// rules with (`ip route show proto 201`; name it in
+// /etc/iproute2/rt_protos.d/tunbond.conf as "201 tunbond"). A start removes
+// what an earlier, killed run left by this mark, and only that.
+const Protocol = 201
+
+// ErrNotFound is returned for a link that does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Host is the network namespace a role runs in and the changes it may make.
+// Deleting what is not there is not an error.
+type Host interface {
+	// Do runs f on a thread inside the namespace: sockets and TUN devices
+	// belong to the namespace of the thread that creates them.
+	Do(f func() error) error
+
+	Link(name string) (Link, error)
+	// LinkByAddr finds the interface that holds address a, with a's prefix there.
+	LinkByAddr(a netip.Addr) (Link, netip.Prefix, error)
+	SetLinkUp(name string) error
+	SetLinkMTU(name string, mtu int) error
+
+	ReplaceAddr(link string, p netip.Prefix) error
+	DelAddr(link string, p netip.Prefix) error
+
+	ReplaceRoute(r Route) error
+	DelRoute(r Route) error
+	// Routes lists a table's routes (0: main), IPv4 and IPv6.
+	Routes(table int) ([]Route, error)
+
+	AddRule(r Rule) error
+	DelRule(r Rule) error
+	Rules() ([]Rule, error)
+
+	// Sysctl reads and SetSysctl writes a key under /proc/sys, in sysctl's
+	// dotted form (net.ipv4.conf.all.rp_filter).
+	Sysctl(key string) (string, error)
+	SetSysctl(key, value string) error
 }
 
-// CurrentHost is the namespace tunbond was started in.
-func CurrentHost() (*Host, error) {
-	h, err := netlink.NewHandle()
-	if err != nil {
-		return nil, fmt.Errorf("netlink: %w", err)
+// Link is a network interface.
+type Link struct {
+	Name  string
+	Index int
+	MTU   int
+	Up    bool
+}
+
+// Scope of a route.
+type Scope uint8
+
+const (
+	ScopeUniverse Scope = 0
+	ScopeLink     Scope = 253
+)
+
+// Route is a route in one table.
+type Route struct {
+	Dst      netip.Prefix // the zero Prefix: default
+	Gateway  netip.Addr
+	Src      netip.Addr // preferred source
+	Link     string
+	Table    int // 0: main
+	Scope    Scope
+	Protocol int // 0 when writing: Protocol (tunbond's)
+}
+
+// Rule is a policy routing rule "from Src lookup Table".
+type Rule struct {
+	Priority int
+	Src      netip.Prefix
+	Table    int
+	Protocol int // 0 when writing: Protocol
+}
+
+// String prints r as `ip route` would.
+func (r Route) String() string {
+	var b strings.Builder
+	if r.Dst.IsValid() {
+		b.WriteString(r.Dst.Masked().String())
+	} else {
+		b.WriteString("default")
 	}
-	return &Host{NL: h, Do: func(f func() error) error { return f() }}, nil
+	if r.Gateway.IsValid() {
+		fmt.Fprintf(&b, " via %v", r.Gateway)
+	}
+	if r.Link != "" {
+		fmt.Fprintf(&b, " dev %s", r.Link)
+	}
+	if r.Table != 0 {
+		fmt.Fprintf(&b, " table %d", r.Table)
+	}
+	fmt.Fprintf(&b, " proto %d", r.protocol())
+	if r.Scope == ScopeLink {
+		b.WriteString(" scope link")
+	}
+	if r.Src.IsValid() {
+		fmt.Fprintf(&b, " src %v", r.Src)
+	}
+	return b.String()
+}
+
+// String prints r as `ip rule` would.
+func (r Rule) String() string {
+	return fmt.Sprintf("%d: from %v lookup %d proto %d", r.Priority, r.Src, r.Table, r.protocol())
+}
+
+func (r Route) protocol() int { return orTunbond(r.Protocol) }
+func (r Rule) protocol() int  { return orTunbond(r.Protocol) }
+
+func orTunbond(p int) int {
+	if p == 0 {
+		return Protocol
+	}
+	return p
+}
+
+// Same reports whether two routes name the same entry (what the kernel
+// matches a delete on).
+func (r Route) Same(o Route) bool {
+	return r.Dst.Masked() == o.Dst.Masked() && r.Table == o.Table && r.Link == o.Link && r.Gateway == o.Gateway
+}
+
+// Same reports whether two rules name the same entry.
+func (r Rule) Same(o Rule) bool {
+	return r.Priority == o.Priority && r.Src.Masked() == o.Src.Masked() && r.Table == o.Table
 }

@@ -85,7 +85,7 @@ func LoadConfig(file string, fs *pflag.FlagSet) (*Config, *FileConfig, error) {
 // Check says, in plain words, what on the host (in the namespace host runs
 // in) would stop this agent, or a kernel real server, from serving the VIPs.
 // It returns one line per problem; none means ready.
-func Check(c *Config, host *host.Host) []string {
+func Check(c *Config, host *host.Netlink) []string {
 	var out []string
 	sysctl := func(key string) string {
 		var v string
@@ -97,7 +97,7 @@ func Check(c *Config, host *host.Host) []string {
 		return v
 	}
 	found := false
-	if addrs, err := host.NL.AddrList(nil, 0); err == nil {
+	if addrs, err := host.Handle().AddrList(nil, 0); err == nil {
 		for _, a := range addrs {
 			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == c.Local {
 				found = true
@@ -112,17 +112,17 @@ func Check(c *Config, host *host.Host) []string {
 			out = append(out, fmt.Sprintf("net.ipv4.conf.%s.rp_filter is 1 (strict): packets to the VIP arrive on the TUN but replies leave by the default route, so strict filtering drops them; the agent sets it to 0 when it starts, or set it to 0 or 2", dev))
 		}
 	}
-	if l, err := host.NL.LinkByName("tunl0"); err == nil && l != nil {
+	if l, err := host.Handle().LinkByName("tunl0"); err == nil && l != nil {
 		out = append(out, "the kernel's ipip module is loaded (tunl0 exists): it takes the directors' IPIP packets too; either use it (VIP on lo, tunl0 up) or unload it for the agent")
 	}
 	// A VIP on a real interface answers ARP for it: it must not.
-	if links, err := host.NL.LinkList(); err == nil {
+	if links, err := host.Handle().LinkList(); err == nil {
 		for _, l := range links {
 			name := l.Attrs().Name
 			if name == "lo" || name == c.TUN {
 				continue
 			}
-			addrs, _ := host.NL.AddrList(l, 0)
+			addrs, _ := host.Handle().AddrList(l, 0)
 			for _, a := range addrs {
 				ip, _ := netip.AddrFromSlice(a.IP)
 				for _, v := range c.VIPs {

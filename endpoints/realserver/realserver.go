@@ -35,7 +35,7 @@ type Config struct {
 // Agent is a running real-server agent.
 type Agent struct {
 	cfg       Config
-	host      *host.Host
+	host      *host.Netlink
 	log       *slog.Logger
 	dev       tun.Device
 	up        *conn.RawUplink
@@ -49,7 +49,7 @@ type Agent struct {
 }
 
 // Start sets the host up (TUN with the VIPs, rp_filter) and runs the agent.
-func Start(cfg Config, host *host.Host, log *slog.Logger) (_ *Agent, err error) {
+func Start(cfg Config, host *host.Netlink, log *slog.Logger) (_ *Agent, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -74,17 +74,17 @@ func Start(cfg Config, host *host.Host, log *slog.Logger) (_ *Agent, err error) 
 	if err := host.Do(func() (err error) { a.dev, err = tun.CreateTUN(cfg.TUN, 1500); return }); err != nil {
 		return nil, fmt.Errorf("tun %s: %w", cfg.TUN, err)
 	}
-	l, err := host.NL.LinkByName(cfg.TUN)
+	l, err := host.Handle().LinkByName(cfg.TUN)
 	if err != nil {
 		return nil, err
 	}
 	for _, v := range cfg.VIPs {
 		addr, _ := netlink.ParseAddr(netip.PrefixFrom(v, v.BitLen()).String())
-		if err := host.NL.AddrReplace(l, addr); err != nil {
+		if err := host.Handle().AddrReplace(l, addr); err != nil {
 			return nil, fmt.Errorf("VIP %v on %s: %w", v, cfg.TUN, err)
 		}
 	}
-	if err := host.NL.LinkSetUp(l); err != nil {
+	if err := host.Handle().LinkSetUp(l); err != nil {
 		return nil, err
 	}
 	// The clients' packets arrive on the TUN, their replies leave by the
