@@ -1,21 +1,16 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/tunbond/tunbond/endpoints/host"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
 
 	"github.com/tunbond/tunbond/endpoints/director"
@@ -30,24 +25,6 @@ func rootHost(role string) (*host.Netlink, error) {
 		return nil, fmt.Errorf("/dev/net/tun is missing: load the tun module (modprobe tun): %w", err)
 	}
 	return host.Current()
-}
-
-// serveMetrics serves a registry on listen until stop is called.
-func serveMetrics(listen string, g prometheus.Gatherer) (stop func(), err error) {
-	if listen == "" {
-		return func() {}, nil
-	}
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return nil, fmt.Errorf("metrics.listen: %w", err)
-	}
-	srv := &http.Server{Handler: promhttp.HandlerFor(g, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	}, nil
 }
 
 func awaitSignal(log *slog.Logger) {

@@ -3,8 +3,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+
+	"github.com/spf13/pflag"
 )
 
 const usage = `tunbond: bond several uplinks into one link over GRE/IPIP tunnels.
@@ -50,6 +53,9 @@ func main() {
 	default:
 		fmt.Fprintf(os.Stderr, "tunbond: unknown command %q\n\n%s", os.Args[1], usage)
 		os.Exit(2)
+	}
+	if errors.Is(err, pflag.ErrHelp) {
+		return // --help printed the usage
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tunbond:", err)
