@@ -1,0 +1,136 @@
+package bond
+
+import (
+	"errors"
+	"time"
+
+	"github.com/tunbond/tunbond/tunnel/conn"
+	"github.com/tunbond/tunbond/tunnel/encap"
+	"github.com/tunbond/tunbond/tunnel/header"
+)
+
+// rxLoop reads one socket of one path: control messages are answered here,
+// data packets go to the reorder goroutine in batches.
+func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
+	defer e.wg.Done()
+	bs := p.Uplink.BatchSize()
+	pk := make([]*packet, bs)
+	bufs := make([][]byte, bs)
+	sizes := make([]int, bs)
+	for i := range pk {
+		pk[i] = e.pool.Get().(*packet)
+		bufs[i] = pk[i].buf
+	}
+	defer func() {
+		for _, x := range pk {
+			e.pool.Put(x)
+		}
+	}()
+	scratch := make([]byte, encap.Headroom+header.ControlPacketLen)
+	ctls := make([]header.ControlFields, 0, bs)
+	for {
+		n, err := recv(bufs, sizes)
+		if err != nil {
+			if e.closed.Load() {
+				return
+			}
+			e.log.Warn("uplink receive failed", "path", p.Name, "err", err)
+			select {
+			case <-e.done:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		now := e.now()
+		batch := e.bpool.Get().(*rxBatch)
+		heard := false
+		for i := 0; i < n; i++ {
+			if sizes[i] == 0 {
+				p.decode[header.ErrTruncated].Add(1)
+				continue
+			}
+			d, err := e.codec.Decap(bufs[i][:sizes[i]], p.remote)
+			if err != nil {
+				var de header.DecodeError
+				if errors.As(err, &de) && de < header.NumDecodeErrors {
+					p.decode[de].Add(1)
+				}
+				continue
+			}
+			heard = true
+			if d.Kind == encap.KindControl {
+				c := header.Control(bufs[i][d.Off : d.Off+d.Len]).Fields()
+				if c.HasWatermark && e.rb != nil {
+					batch.items = append(batch.items, rxItem{seq: c.Watermark, path: p.idx})
+				}
+				ctls = append(ctls, c)
+				continue
+			}
+			p.rxPackets.Add(1)
+			p.rxBytes.Add(uint64(d.Len))
+			x := pk[i]
+			x.off, x.n, x.seq, x.path = d.Off, d.Len, d.Seq, p.idx
+			batch.items = append(batch.items, rxItem{pkt: x, seq: d.Seq, path: p.idx})
+			pk[i] = e.pool.Get().(*packet)
+			bufs[i] = pk[i].buf
+		}
+		if heard {
+			p.lastRxNs.Store(now.UnixNano())
+		}
+		if len(batch.items) == 0 {
+			e.bpool.Put(batch)
+		} else {
+			select {
+			case e.rxq <- batch:
+			case <-e.done:
+				return
+			}
+		}
+		// Replies leave after the watermarks above are queued: the peer
+		// may start sending data on this path as soon as it has a reply,
+		// and the reorder buffer must count the path by then.
+		for _, c := range ctls {
+			e.onControl(p, c, now, scratch)
+		}
+		ctls = ctls[:0]
+	}
+}
+
+// onControl answers a probe, or takes the RTT from a reply.
+func (e *Engine) onControl(p *enginePath, c header.ControlFields, now time.Time, scratch []byte) {
+	p.peerTx.Store(c.TxPackets)
+	switch c.Type {
+	case header.ControlProbe:
+		reply := e.controlFields(p, header.ControlReply)
+		reply.ProbeSeq, reply.Timestamp = c.ProbeSeq, c.Timestamp
+		e.sendControl(p, scratch, reply)
+	case header.ControlReply:
+		rtt := now.Sub(time.Unix(0, c.Timestamp))
+		if rtt < 0 || rtt > time.Minute {
+			return // not one of our timestamps
+		}
+		p.mu.Lock()
+		cameUp := p.health.onReply(now, rtt)
+		p.rttNs.Store(int64(p.health.srtt))
+		e.pset.SetDelay(p.idx, p.health.minRTT/2)
+		e.pset.SetQueueUntil(p.idx, now.Add(rtt-p.health.minRTT))
+		if cameUp {
+			e.setState(p, true, now)
+		}
+		p.mu.Unlock()
+	}
+}
+
+func (e *Engine) controlFields(p *enginePath, typ uint8) header.ControlFields {
+	return header.ControlFields{Type: typ, Watermark: e.sentUpTo.Load(), HasWatermark: e.rb != nil,
+		TxPackets: p.txPackets.Load()}
+}
+
+func (e *Engine) sendControl(p *enginePath, scratch []byte, f header.ControlFields) {
+	pkt := e.codec.EncapControl(scratch, p.local, p.remote, f)
+	one := [1][]byte{pkt}
+	if _, err := p.Uplink.Send(one[:]); err != nil {
+		p.txErrors.Add(1)
+	}
+}
