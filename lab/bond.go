@@ -14,10 +14,10 @@ import (
 // BondSpec describes a two-site bond over direct veth uplinks.
 type BondSpec struct {
 	Weights   []int64 // one per uplink
-	Encap     string  // gre (default) | ipip
-	Scheduler string  // wrr (default)
+	Encap     string  // gre | ipip; the config default (gre) if empty
+	Scheduler string  // the config default (wrr) if empty
 	Key       int64
-	Reorder   time.Duration // reorder.timeout; 0: 50ms
+	Reorder   time.Duration // reorder.timeout; 0: the config default (50ms)
 	Log       *slog.Logger  // nil: discard
 }
 
@@ -48,46 +48,42 @@ func BondTopology(n int) Topology {
 // Bond is a running two-site bond.
 type Bond struct {
 	Net  *Net
-	A, B *bond.Endpoint
+	A, B *bond.Bond
 }
 
-// EndpointConfig returns the config of one site (side 1 = A, 2 = B).
-func (s BondSpec) EndpointConfig(side int) *bond.Config {
-	c := &bond.Config{}
+// EndpointConfig returns the config of one site (side 1 = A, 2 = B): the
+// defaults a user's config file gets (bond.Defaults), with only the lab's
+// topology and the spec's choices set on top. Nothing is tuned here that a
+// config file would lack, so the lab measures what users run.
+func (s BondSpec) EndpointConfig(side int) (*bond.Config, error) {
+	c, err := bond.Defaults()
+	if err != nil {
+		return nil, err
+	}
 	c.TUN.Name = "bond0"
 	c.TUN.Address = map[int]string{1: BondAddrA, 2: BondAddrB}[side] + "/30"
-	c.Encap = s.Encap
-	if c.Encap == "" {
-		c.Encap = "gre"
+	if s.Encap != "" {
+		c.Encap = s.Encap
 	}
 	c.Key = s.Key
 	if c.Key == 0 {
-		c.Key = 7
+		c.Key = 7 // the key the capture test looks for
 	}
-	c.Scheduler = s.Scheduler
-	if c.Scheduler == "" {
-		c.Scheduler = "wrr"
+	if s.Scheduler != "" {
+		c.Scheduler = s.Scheduler
 	}
-	c.BatchSize = 64
-	c.Reorder.Window = 4096
-	c.Reorder.Timeout = s.Reorder
-	if c.Reorder.Timeout == 0 {
-		c.Reorder.Timeout = 50 * time.Millisecond
+	if s.Reorder != 0 {
+		c.Reorder.Timeout = s.Reorder
 	}
-	c.Reorder.LossGrace = time.Millisecond
-	c.Reorder.Adaptive = true
-	c.Keepalive.Interval = 200 * time.Millisecond
-	c.Keepalive.Misses = 3
-	c.Routing = "manage"
-	c.RouteTable = 7700
-	c.RulePriority = 7700
+	c.Routing = "manage"  // each uplink's tunnel leaves by its own uplink
+	c.Control.Socket = "" // the two sites share one filesystem
 	for i, w := range s.Weights {
 		c.Paths = append(c.Paths, bond.PathConfig{
 			Name: UplinkName(i), Local: uplinkAddr(i, side), Remote: uplinkAddr(i, 3-side),
 			Device: UplinkName(i), Weight: w,
 		})
 	}
-	return c
+	return c, c.Validate()
 }
 
 // StartBond builds the topology and starts both endpoints, and waits until
@@ -122,11 +118,11 @@ func StartBondOn(ctx context.Context, net *Net, s BondSpec) (_ *Bond, err error)
 		if ns == nil {
 			continue
 		}
-		cfg := s.EndpointConfig(side)
-		if err := cfg.Validate(); err != nil {
+		cfg, err := s.EndpointConfig(side)
+		if err != nil {
 			return nil, err
 		}
-		ep, err := bond.StartEndpoint(cfg, ns.Host(), log.With("site", ns.Name))
+		ep, err := bond.Start(cfg, bond.Deps{Host: ns.Host(), Log: log.With("site", ns.Name)})
 		if err != nil {
 			return nil, fmt.Errorf("site %s: %w", ns.Name, err)
 		}
@@ -137,7 +133,7 @@ func StartBondOn(ctx context.Context, net *Net, s BondSpec) (_ *Bond, err error)
 		}
 	}
 	for i := range s.Weights {
-		for _, ep := range []*bond.Endpoint{b.A, b.B} {
+		for _, ep := range []*bond.Bond{b.A, b.B} {
 			if err := ep.Engine().WaitPath(ctx, UplinkName(i), true); err != nil {
 				return nil, err
 			}
@@ -149,7 +145,7 @@ func StartBondOn(ctx context.Context, net *Net, s BondSpec) (_ *Bond, err error)
 // Stop stops both endpoints (removing their TUNs, routes and rules).
 func (b *Bond) Stop() error {
 	var errs []error
-	for _, ep := range []*bond.Endpoint{b.A, b.B} {
+	for _, ep := range []*bond.Bond{b.A, b.B} {
 		if ep != nil {
 			errs = append(errs, ep.Close())
 		}

@@ -3,12 +3,15 @@ package lab
 import (
 	"context"
 	"net"
+	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tunbond/tunbond/endpoints/bond"
+	"github.com/tunbond/tunbond/endpoints/host"
 
 	"github.com/vishvananda/netlink"
 )
@@ -28,6 +31,9 @@ func TestManagedRoutingInstalledAndRemoved(t *testing.T) {
 		for _, r := range rules {
 			if r.Table >= 7700 && r.Table < 7710 && r.Src != nil {
 				out[r.Table] = r.Src.String()
+				if r.Protocol != host.Protocol {
+					t.Errorf("rule from %v lookup %d has protocol %d, want tunbond's %d", r.Src, r.Table, r.Protocol, host.Protocol)
+				}
 			}
 		}
 		return out
@@ -40,6 +46,11 @@ func TestManagedRoutingInstalledAndRemoved(t *testing.T) {
 		routes, err := nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 7700 + i}, netlink.RT_FILTER_TABLE)
 		if err != nil || len(routes) == 0 {
 			t.Fatalf("table %d: %v %v", 7700+i, routes, err)
+		}
+		for _, r := range routes {
+			if r.Protocol != host.Protocol {
+				t.Errorf("route %v table %d has protocol %d, want tunbond's %d", r.Dst, r.Table, r.Protocol, host.Protocol)
+			}
 		}
 	}
 	tun, err := nl.LinkByName("bond0")
@@ -74,15 +85,15 @@ func TestEndpointClearErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer net.Close()
-	cfg := BondSpec{Weights: []int64{1}}.EndpointConfig(1)
+	cfg := endpointConfig(t, BondSpec{Weights: []int64{1}}, 1)
 	cfg.Paths[0].Local = "10.200.0.1" // not in the namespace
-	_, err = bond.StartEndpoint(cfg, net.NS("a").Host(), nil)
+	_, err = bond.Start(cfg, bond.Deps{Host: net.NS("a").Host()})
 	if err == nil || !strings.Contains(err.Error(), "local address 10.200.0.1 is not on any interface") {
 		t.Fatalf("error %v", err)
 	}
-	cfg = BondSpec{Weights: []int64{1}}.EndpointConfig(1)
+	cfg = endpointConfig(t, BondSpec{Weights: []int64{1}}, 1)
 	cfg.Paths[0].Device = "nosuch0"
-	_, err = bond.StartEndpoint(cfg, net.NS("a").Host(), nil)
+	_, err = bond.Start(cfg, bond.Deps{Host: net.NS("a").Host()})
 	if err == nil || !strings.Contains(err.Error(), "device nosuch0") {
 		t.Fatalf("error %v", err)
 	}
@@ -101,16 +112,16 @@ func TestControlSocket(t *testing.T) {
 	}
 	defer n.Close()
 	sock := filepath.Join(t.TempDir(), "ctl.sock")
-	var eps []*bond.Endpoint
+	var eps []*bond.Bond
 	for side, ns := range []*Namespace{1: n.NS("a"), 2: n.NS("b")} {
 		if ns == nil {
 			continue
 		}
-		cfg := BondSpec{Weights: []int64{5}}.EndpointConfig(side)
+		cfg := endpointConfig(t, BondSpec{Weights: []int64{5}}, side)
 		if side == 1 {
 			cfg.Control.Socket = sock
 		}
-		ep, err := bond.StartEndpoint(cfg, ns.Host(), nil)
+		ep, err := bond.Start(cfg, bond.Deps{Host: ns.Host()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -146,5 +157,84 @@ func TestControlSocket(t *testing.T) {
 	eps[0].Close()
 	if _, err := net.Dial("unix", sock); err == nil {
 		t.Fatal("control socket still answers after stop")
+	}
+}
+
+func endpointConfig(t *testing.T, s BondSpec, side int) *bond.Config {
+	t.Helper()
+	cfg, err := s.EndpointConfig(side)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// TestEndpointConfigIsTheUsersDefaults checks that the lab measures what a
+// user runs: every tuning key of the lab's endpoint is what a config file
+// that sets only the topology gets from LoadConfig.
+func TestEndpointConfigIsTheUsersDefaults(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "site-a.yaml")
+	body := `
+tun: {name: bond0, address: 10.77.0.1/30}
+key: 7
+routing: manage
+paths:
+  - {name: ul0, local: 10.100.0.1, remote: 10.100.0.2, device: ul0}
+  - {name: ul1, local: 10.100.1.1, remote: 10.100.1.2, device: ul1}
+`
+	if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	user, err := bond.LoadConfig(f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab := endpointConfig(t, BondSpec{Weights: []int64{1, 1}}, 1)
+	type tuning struct {
+		MTU                       int
+		Encap, Scheduler, Routing string
+		Key                       int64
+		Checksum                  bool
+		BatchSize                 int
+		Reorder, Keepalive        any
+		RouteTable, RulePriority  int
+	}
+	of := func(c *bond.Config) tuning {
+		return tuning{c.TUN.MTU, c.Encap, c.Scheduler, c.Routing, c.Key, c.Checksum, c.BatchSize,
+			c.Reorder, c.Keepalive, c.RouteTable, c.RulePriority}
+	}
+	if got, want := of(lab), of(user); !reflect.DeepEqual(got, want) {
+		t.Fatalf("the lab's endpoint is tuned beyond a user's config:\nlab  %+v\nuser %+v", got, want)
+	}
+	if !reflect.DeepEqual(lab.Paths, user.Paths) {
+		t.Fatalf("paths: lab %+v, user %+v", lab.Paths, user.Paths)
+	}
+}
+
+// TestDeletedTUNStopsTheBond deletes the TUN under a running bond: it stops
+// by itself, says why, and its paths are no longer reported up.
+func TestDeletedTUNStopsTheBond(t *testing.T) {
+	b := startBond(t, BondSpec{Weights: []int64{1}})
+	nl := b.Net.NS("a").NL
+	l, err := nl.LinkByName("bond0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nl.LinkDel(l); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-b.A.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the bond runs on without its TUN")
+	}
+	if err := b.A.Err(); err == nil || !strings.Contains(err.Error(), "TUN") {
+		t.Fatalf("Err() = %v, want the TUN read error", err)
+	}
+	if up, _ := b.A.Engine().PathUp(UplinkName(0)); up {
+		t.Fatal("path still reported up after the bond stopped")
+	}
+	if err := b.Stop(); err != nil {
+		t.Fatalf("closing a bond whose TUN is gone: %v", err)
 	}
 }

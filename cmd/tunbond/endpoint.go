@@ -1,23 +1,20 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"text/tabwriter"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tunbond/tunbond/endpoints/bond"
-
-	"github.com/spf13/pflag"
 )
 
 func runEndpoint(args []string) error {
-	fs := pflag.NewFlagSet("endpoint", pflag.ContinueOnError)
+	fs := newFlags("endpoint", "endpoint --config FILE [flags]")
 	bond.EndpointFlags(fs)
 	debug := fs.Bool("debug", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
@@ -31,24 +28,14 @@ func runEndpoint(args []string) error {
 	if err != nil {
 		return err
 	}
-	level := slog.LevelInfo
-	if *debug {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	ep, err := bond.StartEndpoint(cfg, nil, log)
-	if err != nil {
-		return err
-	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	s := <-sig
-	log.Info("stopping", "signal", s.String())
-	return ep.Close()
+	log := newLogger(*debug)
+	return runRole("endpoint", cfg.Metrics.Listen, log, func(ctx context.Context, reg prometheus.Registerer) error {
+		return bond.Run(ctx, cfg, bond.Deps{Metrics: reg, Log: log})
+	})
 }
 
 func runCtl(args []string) error {
-	fs := pflag.NewFlagSet("ctl", pflag.ContinueOnError)
+	fs := newFlags("ctl", "ctl [--socket PATH] [--json] status | weight PATH WEIGHT")
 	socket := fs.String("socket", bond.DefaultControlSocket, "control socket of the endpoint")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {

@@ -128,3 +128,44 @@ func TestDefaultWeightIsOne(t *testing.T) {
 		t.Fatalf("weight %d", c.Paths[0].Weight)
 	}
 }
+
+// The reorder keys the lab measured with are the defaults a user gets, and
+// their TUNBOND_* variables work (viper reads env only for keys it knows).
+func TestReorderDefaultsAreTheLabs(t *testing.T) {
+	c, err := LoadConfig(writeConfig(t, twoSite), nil) // sets reorder.window and timeout only
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Reorder.LossGrace != time.Millisecond || !c.Reorder.Adaptive {
+		t.Fatalf("reorder.loss_grace %v, reorder.adaptive %v; want 1ms and true", c.Reorder.LossGrace, c.Reorder.Adaptive)
+	}
+	d, err := Defaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Reorder.LossGrace != time.Millisecond || !d.Reorder.Adaptive || d.Reorder.Timeout != 50*time.Millisecond ||
+		d.Control.Socket != DefaultControlSocket || d.RouteTable != 7700 {
+		t.Fatalf("Defaults() %+v", d)
+	}
+
+	t.Setenv("TUNBOND_REORDER_LOSS_GRACE", "5ms")
+	t.Setenv("TUNBOND_REORDER_ADAPTIVE", "false")
+	c, err = LoadConfig(writeConfig(t, twoSite), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Reorder.LossGrace != 5*time.Millisecond || c.Reorder.Adaptive {
+		t.Fatalf("env ignored: reorder.loss_grace %v, reorder.adaptive %v", c.Reorder.LossGrace, c.Reorder.Adaptive)
+	}
+}
+
+func TestReorderKeysFromTheFile(t *testing.T) {
+	body := strings.Replace(twoSite, "reorder: {window: 4096, timeout: 50ms}", "reorder: {window: 4096, timeout: 50ms, loss_grace: 2ms, adaptive: false}", 1)
+	c, err := LoadConfig(writeConfig(t, body), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Reorder.LossGrace != 2*time.Millisecond || c.Reorder.Adaptive {
+		t.Fatalf("reorder %+v", c.Reorder)
+	}
+}

@@ -9,34 +9,34 @@ func (e *Engine) reorderLoop() {
 	timer.Stop()
 	for {
 		select {
-		case b := <-e.rxq:
+		case b := <-e.delivery:
 			now := e.now()
 			for _, it := range b.items {
 				switch {
 				case it.pkt == nil:
-					e.rb.Watermark(it.path, it.seq, now)
-				case e.rb == nil:
+					e.reorderBuf.Watermark(it.path, it.seq, now)
+				case e.reorderBuf == nil:
 					e.emit(it.pkt)
-				case !e.rb.Push(it.seq, it.path, it.pkt, now):
-					e.pool.Put(it.pkt)
+				case !e.reorderBuf.Push(it.seq, it.path, it.pkt, now):
+					e.packetPool.Put(it.pkt)
 				}
 			}
 			b.items = b.items[:0]
-			e.bpool.Put(b)
+			e.batchPool.Put(b)
 		case <-timer.C:
-			e.rb.Expire(e.now())
-		case m := <-e.ctl:
+			e.reorderBuf.Expire(e.now())
+		case m := <-e.reorderChanges:
 			if m.path < 0 {
-				e.rb.SetTimeout(m.timeout, e.now())
+				e.reorderBuf.SetTimeout(m.timeout, e.now())
 			} else {
-				e.rb.SetActive(m.path, m.active, e.now())
+				e.reorderBuf.SetActive(m.path, m.active, e.now())
 			}
 		case <-e.done:
 			return
 		}
 		e.flushTUN()
-		if e.rb != nil {
-			if dl, ok := e.rb.Deadline(); ok {
+		if e.reorderBuf != nil {
+			if dl, ok := e.reorderBuf.Deadline(); ok {
 				timer.Reset(max(dl.Sub(e.now()), 0))
 			} else {
 				timer.Stop()
@@ -47,29 +47,29 @@ func (e *Engine) reorderLoop() {
 
 // emit copies a released packet into the TUN write batch.
 func (e *Engine) emit(x *packet) {
-	if e.wn == len(e.wbufs) {
+	if e.tunBatchLen == len(e.tunBufs) {
 		e.flushTUN()
 	}
-	n := copy(e.wbufs[e.wn][tunWriteOffset:], x.buf[x.off:x.off+x.n])
-	e.wout[e.wn] = e.wbufs[e.wn][:tunWriteOffset+n]
-	e.wn++
-	e.pool.Put(x)
+	n := copy(e.tunBufs[e.tunBatchLen][tunWriteOffset:], x.buf[x.off:x.off+x.n])
+	e.tunBatch[e.tunBatchLen] = e.tunBufs[e.tunBatchLen][:tunWriteOffset+n]
+	e.tunBatchLen++
+	e.packetPool.Put(x)
 }
 
 func (e *Engine) flushTUN() {
-	if e.wn == 0 {
+	if e.tunBatchLen == 0 {
 		return
 	}
 	var bytes uint64
-	for _, b := range e.wout[:e.wn] {
+	for _, b := range e.tunBatch[:e.tunBatchLen] {
 		bytes += uint64(len(b) - tunWriteOffset)
 	}
-	if _, err := e.dev.Write(e.wout[:e.wn], tunWriteOffset); err != nil && !e.closed.Load() {
+	if _, err := e.dev.Write(e.tunBatch[:e.tunBatchLen], tunWriteOffset); err != nil && !e.closed.Load() {
 		e.Stats.TUNWriteErrors.Add(1)
 		e.log.Debug("TUN write failed", "err", err)
 	} else {
-		e.Stats.TUNTxPackets.Add(uint64(e.wn))
+		e.Stats.TUNTxPackets.Add(uint64(e.tunBatchLen))
 		e.Stats.TUNTxBytes.Add(bytes)
 	}
-	e.wn = 0
+	e.tunBatchLen = 0
 }

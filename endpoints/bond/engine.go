@@ -50,24 +50,30 @@ type EngineConfig struct {
 // Engine is the bond's data plane: TUN → scheduler → uplinks on the way
 // out; uplinks → reorder buffer → TUN on the way in; keepalives on every path.
 type Engine struct {
-	cfg    EngineConfig
-	log    *slog.Logger
-	now    func() time.Time
-	dev    tun.Device
-	codec  encap.Encapsulation
-	paths  []*enginePath
-	pset   *path.Paths
-	sched  path.Scheduler
-	rb     *reorder.Buffer[*packet] // nil with IPIP: no sequence, no reordering
-	pool   sync.Pool                // *packet
-	bufLen int                      // size of every packet buffer
-	bpool  sync.Pool                // *rxBatch
-	rxq    chan *rxBatch
-	ctl    chan reorderCtl
-	done   chan struct{}
-	wg     sync.WaitGroup
-	closed atomic.Bool
-	once   sync.Once
+	cfg        EngineConfig
+	log        *slog.Logger
+	now        func() time.Time
+	dev        tun.Device
+	codec      encap.Encapsulation
+	paths      []*enginePath
+	pathSet    *path.Paths // the paths' weights, delays and states, shared with the scheduler
+	sched      path.Scheduler
+	reorderBuf *reorder.Buffer[*packet] // nil with IPIP: no sequence, no reordering
+	packetPool sync.Pool                // *packet
+	bufLen     int                      // size of every packet buffer
+	batchPool  sync.Pool                // *rxBatch
+	delivery   chan *rxBatch            // receive loops → reorder goroutine
+	// reorderChanges carries the health goroutine's changes to the reorder goroutine.
+	reorderChanges chan reorderChange
+
+	done      chan struct{} // closed to stop every goroutine (Close, or a fatal error)
+	stopped   chan struct{} // closed when the engine stops, by Close or by itself (Done)
+	stopOnce  sync.Once
+	errMu     sync.Mutex
+	err       error // why the engine stopped by itself (Err)
+	wg        sync.WaitGroup
+	closed    atomic.Bool
+	closeOnce sync.Once
 
 	timeout  time.Duration // reorder timeout last set (health goroutine)
 	warned   bool          // the scheduler advice was logged (health goroutine)
@@ -75,9 +81,9 @@ type Engine struct {
 	sentUpTo atomic.Uint32 // every packet up to here has been handed to its socket
 
 	// TUN write batch (reorder goroutine)
-	wbufs [][]byte
-	wout  [][]byte
-	wn    int
+	tunBufs     [][]byte
+	tunBatch    [][]byte
+	tunBatchLen int
 
 	stateMu sync.Mutex
 	stateCh chan struct{} // closed and replaced on every path state change
@@ -132,9 +138,9 @@ type rxItem struct {
 
 type rxBatch struct{ items []rxItem }
 
-// reorderCtl is a change for the reorder goroutine: a path leaving fast
+// reorderChange is a change for the reorder goroutine: a path leaving fast
 // loss detection, or (path < 0) a new timeout.
-type reorderCtl struct {
+type reorderChange struct {
 	path    int
 	active  bool
 	timeout time.Duration
@@ -151,8 +157,8 @@ func NewEngine(cfg EngineConfig, dev tun.Device) (*Engine, error) {
 	}
 	e := &Engine{
 		cfg: cfg, log: cfg.Log, now: cfg.Now, dev: dev, codec: cfg.Encap,
-		rxq: make(chan *rxBatch, 256), ctl: make(chan reorderCtl, 64),
-		done: make(chan struct{}), stateCh: make(chan struct{}),
+		delivery: make(chan *rxBatch, 256), reorderChanges: make(chan reorderChange, 64),
+		done: make(chan struct{}), stopped: make(chan struct{}), stateCh: make(chan struct{}),
 		seq: rand.Uint32(),
 	}
 	if e.log == nil {
@@ -168,28 +174,28 @@ func NewEngine(cfg EngineConfig, dev tun.Device) (*Engine, error) {
 		e.paths = append(e.paths, &enginePath{EnginePath: p, idx: i, local: p.Local.As4(), remote: p.Remote.As4(),
 			health: pathHealth{interval: cfg.Keepalive, misses: cfg.Misses}})
 	}
-	e.pset = path.NewPaths(weights)
+	e.pathSet = path.NewPaths(weights)
 	for i := range e.paths {
-		e.pset.SetUp(i, false) // up on the first keepalive reply
+		e.pathSet.SetUp(i, false) // up on the first keepalive reply
 	}
 	var err error
-	if e.sched, err = path.New(cfg.Scheduler, e.pset); err != nil {
+	if e.sched, err = path.New(cfg.Scheduler, e.pathSet); err != nil {
 		return nil, err
 	}
 	if cfg.Encap.Sequenced() {
 		rc := cfg.Reorder
 		rc.Paths = len(cfg.Paths)
-		if e.rb, err = reorder.New(rc, e.emit); err != nil {
+		if e.reorderBuf, err = reorder.New(rc, e.emit); err != nil {
 			return nil, fmt.Errorf("reorder: %w", err)
 		}
 		for i := range e.paths {
-			e.rb.SetActive(i, false, e.now())
+			e.reorderBuf.SetActive(i, false, e.now())
 		}
 	}
 	bufSize := encap.Headroom + max(cfg.MTU+cfg.Encap.Overhead(), 1500) + 64
 	e.bufLen = bufSize
-	e.pool.New = func() any { return &packet{buf: make([]byte, bufSize)} }
-	e.bpool.New = func() any { return &rxBatch{items: make([]rxItem, 0, 128)} }
+	e.packetPool.New = func() any { return &packet{buf: make([]byte, bufSize)} }
+	e.batchPool.New = func() any { return &rxBatch{items: make([]rxItem, 0, 128)} }
 	// With offloads on, wireguard's tun coalesces TCP segments (GRO) into
 	// the first buffer of a flow, so write buffers are 64 KiB.
 	wsize := tunWriteOffset + bufSize
@@ -197,10 +203,10 @@ func NewEngine(cfg EngineConfig, dev tun.Device) (*Engine, error) {
 		wsize = tunWriteOffset + 65535
 	}
 	bs := max(dev.BatchSize(), 64)
-	e.wbufs = make([][]byte, bs)
-	e.wout = make([][]byte, bs)
-	for i := range e.wbufs {
-		e.wbufs[i] = make([]byte, wsize)
+	e.tunBufs = make([][]byte, bs)
+	e.tunBatch = make([][]byte, bs)
+	for i := range e.tunBufs {
+		e.tunBufs[i] = make([]byte, wsize)
 	}
 	return e, nil
 }
@@ -231,9 +237,8 @@ func (e *Engine) Start() {
 // Close stops the engine and closes the TUN and the uplinks.
 func (e *Engine) Close() error {
 	var errs []error
-	e.once.Do(func() {
-		e.closed.Store(true)
-		close(e.done)
+	e.closeOnce.Do(func() {
+		e.stop(nil)
 		errs = append(errs, e.dev.Close())
 		for _, p := range e.paths {
 			errs = append(errs, p.Uplink.Close())
@@ -241,4 +246,47 @@ func (e *Engine) Close() error {
 		e.wg.Wait()
 	})
 	return errors.Join(errs...)
+}
+
+// Done is closed when the engine stops: by Close, or by itself on a fatal
+// error (its TUN gone), which Err then returns.
+func (e *Engine) Done() <-chan struct{} { return e.stopped }
+
+// Err is why the engine stopped by itself, or nil.
+func (e *Engine) Err() error {
+	e.errMu.Lock()
+	defer e.errMu.Unlock()
+	return e.err
+}
+
+// fail stops the engine on an error it cannot go on after: its goroutines
+// end, its paths are reported down (the peer's go down too, as the
+// keepalives stop), and Done and Err tell the owner, who then calls Close.
+func (e *Engine) fail(err error) {
+	if e.closed.Load() {
+		return // closing: errors are expected
+	}
+	e.log.Error("the bond stops", "err", err)
+	e.stop(err)
+	now := e.now()
+	for _, p := range e.paths {
+		p.mu.Lock()
+		if p.upNow.Load() {
+			p.health.up = false
+			e.setState(p, false, now)
+		}
+		p.mu.Unlock()
+	}
+}
+
+// stop ends the goroutines and records why (nil: closed).
+func (e *Engine) stop(err error) {
+	e.stopOnce.Do(func() {
+		e.errMu.Lock()
+		e.err = err
+		e.errMu.Unlock()
+		e.closed.Store(true)
+		close(e.done)
+		close(e.stopped)
+	})
 }

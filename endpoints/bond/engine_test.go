@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tunbond/tunbond/tunnel/conn/conntest"
 	"github.com/tunbond/tunbond/tunnel/encap"
 	"github.com/tunbond/tunbond/tunnel/header"
@@ -206,7 +207,9 @@ func TestEngineMetrics(t *testing.T) {
 	for ep.b.Stats.TUNTxPackets.Load() < 100 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	mfs, err := ep.b.Registry().Gather()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(ep.b.Collector())
+	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

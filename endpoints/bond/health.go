@@ -55,7 +55,7 @@ func (h *pathHealth) check(now time.Time) (wentDown bool) {
 
 // setState records a path going up or down; p.mu is held.
 func (e *Engine) setState(p *enginePath, up bool, now time.Time) {
-	e.pset.SetUp(p.idx, up) // the scheduler first: once upNow says down, nothing new goes there
+	e.pathSet.SetUp(p.idx, up) // the scheduler first: once upNow says down, nothing new goes there
 	p.upNow.Store(up)
 	p.changes.Add(1)
 	if up {
@@ -121,7 +121,7 @@ func delaySkewAdvice(scheduler string, delays []time.Duration) string {
 // skew × 1.5 + 10 ms, never below the configured one. The timeout moves
 // only when the target differs by more than an eighth.
 func (e *Engine) followDelaySkew() {
-	if e.rb == nil {
+	if e.reorderBuf == nil {
 		return
 	}
 	lo, hi, n := time.Duration(0), time.Duration(0), 0
@@ -140,7 +140,7 @@ func (e *Engine) followDelaySkew() {
 		var base []time.Duration
 		for i, p := range e.paths {
 			if p.upNow.Load() {
-				base = append(base, e.pset.Delay(i))
+				base = append(base, e.pathSet.Delay(i))
 			}
 		}
 		if msg := delaySkewAdvice(e.cfg.Scheduler, base); msg != "" {
@@ -166,7 +166,7 @@ func (e *Engine) followDelaySkew() {
 	e.timeout = want
 	e.log.Info("reorder timeout follows the paths' delay difference", "timeout", want.Round(time.Millisecond), "skew", (hi - lo).Round(time.Millisecond))
 	select {
-	case e.ctl <- reorderCtl{path: -1, timeout: want}:
+	case e.reorderChanges <- reorderChange{path: -1, timeout: want}:
 	case <-e.done:
 	}
 }
@@ -176,7 +176,7 @@ func (e *Engine) followDelaySkew() {
 // its own probes are answered: the peer may still be sending on it). The
 // reorder buffer puts it back by itself when anything arrives on it.
 func (e *Engine) checkSilence(p *enginePath, now time.Time) {
-	if e.rb == nil {
+	if e.reorderBuf == nil {
 		return
 	}
 	silent := now.UnixNano()-p.lastRxNs.Load() > int64(e.cfg.Keepalive)*int64(e.cfg.Misses)
@@ -186,7 +186,7 @@ func (e *Engine) checkSilence(p *enginePath, now time.Time) {
 	p.rxActive = !silent
 	if silent {
 		select {
-		case e.ctl <- reorderCtl{path: p.idx}:
+		case e.reorderChanges <- reorderChange{path: p.idx}:
 		case <-e.done:
 		}
 	}

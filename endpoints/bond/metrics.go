@@ -2,7 +2,6 @@ package bond
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/tunbond/tunbond/tunnel/header"
 )
 
@@ -77,7 +76,7 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(dPathUp, up, p.Name)
 		gauge(dPathRTT, float64(p.rttNs.Load())/1e9, p.Name)
-		gauge(dPathWeight, float64(e.pset.Weight(i)), p.Name)
+		gauge(dPathWeight, float64(e.pathSet.Weight(i)), p.Name)
 		gauge(dPathPeerTx, float64(p.peerTx.Load()), p.Name)
 		counter(dPathChanges, p.changes.Load(), p.Name)
 		for r := header.DecodeError(1); r < header.NumDecodeErrors; r++ {
@@ -110,11 +109,6 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// Registry returns a Prometheus registry with the engine's metrics and the
-// Go runtime's.
-func (e *Engine) Registry() *prometheus.Registry {
-	r := prometheus.NewRegistry()
-	r.MustRegister(engineCollector{e})
-	r.MustRegister(collectors.NewGoCollector())
-	return r
-}
+// Collector exports the engine's metrics (tunbond_path_*, tunbond_tun_*,
+// tunbond_tx_*, tunbond_rx_*, tunbond_reorder_*) for a Prometheus registry.
+func (e *Engine) Collector() prometheus.Collector { return engineCollector{e} }

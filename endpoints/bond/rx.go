@@ -18,12 +18,12 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 	bufs := make([][]byte, bs)
 	sizes := make([]int, bs)
 	for i := range pk {
-		pk[i] = e.pool.Get().(*packet)
+		pk[i] = e.packetPool.Get().(*packet)
 		bufs[i] = pk[i].buf
 	}
 	defer func() {
 		for _, x := range pk {
-			e.pool.Put(x)
+			e.packetPool.Put(x)
 		}
 	}()
 	scratch := make([]byte, encap.Headroom+header.ControlPacketLen)
@@ -43,7 +43,7 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 			continue
 		}
 		now := e.now()
-		batch := e.bpool.Get().(*rxBatch)
+		batch := e.batchPool.Get().(*rxBatch)
 		heard := false
 		for i := 0; i < n; i++ {
 			if sizes[i] == 0 {
@@ -61,7 +61,7 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 			heard = true
 			if d.Kind == encap.KindControl {
 				c := header.Control(bufs[i][d.Off : d.Off+d.Len]).Fields()
-				if c.HasWatermark && e.rb != nil {
+				if c.HasWatermark && e.reorderBuf != nil {
 					batch.items = append(batch.items, rxItem{seq: c.Watermark, path: p.idx})
 				}
 				ctls = append(ctls, c)
@@ -72,17 +72,17 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 			x := pk[i]
 			x.off, x.n, x.seq, x.path = d.Off, d.Len, d.Seq, p.idx
 			batch.items = append(batch.items, rxItem{pkt: x, seq: d.Seq, path: p.idx})
-			pk[i] = e.pool.Get().(*packet)
+			pk[i] = e.packetPool.Get().(*packet)
 			bufs[i] = pk[i].buf
 		}
 		if heard {
 			p.lastRxNs.Store(now.UnixNano())
 		}
 		if len(batch.items) == 0 {
-			e.bpool.Put(batch)
+			e.batchPool.Put(batch)
 		} else {
 			select {
-			case e.rxq <- batch:
+			case e.delivery <- batch:
 			case <-e.done:
 				return
 			}
@@ -113,8 +113,8 @@ func (e *Engine) onControl(p *enginePath, c header.ControlFields, now time.Time,
 		p.mu.Lock()
 		cameUp := p.health.onReply(now, rtt)
 		p.rttNs.Store(int64(p.health.srtt))
-		e.pset.SetDelay(p.idx, p.health.minRTT/2)
-		e.pset.SetQueueUntil(p.idx, now.Add(rtt-p.health.minRTT))
+		e.pathSet.SetDelay(p.idx, p.health.minRTT/2)
+		e.pathSet.SetQueueUntil(p.idx, now.Add(rtt-p.health.minRTT))
 		if cameUp {
 			e.setState(p, true, now)
 		}
@@ -123,7 +123,7 @@ func (e *Engine) onControl(p *enginePath, c header.ControlFields, now time.Time,
 }
 
 func (e *Engine) controlFields(p *enginePath, typ uint8) header.ControlFields {
-	return header.ControlFields{Type: typ, Watermark: e.sentUpTo.Load(), HasWatermark: e.rb != nil,
+	return header.ControlFields{Type: typ, Watermark: e.sentUpTo.Load(), HasWatermark: e.reorderBuf != nil,
 		TxPackets: p.txPackets.Load()}
 }
 

@@ -52,7 +52,7 @@ func (e *Engine) SetWeight(name string, w uint32) error {
 	if err != nil {
 		return err
 	}
-	e.pset.SetWeight(p.idx, w)
+	e.pathSet.SetWeight(p.idx, w)
 	e.log.Info("path weight changed", "path", name, "weight", w)
 	return nil
 }
@@ -81,7 +81,7 @@ func (e *Engine) Status() []PathStatus {
 		for j := range p.decode {
 			dropped += p.decode[j].Load()
 		}
-		out[i] = PathStatus{Name: p.Name, Up: p.upNow.Load(), Weight: e.pset.Weight(i),
+		out[i] = PathStatus{Name: p.Name, Up: p.upNow.Load(), Weight: e.pathSet.Weight(i),
 			RTTMs:     float64(p.rttNs.Load()) / 1e6,
 			TxPackets: p.txPackets.Load(), TxBytes: p.txBytes.Load(),
 			RxPackets: p.rxPackets.Load(), RxBytes: p.rxBytes.Load(), TxErrors: p.txErrors.Load(),
@@ -92,8 +92,8 @@ func (e *Engine) Status() []PathStatus {
 
 // ReorderStats returns the reorder buffer's counters, or nil with IPIP.
 func (e *Engine) ReorderStats() *reorder.Stats {
-	if e.rb == nil {
+	if e.reorderBuf == nil {
 		return nil
 	}
-	return &e.rb.Stats
+	return &e.reorderBuf.Stats
 }

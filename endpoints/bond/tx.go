@@ -2,7 +2,7 @@ package bond
 
 import (
 	"errors"
-	"os"
+	"fmt"
 
 	"github.com/tunbond/tunbond/tunnel/encap"
 	"golang.zx2c4.com/wireguard/tun"
@@ -23,20 +23,9 @@ func (e *Engine) txLoop() {
 		out[i] = make([][]byte, 0, bs)
 	}
 	for {
+		// Read may return packets and an error together: the packets are
+		// sent first, then the error counted (as wireguard-go's device does).
 		n, err := e.dev.Read(bufs, sizes, encap.Headroom)
-		if err != nil {
-			if e.closed.Load() {
-				return
-			}
-			e.Stats.TUNReadErrors.Add(1)
-			if errors.Is(err, os.ErrClosed) {
-				return
-			}
-			if !errors.Is(err, tun.ErrTooManySegments) {
-				e.log.Warn("TUN read failed", "err", err)
-			}
-			continue
-		}
 		for i := 0; i < n; i++ {
 			e.Stats.TUNRxPackets.Add(1)
 			e.Stats.TUNRxBytes.Add(uint64(sizes[i]))
@@ -61,6 +50,20 @@ func (e *Engine) txLoop() {
 			out[i] = batch[:0]
 		}
 		e.sentUpTo.Store(e.seq)
+		if err != nil {
+			if e.closed.Load() {
+				return
+			}
+			e.Stats.TUNReadErrors.Add(1)
+			if errors.Is(err, tun.ErrTooManySegments) {
+				e.log.Debug("TUN read: packets of a multi-segment read dropped", "err", err)
+				continue
+			}
+			// wireguard's tun fails this way once its device is gone (deleted,
+			// or closed under the bond): nothing more will come.
+			e.fail(fmt.Errorf("TUN read: %w (was the TUN device deleted?)", err))
+			return
+		}
 	}
 }
 

@@ -1,0 +1,256 @@
+package bond
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/tunbond/tunbond/endpoints/ctlsock"
+	"github.com/tunbond/tunbond/endpoints/host"
+	"github.com/tunbond/tunbond/reorder"
+	"github.com/tunbond/tunbond/tunnel/conn"
+)
+
+// Deps are what the bond runs on: the host it changes, how it opens its TUN
+// and its uplinks, where its metrics go, its log and its clock. The zero
+// value is the real thing in the current namespace; tests pass fakes.
+type Deps struct {
+	Host       host.Host                                      // nil: host.Current() in this namespace
+	OpenTUN    func(name string, mtu int) (tun.Device, error) // nil: tun.CreateTUN inside Host.Do
+	OpenUplink func(conn.RawConfig) (conn.Uplink, error)      // nil: conn.OpenRaw inside Host.Do
+	Metrics    prometheus.Registerer                          // nil: none; the bond registers its collector here
+	Log        *slog.Logger                                   // nil: slog.Default()
+	Now        func() time.Time                               // nil: time.Now
+}
+
+// Bond is a running bond endpoint: the engine (the data plane) and what it
+// changed on the host (TUN address, routes and rules), its control socket
+// and its metrics, all of which Close removes.
+type Bond struct {
+	cfg       *Config
+	log       *slog.Logger
+	host      host.Host
+	changes   *host.Changes
+	engine    *Engine
+	control   *ctlsock.Server
+	metrics   prometheus.Registerer
+	mtu       int
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Run runs a bond until ctx ends or the bond stops by itself (its TUN
+// deleted): Start, wait, Close. It returns why the bond stopped by itself
+// (nil when ctx ended) joined with what Close could not undo.
+func Run(ctx context.Context, cfg *Config, deps Deps) error {
+	b, err := Start(cfg, deps)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case <-b.Done():
+	}
+	cerr := b.Close()
+	return errors.Join(b.Err(), cerr)
+}
+
+// Start sets up the host and starts the bond: it removes what an earlier,
+// killed run left (tunbond's rules and routes for the paths' addresses),
+// opens the uplinks and the TUN, gives the TUN its MTU and address, and
+// with `routing: manage` a table and a rule per path. Every change goes
+// through one host.Changes, which Close undoes. On error nothing is left.
+func Start(cfg *Config, deps Deps) (_ *Bond, err error) {
+	log := deps.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	h := deps.Host
+	if h == nil {
+		nl, err := host.Current()
+		if err != nil {
+			return nil, err
+		}
+		h = nl
+	}
+	b := &Bond{cfg: cfg, log: log, host: h, changes: host.NewChanges(h)}
+	var owned []interface{ Close() error } // until the engine owns them
+	defer func() {
+		if err != nil {
+			for _, c := range owned {
+				c.Close()
+			}
+			b.Close()
+		}
+	}()
+
+	links, err := findUplinks(h, cfg.Paths)
+	if err != nil {
+		return nil, err
+	}
+	srcs := make([]netip.Prefix, len(cfg.Paths))
+	for i, p := range cfg.Paths {
+		srcs[i] = netip.PrefixFrom(netip.MustParseAddr(p.Local), 32)
+	}
+	removed, err := host.RemoveLeftovers(h, srcs)
+	for _, r := range removed {
+		log.Info("removed what an earlier run left", "what", r)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("removing an earlier run's rules and routes: %w", err)
+	}
+
+	codec := cfg.Encapsulation()
+	b.mtu = cfg.TUN.MTU
+	if b.mtu == 0 {
+		b.mtu = 65535
+		for _, l := range links {
+			b.mtu = min(b.mtu, l.link.MTU-codec.Overhead())
+		}
+		if b.mtu < 576 {
+			return nil, fmt.Errorf("tun.mtu: the smallest uplink MTU leaves %d bytes after %d of encapsulation; set tun.mtu", b.mtu, codec.Overhead())
+		}
+	}
+	if cfg.Encap == "ipip" && cfg.Scheduler != "flowhash" {
+		log.Warn("IPIP carries no sequence number, so the far end cannot reorder: per-packet scheduling over paths of different delay will reorder TCP; use scheduler: flowhash", "scheduler", cfg.Scheduler)
+	}
+
+	openUplink := deps.OpenUplink
+	if openUplink == nil {
+		openUplink = func(rc conn.RawConfig) (u conn.Uplink, err error) {
+			err = h.Do(func() error {
+				raw, err := conn.OpenRaw(rc)
+				if err == nil {
+					u = raw
+				}
+				return err
+			})
+			return u, err
+		}
+	}
+	var paths []EnginePath
+	for i, p := range cfg.Paths {
+		rc := conn.RawConfig{Local: netip.MustParseAddr(p.Local), Remote: netip.MustParseAddr(p.Remote),
+			Device: p.Device, Protocols: codec.Protocols(), BatchSize: cfg.BatchSize}
+		u, err := openUplink(rc)
+		if err != nil {
+			return nil, fmt.Errorf("paths[%d] (%s): %w", i, p.Name, err)
+		}
+		owned = append(owned, u)
+		paths = append(paths, EnginePath{Name: p.Name, Weight: uint32(p.Weight), Local: rc.Local, Remote: rc.Remote, Uplink: u})
+	}
+
+	openTUN := deps.OpenTUN
+	if openTUN == nil {
+		openTUN = func(name string, mtu int) (dev tun.Device, err error) {
+			err = h.Do(func() (err error) { dev, err = tun.CreateTUN(name, mtu); return })
+			return dev, err
+		}
+	}
+	dev, err := openTUN(cfg.TUN.Name, b.mtu)
+	if err != nil {
+		return nil, fmt.Errorf("tun.name %s: creating the TUN device: %w", cfg.TUN.Name, err)
+	}
+	owned = append(owned, dev)
+	if dev.BatchSize() == 1 {
+		log.Info("TUN offloads unavailable (no IFF_VNET_HDR): one packet per read and write")
+	}
+	b.engine, err = NewEngine(EngineConfig{
+		Encap: codec, Scheduler: cfg.Scheduler,
+		Reorder:   reorder.Config{Window: cfg.Reorder.Window, Timeout: cfg.Reorder.Timeout, LossGrace: cfg.Reorder.LossGrace},
+		Keepalive: cfg.Keepalive.Interval, Misses: cfg.Keepalive.Misses, MTU: b.mtu, Paths: paths, Log: log,
+		AdaptiveTimeout: cfg.Reorder.Adaptive, Now: deps.Now,
+	}, dev)
+	if err != nil {
+		return nil, err
+	}
+	owned = nil // the engine's now: Close closes them
+
+	if err := b.configureTUN(); err != nil {
+		return nil, err
+	}
+	if cfg.Routing == "manage" {
+		if err := installRouting(b.changes, cfg, links); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Control.Socket != "" {
+		if b.control, err = listenControl(cfg.Control.Socket, b.engine); err != nil {
+			return nil, err
+		}
+	}
+	if deps.Metrics != nil {
+		if err := deps.Metrics.Register(b.engine.Collector()); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+		b.metrics = deps.Metrics
+	}
+	b.engine.Start()
+	log.Info("bond endpoint started", "tun", cfg.TUN.Name, "address", cfg.TUN.Address, "mtu", b.mtu,
+		"encap", cfg.Encap, "scheduler", cfg.Scheduler, "paths", len(paths), "offloads", dev.BatchSize() > 1,
+		"routing", cfg.Routing)
+	return b, nil
+}
+
+// configureTUN gives the TUN its MTU and address and sets it up. The MTU
+// and the up state go with the TUN, which Close deletes; the address is a
+// change to undo.
+func (b *Bond) configureTUN() error {
+	name := b.cfg.TUN.Name
+	a, err := netip.ParsePrefix(b.cfg.TUN.Address)
+	if err != nil {
+		return fmt.Errorf("tun.address: %w", err)
+	}
+	if err := b.host.SetLinkMTU(name, b.mtu); err != nil {
+		return fmt.Errorf("tun.mtu %d: %w", b.mtu, err)
+	}
+	if err := b.changes.ReplaceAddr(name, a); err != nil {
+		return fmt.Errorf("tun.address %s: %w", b.cfg.TUN.Address, err)
+	}
+	if err := b.host.SetLinkUp(name); err != nil {
+		return fmt.Errorf("tun.name %s: set up: %w", name, err)
+	}
+	return nil
+}
+
+// Engine is the bond's data plane (paths' status, weights, reorder counters).
+func (b *Bond) Engine() *Engine { return b.engine }
+
+// MTU is the TUN's MTU.
+func (b *Bond) MTU() int { return b.mtu }
+
+// Done is closed when the bond stops, by Close or by itself (Err says why).
+func (b *Bond) Done() <-chan struct{} { return b.engine.Done() }
+
+// Err is why the bond stopped by itself (its TUN deleted, say), or nil.
+func (b *Bond) Err() error { return b.engine.Err() }
+
+// Close stops the bond, deletes its TUN, closes its uplinks and control
+// socket, unregisters its metrics and undoes its host changes, newest first.
+func (b *Bond) Close() error {
+	b.closeOnce.Do(func() {
+		var errs []error
+		if b.control != nil {
+			errs = append(errs, b.control.Close())
+		}
+		if b.metrics != nil {
+			b.metrics.Unregister(b.engine.Collector())
+		}
+		if err := b.changes.Undo(); err != nil {
+			errs = append(errs, fmt.Errorf("restoring the host: %w", err))
+		}
+		if b.engine != nil {
+			errs = append(errs, b.engine.Close()) // closing the TUN removes it
+			b.log.Info("bond endpoint stopped")
+		}
+		b.closeErr = errors.Join(errs...)
+	})
+	return b.closeErr
+}
