@@ -42,6 +42,9 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 			}
 			continue
 		}
+		if e.closed.Load() {
+			return // stopped: answer no more probes, so the peer sees the paths go down
+		}
 		now := e.now()
 		batch := e.batchPool.Get().(*rxBatch)
 		heard := false
