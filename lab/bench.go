@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/tunbond/tunbond/lab/emulator"
 )
@@ -30,16 +31,24 @@ type BenchConfig struct {
 	// both ends), or not at all if it has none. Delay, jitter and loss need the
 	// emulator and are refused.
 	Direct bool
+	// Tool makes every TCP row's traffic: ToolGo ("": the same) or
+	// ToolIperf3, which skips the MPTCP row without mptcpize.
+	Tool string
+	// CongestionControl is every row's inner TCP congestion control, set
+	// per socket; "": site A's default (what iperf3 got before the choice).
+	CongestionControl string
 }
 
 // Report is a whole run, in the shape `--json` writes.
 type Report struct {
-	Profile  string        `json:"profile"`
-	Links    []LinkReport  `json:"links"`
-	Duration float64       `json:"duration_s"`
-	Flows    int           `json:"flows"`
-	Tool     string        `json:"tool"`
-	Results  []BenchResult `json:"results"`
+	Profile  string       `json:"profile"`
+	Links    []LinkReport `json:"links"`
+	Duration float64      `json:"duration_s"`
+	Flows    int          `json:"flows"`
+	Tool     string       `json:"tool"`
+	// CongestionControl is the rows' inner TCP congestion control.
+	CongestionControl string        `json:"congestion_control"`
+	Results           []BenchResult `json:"results"`
 }
 
 // LinkReport describes one emulated uplink.
@@ -57,15 +66,19 @@ type BenchResult struct {
 	GoodputMbps float64     `json:"goodput_mbps"`
 	SumPct      float64     `json:"sum_pct"`
 	VsBestLink  float64     `json:"vs_best_link"`
-	RTTP50Ms    float64     `json:"rtt_p50_ms"`
+	RTTP50Ms    float64     `json:"rtt_p50_ms"` // the sender's smoothed RTT while loaded (tool go), or ICMP probes (tool iperf3)
 	RTTP99Ms    float64     `json:"rtt_p99_ms"`
 	Retransmits int64       `json:"retransmits"` // TCP segments site A's kernel retransmitted (-1: unknown)
 	CPUPct      float64     `json:"tunbond_cpu_pct,omitempty"`
 	Reorder     *Reorder    `json:"reorder,omitempty"`
-	Error       string      `json:"error,omitempty"` // the method could not be measured
+	Error       string      `json:"error,omitempty"`    // the method could not be measured
+	Skipped     string      `json:"skipped,omitempty"`  // why the method was not measured (e.g. no mptcpize for iperf3)
+	Subflows    int         `json:"subflows,omitempty"` // MPTCP: the most subflows the connection had (tool go)
 	PerSecond   []float64   `json:"per_second_mbps"`
 	LinkShare   []float64   `json:"link_share"`           // fraction of A→B bytes each uplink carried
 	LinkPerSec  [][]float64 `json:"link_per_second_mbps"` // per second, per uplink, A→B
+
+	congestion string // what the flow's sender used
 }
 
 // Reorder summarises the receiving endpoint's reorder buffer over a run.
@@ -89,6 +102,7 @@ type method struct {
 	srcAddr, dstAddr string // for the flow and the RTT probes
 	mptcp            bool
 	sched            string // tunbond scheduler
+	skipped          string // why it is not measured
 }
 
 // RunBondBench builds site A — WAN — site B with the profile's emulated
@@ -98,10 +112,13 @@ type method struct {
 func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, error) {
 	p := cfg.Profile
 	n := len(p.Links)
-	rep := &Report{Profile: p.Name, Duration: cfg.Duration.Seconds(), Flows: max(cfg.Flows, 1), Tool: "go"}
-	if Iperf3Available() {
-		rep.Tool = "iperf3"
+	if cfg.Tool == "" {
+		cfg.Tool = ToolGo
 	}
+	if err := ToolCanRun(cfg.Tool, false); err != nil {
+		return nil, err
+	}
+	rep := &Report{Profile: p.Name, Duration: cfg.Duration.Seconds(), Flows: max(cfg.Flows, 1), Tool: cfg.Tool}
 	params := make([][2]emulator.Params, n)
 	sumRate := 0.0
 	for i, l := range p.Links {
@@ -160,6 +177,9 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 			return nil, fmt.Errorf("tcp_no_metrics_save: %w", err)
 		}
 	}
+	if rep.CongestionControl, err = probeCongestion(net.NS("a"), cfg.CongestionControl); err != nil {
+		return nil, err
+	}
 	if err := setupECMP(net, n); err != nil {
 		return nil, err
 	}
@@ -168,13 +188,13 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 		methods = append(methods, method{name: fmt.Sprintf("link-%d", i+1), dstAddr: uplinkAddr(i, 2)})
 	}
 	methods = append(methods, method{name: "ecmp", srcAddr: ecmpAddrA, dstAddr: ecmpAddrB})
-	if err := setupMPTCP(net, n); err != nil {
-		if cfg.Note != nil {
-			cfg.Note("mptcp: skipped: " + err.Error())
-		}
-	} else {
-		methods = append(methods, method{name: "mptcp", dstAddr: uplinkAddr(0, 2), mptcp: true})
+	mptcp := method{name: "mptcp", dstAddr: uplinkAddr(0, 2), mptcp: true}
+	if err := ToolCanRun(cfg.Tool, true); err != nil {
+		mptcp.skipped = err.Error()
+	} else if err := setupMPTCP(net, n); err != nil {
+		mptcp.skipped = err.Error()
 	}
+	methods = append(methods, mptcp)
 	for _, s := range cfg.Schedulers {
 		methods = append(methods, method{name: "tunbond-" + s, dstAddr: BondAddrB, sched: s})
 	}
@@ -183,10 +203,20 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 		weights[i] = max(int64(l.RateMbit()), 1)
 	}
 	for k, m := range methods {
+		if m.skipped != "" {
+			rep.Results = append(rep.Results, BenchResult{Method: m.name, Skipped: m.skipped, Retransmits: -1})
+			if cfg.Note != nil {
+				cfg.Note(m.name + ": skipped: " + m.skipped)
+			}
+			continue
+		}
 		if cfg.Progress != nil {
 			cfg.Progress(m.name, time.Duration(len(methods)-k)*(cfg.Duration+3*time.Second))
 		}
 		r, err := runMethodBounded(ctx, net, counters, m, cfg, weights)
+		if err == nil && r.congestion != rep.CongestionControl {
+			err = fmt.Errorf("the flow used congestion control %s, not %s", r.congestion, rep.CongestionControl)
+		}
 		if err != nil && ctx.Err() == nil && cfg.Note != nil {
 			cfg.Note(fmt.Sprintf("%s: %v; measuring again", m.name, err))
 		}
@@ -258,24 +288,28 @@ func runMethod(ctx context.Context, net *Net, counters linkCounters, m method, c
 		probeSrc = "0.0.0.0"
 	}
 	rttc := make(chan []time.Duration, 1)
-	go func() {
-		// From the end of the warm-up second to the end of the flow.
-		select {
-		case <-time.After(time.Second):
-		case <-mctx.Done():
-			rttc <- nil
-			return
-		}
-		count := int(cfg.Duration / (100 * time.Millisecond))
-		r, _ := PingFrom(mctx, net.NS("a"), probeSrc, m.dstAddr, count, 100*time.Millisecond)
-		rttc <- r
-	}()
+	if cfg.Tool == ToolGo {
+		rttc <- nil // the flow's own sender samples its RTT
+	} else {
+		go func() {
+			// ICMP probes, from the end of the warm-up second to the end of the flow.
+			select {
+			case <-time.After(warmUp):
+			case <-mctx.Done():
+				rttc <- nil
+				return
+			}
+			count := int(cfg.Duration / rttEvery)
+			r, _ := PingFrom(mctx, net.NS("a"), probeSrc, m.dstAddr, count, rttEvery)
+			rttc <- r
+		}()
+	}
 	samples := make(chan [][]float64, 1)
 	go func() { samples <- sampleLinks(mctx, counters, cfg.Duration) }()
 	re0, reErr := RetransSegs(net.NS("a"))
 	cpu0, t0 := cpuTime(), time.Now()
 	fr, err := Throughput(mctx, Flow{Src: net.NS("a"), Dst: net.NS("b"), SrcAddr: m.srcAddr, DstAddr: m.dstAddr,
-		Duration: cfg.Duration, Flows: cfg.Flows, MPTCP: m.mptcp})
+		Duration: cfg.Duration, Flows: cfg.Flows, MPTCP: m.mptcp, Tool: cfg.Tool, CongestionControl: cfg.CongestionControl})
 	cpu, wall := cpuTime()-cpu0, time.Since(t0)
 	cancel()
 	rtts := <-rttc
@@ -287,12 +321,22 @@ func runMethod(ctx context.Context, net *Net, counters linkCounters, m method, c
 	if re1, err := RetransSegs(net.NS("a")); err == nil && reErr == nil {
 		row.Retransmits = re1 - re0 // the sender's, counted by its kernel
 	}
+	if len(fr.RTTs) > 0 {
+		rtts = fr.RTTs
+	}
 	row.RTTP50Ms, row.RTTP99Ms = percentiles(rtts)
 	row.LinkShare = shares(row.LinkPerSec, len(weights))
-	if bond != nil {
-		if fr.Tool == "iperf3" { // with the Go sender, this process also runs the traffic
-			row.CPUPct = 100 * cpu.Seconds() / wall.Seconds()
+	row.congestion = fr.CongestionControl
+	if m.mptcp && fr.Tool == ToolGo {
+		row.Subflows = fr.Subflows
+		if links := len(weights); fr.Subflows < links {
+			return row, fmt.Errorf("the MPTCP connection had %d subflow(s), want one per uplink (%d)", fr.Subflows, links)
 		}
+	}
+	if bond != nil {
+		// The process runs the bond, the emulator and the Go tool's
+		// threads: the tool's own CPU time is not the bond's.
+		row.CPUPct = 100 * (cpu - fr.ToolCPU).Seconds() / wall.Seconds()
 		if rs := bond.B.Engine().ReorderStats(); rs != nil {
 			row.Reorder = &Reorder{Released: rs.Released.Load(), HolesLost: rs.HolesLost.Load(),
 				HolesTimeout: rs.HolesTimeout.Load(), Late: rs.Late.Load(), Spurious: rs.Spurious.Load(),
@@ -440,11 +484,6 @@ func setupMPTCP(n *Net, links int) error {
 	if !MPTCPAvailable(a) {
 		return errors.New("the kernel has no MPTCP (net.mptcp.enabled)")
 	}
-	if Iperf3Available() {
-		if _, err := command(context.Background(), true, "true"); err != nil {
-			return err
-		}
-	}
 	extra := uint32(max(links-1, 1))
 	for _, ns := range []*Namespace{a, b} {
 		if err := MPTCPLimits(ns, extra, extra); err != nil {
@@ -479,4 +518,23 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// probeCongestion returns the congestion control a TCP socket in ns gets
+// when asked for name ("": the namespace's default), loading its module if
+// need be; an unknown name is an error.
+func probeCongestion(ns *Namespace, name string) (cc string, err error) {
+	err = ns.Do(func() error {
+		s, err := newSock(0)
+		if err != nil {
+			return err
+		}
+		defer s.close()
+		if err := setCongestion(s.fd, name); err != nil {
+			return err
+		}
+		cc, err = unix.GetsockoptString(s.fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION)
+		return err
+	})
+	return cc, err
 }

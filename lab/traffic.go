@@ -5,18 +5,25 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
+
+// The traffic tools: every TCP row of a bench uses the same one.
+const (
+	ToolGo     = "go"     // the built-in sender and receiver (gotraffic.go); opens MPTCP natively
+	ToolIperf3 = "iperf3" // iperf3, through `mptcpize run` for MPTCP
+)
+
+// Tools lists the traffic tools, the default first.
+var Tools = []string{ToolGo, ToolIperf3}
 
 // Flow is a timed TCP test from one namespace to another.
 type Flow struct {
@@ -25,6 +32,10 @@ type Flow struct {
 	Duration         time.Duration
 	Flows            int
 	MPTCP            bool
+	Tool             string // ToolGo ("": the same) or ToolIperf3
+	// CongestionControl is the flows' TCP congestion control, set on each
+	// socket (TCP_CONGESTION); "": the namespace's default.
+	CongestionControl string
 }
 
 // FlowResult is what one timed TCP test measured.
@@ -33,6 +44,16 @@ type FlowResult struct {
 	Retransmits int64 // -1 if unknown
 	Tool        string
 	PerSecond   []float64 // Mbit/s each second
+	// RTTs are the sender's smoothed RTT (tcpi_rtt) sampled while loaded,
+	// every subflow's for MPTCP; the Go tool only.
+	RTTs []time.Duration
+	// CongestionControl is what the sender's sockets used (TCP_CONGESTION).
+	CongestionControl string
+	// Subflows is the most subflows an MPTCP connection had at once (the
+	// Go tool only; 1 for TCP).
+	Subflows int
+	// ToolCPU is the CPU time the Go tool's threads used in this process.
+	ToolCPU time.Duration
 }
 
 // Iperf3Available reports whether iperf3 is installed.
@@ -41,13 +62,37 @@ func Iperf3Available() bool {
 	return err == nil
 }
 
-// Throughput runs the flow with iperf3 if installed (through mptcpize for
-// MPTCP), else with the built-in Go sender and receiver.
+// ToolCanRun says why a tool cannot run a flow here (nil: it can): iperf3
+// must be installed, and for MPTCP so must mptcpize, which Debian 12's
+// mptcpd 0.12 does not ship. The Go tool needs nothing.
+func ToolCanRun(tool string, mptcp bool) error {
+	switch tool {
+	case "", ToolGo:
+		return nil
+	case ToolIperf3:
+		if !Iperf3Available() {
+			return errors.New("iperf3 is not installed (apt-get install iperf3)")
+		}
+		if mptcp {
+			if _, err := exec.LookPath("mptcpize"); err != nil {
+				return errors.New("mptcpize is not installed (Debian 12's mptcpd ships none; --tool go opens MPTCP natively)")
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("no traffic tool %q (%s)", tool, strings.Join(Tools, ", "))
+}
+
+// Throughput runs the flow with its tool: the built-in Go sender and
+// receiver unless f.Tool is ToolIperf3.
 func Throughput(ctx context.Context, f Flow) (FlowResult, error) {
 	if f.Flows < 1 {
 		f.Flows = 1
 	}
-	if Iperf3Available() {
+	if err := ToolCanRun(f.Tool, f.MPTCP); err != nil {
+		return FlowResult{}, err
+	}
+	if f.Tool == ToolIperf3 {
 		return iperf3(ctx, f)
 	}
 	return goFlow(ctx, f)
@@ -56,8 +101,8 @@ func Throughput(ctx context.Context, f Flow) (FlowResult, error) {
 // command returns cmd args, wrapped in `mptcpize run` for MPTCP.
 func command(ctx context.Context, mptcp bool, args ...string) (*exec.Cmd, error) {
 	if mptcp {
-		if _, err := exec.LookPath("mptcpize"); err != nil {
-			return nil, fmt.Errorf("mptcpize is not installed (apt-get install mptcpd)")
+		if err := ToolCanRun(ToolIperf3, true); err != nil {
+			return nil, err
 		}
 		args = append([]string{"mptcpize", "run"}, args...)
 	}
@@ -109,7 +154,10 @@ func iperf3(ctx context.Context, f Flow) (FlowResult, error) {
 		return FlowResult{}, ctx.Err()
 	}
 	args := []string{"iperf3", "-c", f.DstAddr, "-p", strconv.Itoa(port), "-t", fmt.Sprint(int(f.Duration.Seconds())),
-		"-P", strconv.Itoa(f.Flows), "-J", "-O", "1"}
+		"-P", strconv.Itoa(f.Flows), "-J", "-O", fmt.Sprint(int(warmUp.Seconds()))}
+	if f.CongestionControl != "" {
+		args = append(args, "-C", f.CongestionControl)
+	}
 	if f.SrcAddr != "" {
 		args = append(args, "-B", f.SrcAddr)
 	}
@@ -134,6 +182,7 @@ func iperf3(ctx context.Context, f Flow) (FlowResult, error) {
 			SumReceived struct {
 				BitsPerSecond float64 `json:"bits_per_second"`
 			} `json:"sum_received"`
+			SenderCC string `json:"sender_tcp_congestion"`
 		} `json:"end"`
 		Error string `json:"error"`
 	}
@@ -143,7 +192,8 @@ func iperf3(ctx context.Context, f Flow) (FlowResult, error) {
 	if r.Error != "" {
 		return FlowResult{}, fmt.Errorf("iperf3: %s (server: %s)", r.Error, bytes.TrimSpace(srvErr.Bytes()))
 	}
-	res := FlowResult{GoodputMbps: r.End.SumReceived.BitsPerSecond / 1e6, Retransmits: r.End.SumSent.Retransmits, Tool: "iperf3"}
+	res := FlowResult{GoodputMbps: r.End.SumReceived.BitsPerSecond / 1e6, Retransmits: r.End.SumSent.Retransmits, Tool: ToolIperf3,
+		CongestionControl: r.End.SenderCC}
 	for _, iv := range r.Intervals {
 		if !iv.Sum.Omitted {
 			res.PerSecond = append(res.PerSecond, iv.Sum.BitsPerSecond/1e6)
@@ -163,125 +213,6 @@ func freePort(ns *Namespace, addr string) (int, error) {
 		return l.Close()
 	})
 	return port, err
-}
-
-// goFlow is the built-in sender and receiver: Flows TCP (or MPTCP)
-// connections send as fast as they can; goodput is what the receiver
-// counted, after one second of warm-up (as iperf3 -O 1).
-func goFlow(ctx context.Context, f Flow) (FlowResult, error) {
-	var lc net.ListenConfig
-	lc.SetMultipathTCP(f.MPTCP)
-	var ln net.Listener
-	if err := f.Dst.Do(func() (err error) { ln, err = lc.Listen(ctx, "tcp4", net.JoinHostPort(f.DstAddr, "0")); return }); err != nil {
-		return FlowResult{}, err
-	}
-	defer ln.Close()
-	counts := make(chan int64, 1024)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 256<<10)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 {
-						counts <- int64(n)
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	ctx, cancel := context.WithTimeout(ctx, f.Duration+10*time.Second) // warm-up + duration, with slack
-	defer cancel()
-	d := net.Dialer{Timeout: 5 * time.Second}
-	d.SetMultipathTCP(f.MPTCP)
-	if f.SrcAddr != "" {
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(f.SrcAddr)}
-	}
-	var retrans sync.Map
-	var senders sync.WaitGroup
-	for i := 0; i < f.Flows; i++ {
-		var c net.Conn
-		if err := f.Src.Do(func() (err error) { c, err = d.DialContext(ctx, "tcp4", ln.Addr().String()); return }); err != nil {
-			return FlowResult{}, err
-		}
-		senders.Add(1)
-		go func() {
-			defer senders.Done()
-			defer c.Close()
-			stop := context.AfterFunc(ctx, func() { c.Close() })
-			defer stop()
-			buf := make([]byte, 256<<10)
-			for ctx.Err() == nil {
-				if _, err := c.Write(buf); err != nil {
-					break
-				}
-				retrans.Store(i, tcpRetransmits(c))
-			}
-		}()
-	}
-	res := FlowResult{Tool: "go", Retransmits: -1}
-	warm := time.After(time.Second)
-	var total, sec int64
-	var tick <-chan time.Time
-	var deadline <-chan time.Time
-	for {
-		select {
-		case n := <-counts:
-			sec += n
-		case <-warm:
-			sec = 0
-			t := time.NewTicker(time.Second)
-			defer t.Stop()
-			tick = t.C
-			deadline = time.After(f.Duration)
-		case <-tick:
-			res.PerSecond = append(res.PerSecond, float64(sec)*8/1e6)
-			total += sec
-			sec = 0
-		case <-deadline:
-			total += sec
-			res.GoodputMbps = float64(total) * 8 / f.Duration.Seconds() / 1e6
-			cancel()
-			senders.Wait()
-			retrans.Range(func(_, v any) bool {
-				if r := v.(int64); r >= 0 {
-					res.Retransmits = max(res.Retransmits, 0) + r
-				}
-				return true
-			})
-			return res, nil
-		case <-ctx.Done():
-			return res, ctx.Err()
-		}
-	}
-}
-
-// tcpRetransmits reads the connection's total retransmissions (TCP_INFO),
-// or -1.
-func tcpRetransmits(c net.Conn) int64 {
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
-		return -1
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return -1
-	}
-	r := int64(-1)
-	rc.Control(func(fd uintptr) {
-		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.SOL_TCP, unix.TCP_INFO); err == nil {
-			r = int64(info.Total_retrans)
-		}
-	})
-	return r
 }
 
 // RetransSegs reads the namespace's TCP RetransSegs counter (what

@@ -22,7 +22,7 @@ import (
 	"github.com/tunbond/tunbond/lab"
 )
 
-const labUsage = `usage: tunbond lab bond [--profile NAME | --links SPEC] [--duration 10s] [--flows 1] [--json FILE] [--plot FILE.svg]
+const labUsage = `usage: tunbond lab bond [--profile NAME | --links SPEC] [--duration 10s] [--flows 1] [--tool go|iperf3] [--cc NAME] [--json FILE] [--plot FILE.svg]
        tunbond lab director [--reals 3] [--scheduler rr] [--requests 3000] [--clients 16] [--body 262144] [--duration 10s] [--json FILE]`
 
 func runLab(args []string) error {
@@ -37,6 +37,8 @@ func runLab(args []string) error {
 	links := fs.String("links", "", `ad hoc links instead of a profile: "100mbit/10ms,50mbit/40ms/1%/±5ms"`)
 	duration := fs.Duration("duration", 10*time.Second, "measured time per method")
 	flows := fs.Int("flows", 1, "parallel TCP flows")
+	tool := fs.String("tool", lab.ToolGo, "traffic tool of every TCP row: go (built in; opens MPTCP natively) or iperf3 (MPTCP through mptcpize, or that row is skipped)")
+	cc := fs.String("cc", "", "inner TCP congestion control of every row, set per socket (e.g. cubic, bbr, reno); default: the kernel's default")
 	scheds := fs.String("schedulers", strings.Join(path.Names, ","), "tunbond schedulers to measure")
 	jsonOut := fs.String("json", "", "write the results as JSON to FILE")
 	plotOut := fs.String("plot", "", "draw goodput over time and uplink shares to FILE (.svg)")
@@ -58,6 +60,9 @@ func runLab(args []string) error {
 	}
 	if *duration < 2*time.Second {
 		return errors.New("lab: --duration must be at least 2s")
+	}
+	if err := lab.ToolCanRun(*tool, false); err != nil {
+		return fmt.Errorf("lab: --tool: %w", err)
 	}
 	if *plotOut != "" && !strings.HasSuffix(*plotOut, ".svg") {
 		return errors.New("lab: --plot writes SVG: name the file .svg")
@@ -94,14 +99,16 @@ func runLab(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	tool := "built-in Go TCP sender"
-	if lab.Iperf3Available() {
-		tool = "iperf3"
+	toolName := map[string]string{lab.ToolGo: "the built-in Go sender and receiver", lab.ToolIperf3: "iperf3"}[*tool]
+	ccName := *cc
+	if ccName == "" {
+		ccName = "the kernel's default"
 	}
-	fmt.Fprintf(os.Stderr, "lab bond: profile %s (%s), %v per method, %d flow(s), traffic from %s\n",
-		p.Name, p.Description, *duration, *flows, tool)
+	fmt.Fprintf(os.Stderr, "lab bond: profile %s (%s), %v per method, %d flow(s), traffic from %s, congestion control %s\n",
+		p.Name, p.Description, *duration, *flows, toolName, ccName)
 	rep, err := lab.RunBondBench(ctx, lab.RunID(), lab.BenchConfig{
 		Profile: p, Duration: *duration, Flows: *flows, Schedulers: ss, Log: log, Direct: *direct,
+		Tool: *tool, CongestionControl: *cc,
 		Progress: func(phase string, left time.Duration) {
 			fmt.Fprintf(os.Stderr, "  measuring %-18s about %v left\n", phase, left.Round(time.Second))
 		},
@@ -110,6 +117,7 @@ func runLab(args []string) error {
 	if err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
+	fmt.Fprintf(os.Stderr, "lab bond: inner TCP congestion control %s\n", rep.CongestionControl)
 	printReport(os.Stdout, rep)
 	if *jsonOut != "" {
 		b, _ := json.MarshalIndent(rep, "", "  ")
@@ -146,6 +154,10 @@ func printReport(w io.Writer, rep *lab.Report) {
 		}
 		if r.Error != "" {
 			fmt.Fprintf(tw, "%s\t%s\t\t\t\t\t\t\t\t\t\n", r.Method, "failed: "+r.Error)
+			continue
+		}
+		if r.Skipped != "" {
+			fmt.Fprintf(tw, "%s\t%s\t\t\t\t\t\t\t\t\t\n", r.Method, "skipped: "+r.Skipped)
 			continue
 		}
 		var sh []string
