@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -236,5 +237,51 @@ func TestDeletedTUNStopsTheBond(t *testing.T) {
 	}
 	if err := b.Stop(); err != nil {
 		t.Fatalf("closing a bond whose TUN is gone: %v", err)
+	}
+}
+
+// TestStartRemovesAKilledRunsRouting: the rule and table a SIGKILLed run
+// left (tunbond's protocol, another route_table and rule_priority than
+// now) are gone once the next run starts; a rule that is not tunbond's
+// stays.
+func TestStartRemovesAKilledRunsRouting(t *testing.T) {
+	requireRoot(t)
+	n, err := BondTopology(1).Build(newID(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	h := n.NS("a").Host()
+	src := netip.MustParsePrefix(uplinkAddr(0, 1) + "/32")
+	for _, err := range []error{
+		h.AddRule(host.Rule{Priority: 900, Src: src, Table: 77}),
+		h.ReplaceRoute(host.Route{Dst: netip.MustParsePrefix("10.100.0.0/30"), Link: UplinkName(0), Table: 77, Scope: host.ScopeLink}),
+		h.AddRule(host.Rule{Priority: 901, Src: src, Table: 78, Protocol: 4}),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := bond.Start(endpointConfig(t, BondSpec{Weights: []int64{1}}, 1), bond.Deps{Host: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	rules, err := h.Rules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept bool
+	for _, r := range rules {
+		if r.Table == 77 {
+			t.Errorf("a killed run's rule is left: %v", r)
+		}
+		kept = kept || r.Table == 78
+	}
+	if !kept {
+		t.Error("a rule that is not tunbond's was removed")
+	}
+	if routes, _ := h.Routes(77); len(routes) != 0 {
+		t.Errorf("a killed run's table is left: %v", routes)
 	}
 }
