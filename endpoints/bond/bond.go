@@ -1,3 +1,10 @@
+// Package bond is the bond role (`tunbond endpoint`): one end of a bond of
+// several uplinks into one link. Start sets up the host and runs the engine,
+// the data plane, whose jobs each have a file: tx.go (TUN → scheduler →
+// uplinks), rx.go (uplinks → reorder; keepalive probes and replies),
+// deliver.go (reorder buffer → TUN), health.go (keepalives, path state,
+// the adaptive reorder timeout), status.go (paths' status and weights),
+// control.go (the control socket of `tunbond ctl`) and metrics.go.
 package bond
 
 import (

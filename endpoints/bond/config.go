@@ -1,6 +1,3 @@
-// Package endpoints wires tunbond's roles together: the bond endpoint (TUN,
-// scheduler, uplinks, reorder buffer, health), with its config, metrics and
-// control socket.
 package bond
 
 import (
