@@ -108,6 +108,7 @@ func TestDirectorCommands(t *testing.T) {
 // gives a number (what the numbers should be is the benchmark's job).
 func TestLabDirector(t *testing.T) {
 	requireRoot(t)
+	requireTool(t, "haproxy")
 	bin := buildTunbond(t)
 	out := filepath.Join(t.TempDir(), "director.json")
 	cmd := exec.Command(bin, "lab", "director", "--duration", "2s", "--requests", "300", "--clients", "4", "--body", "65536", "--json", out)

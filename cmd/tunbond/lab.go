@@ -152,12 +152,13 @@ func printReport(w io.Writer, rep *lab.Report) {
 		if r.Retransmits >= 0 {
 			rt = fmt.Sprint(r.Retransmits)
 		}
-		if r.Error != "" {
-			fmt.Fprintf(tw, "%s\t%s\t\t\t\t\t\t\t\t\t\n", r.Method, "failed: "+r.Error)
-			continue
-		}
-		if r.Skipped != "" {
-			fmt.Fprintf(tw, "%s\t%s\t\t\t\t\t\t\t\t\t\n", r.Method, "skipped: "+r.Skipped)
+		if r.Error != "" || r.Skipped != "" {
+			// The reason trails the row: text after the last cell widens no column.
+			why := "failed: " + r.Error
+			if r.Skipped != "" {
+				why = "skipped: " + r.Skipped
+			}
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t%s\n", r.Method, why)
 			continue
 		}
 		var sh []string

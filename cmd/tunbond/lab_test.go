@@ -18,8 +18,14 @@ import (
 
 func requireRoot(t *testing.T) { labtest.RequireRoot(t) }
 
+// requireTool skips a test whose optional tool is not installed, with the
+// reason, or fails it when CI is set.
+func requireTool(t *testing.T, name string) { labtest.RequireTool(t, name) }
+
 // TestLabBondJSON is the CI run of the main command:
 // tunbond lab bond --profile symmetric --duration 3s --json out.json
+// Every row comes from the built-in Go tool (no iperf3 or mptcpize needed);
+// the MPTCP row has a subflow per link and both links carry it.
 func TestLabBondJSON(t *testing.T) {
 	requireRoot(t)
 	out := filepath.Join(t.TempDir(), "out.json")
@@ -33,17 +39,21 @@ func TestLabBondJSON(t *testing.T) {
 	}
 	var rep struct {
 		Profile string `json:"profile"`
+		Tool    string `json:"tool"`
+		CC      string `json:"congestion_control"`
 		Links   []struct {
 			RateMbit float64 `json:"rate_mbit"`
 		} `json:"links"`
 		Results []struct {
-			Method      string  `json:"method"`
-			GoodputMbps float64 `json:"goodput_mbps"`
-			SumPct      float64 `json:"sum_pct"`
-			VsBestLink  float64 `json:"vs_best_link"`
-			RTTP50      float64 `json:"rtt_p50_ms"`
-			RTTP99      float64 `json:"rtt_p99_ms"`
-			Retransmits *int64  `json:"retransmits"`
+			Method      string    `json:"method"`
+			GoodputMbps float64   `json:"goodput_mbps"`
+			SumPct      float64   `json:"sum_pct"`
+			VsBestLink  float64   `json:"vs_best_link"`
+			RTTP50      float64   `json:"rtt_p50_ms"`
+			RTTP99      float64   `json:"rtt_p99_ms"`
+			Retransmits *int64    `json:"retransmits"`
+			LinkShare   []float64 `json:"link_share"`
+			Subflows    int       `json:"subflows"`
 		} `json:"results"`
 	}
 	if err := json.Unmarshal(b, &rep); err != nil {
@@ -52,12 +62,18 @@ func TestLabBondJSON(t *testing.T) {
 	if rep.Profile != "symmetric" || len(rep.Links) != 2 || rep.Links[0].RateMbit != 100 {
 		t.Fatalf("profile %q links %+v", rep.Profile, rep.Links)
 	}
+	if rep.Tool != lab.ToolGo || rep.CC == "" {
+		t.Errorf("tool %q congestion control %q, want go and a name", rep.Tool, rep.CC)
+	}
 	want := []string{"link-1", "link-2", "ecmp", "mptcp", "tunbond-rr", "tunbond-wrr", "tunbond-flowhash", "tunbond-delay"}
 	var got []string
 	for _, r := range rep.Results {
 		got = append(got, r.Method)
 		if r.GoodputMbps <= 0 || r.SumPct <= 0 || r.VsBestLink <= 0 || r.RTTP50 <= 0 || r.RTTP99 < r.RTTP50 || r.Retransmits == nil {
 			t.Errorf("row %+v", r)
+		}
+		if r.Method == "mptcp" && (r.Subflows != 2 || len(r.LinkShare) != 2 || r.LinkShare[0] < 0.3 || r.LinkShare[1] < 0.3) {
+			t.Errorf("mptcp: %d subflows, link shares %v; want 2 subflows over both links", r.Subflows, r.LinkShare)
 		}
 	}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
@@ -78,6 +94,7 @@ func TestLabClearErrors(t *testing.T) {
 		{[]string{"bond", "--links", "fast/10ms"}, "rate"},
 		{[]string{"bond", "--schedulers", "best"}, "not a path scheduler"},
 		{[]string{"bond", "--plot", "x.png"}, ".svg"},
+		{[]string{"bond", "--tool", "netperf"}, `no traffic tool "netperf"`},
 		{[]string{"other"}, "usage"},
 	} {
 		err := runLab(tt.args)
@@ -98,10 +115,11 @@ func buildTunbond(t *testing.T) string {
 	return bin
 }
 
-// runUntilMeasuring starts `tunbond lab bond` and returns once it measures.
-func runUntilMeasuring(t *testing.T, bin string) *exec.Cmd {
+// runUntilMeasuring starts `tunbond lab bond --tool TOOL` and returns once
+// it measures (for iperf3, once an iperf3 runs).
+func runUntilMeasuring(t *testing.T, bin, tool string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(bin, "lab", "bond", "--duration", "20s")
+	cmd := exec.Command(bin, "lab", "bond", "--duration", "20s", "--tool", tool)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -119,10 +137,15 @@ func runUntilMeasuring(t *testing.T, bin string) *exec.Cmd {
 		for sc.Scan() {
 		}
 	}()
-	// Wait until its traffic runs: an iperf3 or the Go sender's flow exists.
+	// The Go tool's flow runs in the process; an iperf3 is a child to await.
 	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) && len(childrenOf(cmd.Process.Pid)) == 0 && lab.Iperf3Available() {
+	for tool == lab.ToolIperf3 && time.Now().Before(deadline) && len(childrenOf(cmd.Process.Pid)) == 0 {
 		time.Sleep(20 * time.Millisecond)
+	}
+	if tool == lab.ToolIperf3 && len(childrenOf(cmd.Process.Pid)) == 0 {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatal("no iperf3 started within 10 s of measuring")
 	}
 	return cmd
 }
@@ -166,12 +189,23 @@ func childrenOf(pid int) []int {
 
 // TestLabTeardown: a run stopped with Ctrl-C (SIGINT) in the middle leaves
 // no namespace and no process; a run killed with SIGKILL leaves no process,
-// and its namespaces are removed by the next run (lab.CleanStale).
+// and its namespaces are removed by the next run (lab.CleanStale); with
+// each traffic tool (iperf3's are child processes).
 func TestLabTeardown(t *testing.T) {
 	requireRoot(t)
 	bin := buildTunbond(t)
+	for _, tool := range lab.Tools {
+		t.Run(tool, func(t *testing.T) {
+			if tool == lab.ToolIperf3 {
+				labtest.RequireTool(t, "iperf3")
+			}
+			testLabTeardown(t, bin, tool)
+		})
+	}
+}
 
-	cmd := runUntilMeasuring(t, bin)
+func testLabTeardown(t *testing.T, bin, tool string) {
+	cmd := runUntilMeasuring(t, bin, tool)
 	pid := cmd.Process.Pid
 	kids := childrenOf(pid)
 	if len(namespacesOf(pid)) == 0 {
@@ -195,7 +229,7 @@ func TestLabTeardown(t *testing.T) {
 		}
 	}
 
-	cmd = runUntilMeasuring(t, bin)
+	cmd = runUntilMeasuring(t, bin, tool)
 	pid = cmd.Process.Pid
 	kids = childrenOf(pid)
 	cmd.Process.Kill()

@@ -21,16 +21,29 @@ func RequireRoot(t testing.TB) {
 	t.Skip("needs root (network namespaces, TUN, raw sockets)")
 }
 
-// RequireTool returns the path of a command, or skips without it (fails in CI).
+// debPackages names the Debian package of each optional tool the tests use.
+var debPackages = map[string]string{
+	"iperf3": "iperf3", "haproxy": "haproxy", "tshark": "tshark", "tcpdump": "tcpdump",
+	"ping": "iputils-ping", "bird": "bird2", "mptcpize": "mptcpd",
+}
+
+// RequireTool is the one check of a test's optional tool: it returns the
+// command's path, or skips the test saying what is missing when CI is
+// unset, or fails it when CI is set (CI installs every tool: .ci/run).
 func RequireTool(t testing.TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err == nil {
 		return p
 	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s is not installed; .ci/run installs it", name)
+	install := name
+	if pkg, ok := debPackages[name]; ok {
+		install = "apt-get install " + pkg
 	}
-	t.Skipf("%s is not installed", name)
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s is not installed (%s), and CI runs every test; .ci/run installs it", name, install)
+		return ""
+	}
+	t.Skipf("%s is not installed (%s); skipped because CI is unset", name, install)
 	return ""
 }
