@@ -117,7 +117,7 @@ func StartDirectorLab(id string, s DirectorSpec) (_ *DirectorLab, err error) {
 		ns := n.NS(fmt.Sprintf("rs%d", i))
 		a, err := realserver.Start(realserver.Config{TUN: "vip0", Local: netip.MustParseAddr(RealAddr(i)),
 			Directors: []netip.Addr{netip.MustParseAddr(directorAddr)}, VIPs: []netip.Addr{netip.MustParseAddr(DirectorVIP)},
-			Encap: codec}, ns.Host(), log)
+			Encap: codec}, realserver.Deps{Host: ns.Host(), Log: log})
 		if err != nil {
 			return nil, fmt.Errorf("rs%d: %w", i, err)
 		}
@@ -132,7 +132,7 @@ func StartDirectorLab(id string, s DirectorSpec) (_ *DirectorLab, err error) {
 	}
 	d, err := director.Start(director.RunConfig{TUN: "vs0", Local: netip.MustParseAddr(directorAddr),
 		Encap: codec, Timeouts: director.DefaultTimeouts, Check: check,
-		Rules: rules.String()}, n.NS("director").Host(), log)
+		Rules: rules.String()}, director.Deps{Host: n.NS("director").Host(), Log: log})
 	if err != nil {
 		return nil, fmt.Errorf("director: %w", err)
 	}

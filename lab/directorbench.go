@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -88,7 +89,7 @@ func RunDirectorBench(ctx context.Context, id string, cfg DirectorBenchConfig) (
 		defer srv.Close()
 		a, err := realserver.Start(realserver.Config{TUN: "vip0", Local: netip.MustParseAddr(RealAddr(i)),
 			Directors: []netip.Addr{netip.MustParseAddr(directorAddr)}, VIPs: []netip.Addr{netip.MustParseAddr(DirectorVIP)},
-			Encap: encap.IPIP{}}, n.NS(name).Host(), nil)
+			Encap: encap.IPIP{}}, realserver.Deps{Host: n.NS(name).Host(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err != nil {
 			return nil, err
 		}

@@ -5,8 +5,20 @@ import (
 	"io"
 	"os"
 
+	"github.com/spf13/pflag"
+
 	"github.com/tunbond/tunbond/endpoints/director"
 )
+
+const admUsage = `Usage: tunbond adm [--socket PATH] [ipvsadm arguments]
+
+Drives a running director with ipvsadm's arguments: -L -n [--stats|--rate|-c],
+-A/-E/-D (services), -a/-e/-d (real servers), -C, -Z, -S -n, -R < save.
+With no arguments it lists (-L -n).
+
+Flags:
+      --socket string   admin socket of the director (default "` + director.DefaultAdminSocket + `")
+`
 
 // runAdm passes ipvsadm's arguments to the running director:
 // tunbond adm [--socket PATH] -L -n | -S | -R < save | -A ... | -a ...
@@ -14,6 +26,10 @@ func runAdm(args []string) error {
 	socket := director.DefaultAdminSocket
 	if len(args) >= 2 && args[0] == "--socket" {
 		socket, args = args[1], args[2:]
+	}
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help") {
+		fmt.Print(admUsage)
+		return pflag.ErrHelp
 	}
 	if len(args) == 0 {
 		args = []string{"-L", "-n"} // ipvsadm with no arguments lists

@@ -1,11 +1,8 @@
 package director
 
 import (
-	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"sort"
 	"strings"
 	"time"
@@ -139,52 +136,32 @@ type AdminResponse struct {
 	Error  string `json:"error,omitempty"`
 }
 
-// ServeAdmin listens on path and answers AdminRequests until ln is closed.
-func ServeAdmin(path string, d *Director) (net.Listener, error) {
-	ln, err := ctlsock.Listen(path)
+// ServeAdmin answers AdminRequests on a unix socket at path until the
+// server is closed.
+func ServeAdmin(path string, d *Director) (*ctlsock.Server, error) {
+	return serveAdmin(path, d, time.Now)
+}
+
+func serveAdmin(path string, d *Director, now func() time.Time) (*ctlsock.Server, error) {
+	s, err := ctlsock.Serve(path, 10*time.Second, func(req AdminRequest) any {
+		out, err := d.Admin(req.Args, req.Input, now())
+		resp := AdminResponse{Output: out}
+		if err != nil {
+			resp.Error = err.Error()
+		}
+		return resp
+	}, func(err error) any { return AdminResponse{Error: "bad request: " + err.Error()} })
 	if err != nil {
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				var req AdminRequest
-				if err := json.NewDecoder(bufio.NewReader(c)).Decode(&req); err != nil {
-					_ = json.NewEncoder(c).Encode(AdminResponse{Error: "bad request: " + err.Error()})
-					return
-				}
-				out, err := d.Admin(req.Args, req.Input, time.Now())
-				resp := AdminResponse{Output: out}
-				if err != nil {
-					resp.Error = err.Error()
-				}
-				_ = json.NewEncoder(c).Encode(resp)
-			}()
-		}
-	}()
-	return ln, nil
+	return s, nil
 }
 
 // AdminCall sends one command to the director at socket.
 func AdminCall(socket string, args []string, input string) (string, error) {
-	c, err := net.DialTimeout("unix", socket, 2*time.Second)
-	if err != nil {
-		return "", fmt.Errorf("admin socket %s: %w (is `tunbond director` running?)", socket, err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if err := json.NewEncoder(c).Encode(AdminRequest{Args: args, Input: input}); err != nil {
-		return "", err
-	}
 	var resp AdminResponse
-	if err := json.NewDecoder(c).Decode(&resp); err != nil {
-		return "", err
+	if err := ctlsock.Call(socket, "tunbond director", 10*time.Second, AdminRequest{Args: args, Input: input}, &resp); err != nil {
+		return "", fmt.Errorf("admin %w", err)
 	}
 	if resp.Error != "" {
 		return resp.Output, errors.New(resp.Error)

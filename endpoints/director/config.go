@@ -184,13 +184,14 @@ func (c *Config) Rules() (string, error) {
 	return b.String(), nil
 }
 
-// RunConfig is the runtime setup the config describes.
+// RunConfig is the runtime setup the config describes (the admin socket
+// included; metrics.listen is the command's).
 func (c *Config) RunConfig() RunConfig {
 	e, _ := encap.Parse(c.Encap, uint32(c.Key), false)
 	rules, _ := c.Rules()
 	t := DefaultTimeouts
 	t[StateEstablished], t[StateFinWait], t[StateUDP] = c.Timeouts.TCP, c.Timeouts.TCPFin, c.Timeouts.UDP
 	return RunConfig{TUN: c.TUN.Name, Local: netip.MustParseAddr(c.Local), Encap: e,
-		MTU: c.MTU, Connections: c.Connections, Timeouts: t, ExpireNoDest: c.ExpireNodestConn, Rules: rules,
+		MTU: c.MTU, Connections: c.Connections, Timeouts: t, ExpireNoDest: c.ExpireNodestConn, Rules: rules, AdminSocket: c.Control.Socket,
 		Check: Check{Type: c.Check.Type, Path: c.Check.Path, Interval: c.Check.Interval, Timeout: c.Check.Timeout, Rise: c.Check.Rise, Fall: c.Check.Fall}}
 }

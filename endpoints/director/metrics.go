@@ -87,25 +87,30 @@ func (d *Director) Registry() *prometheus.Registry {
 }
 
 var (
-	dRunTUN    = desc("tun_rx_packets_total", "Client packets read from the TUN.")
-	dRunSent   = desc("tx_packets_total", "Packets sent to the real servers.")
-	dRunICMP   = desc("icmp_sent_total", "ICMP errors written back to the clients (PMTU).")
-	dRunErrors = desc("tx_errors_total", "Packets the raw socket refused (no route to a real server).")
+	dRunTUN      = desc("tun_rx_packets_total", "Client packets read from the TUN.")
+	dRunSent     = desc("tx_packets_total", "Packets sent to the real servers.")
+	dRunICMP     = desc("icmp_sent_total", "ICMP errors written back to the clients (PMTU).")
+	dRunErrors   = desc("tx_errors_total", "Packets the raw socket refused (no route to a real server).")
+	dRunSegments = desc("tun_too_many_segments_total", "TUN reads that could not split a GSO packet into all its segments (the segments read were forwarded, the rest lost).")
 )
 
-// Describe and Collect export the running director's data-path counters;
-// register a Running beside its Director's collector.
-func (r *Running) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dRunTUN, dRunSent, dRunICMP, dRunErrors} {
+// dataPath exports a running director's data-path counters; Start
+// registers it beside the Director's Collector.
+type dataPath struct{ r *Running }
+
+func (c dataPath) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{dRunTUN, dRunSent, dRunICMP, dRunErrors, dRunSegments} {
 		ch <- d
 	}
 }
 
-func (r *Running) Collect(ch chan<- prometheus.Metric) {
+func (c dataPath) Collect(ch chan<- prometheus.Metric) {
+	r := c.r
 	for _, m := range []struct {
 		d *prometheus.Desc
 		v uint64
-	}{{dRunTUN, r.RxPackets.Load()}, {dRunSent, r.TxPackets.Load()}, {dRunICMP, r.Replies.Load()}, {dRunErrors, r.SendErrors.Load()}} {
+	}{{dRunTUN, r.RxPackets.Load()}, {dRunSent, r.TxPackets.Load()}, {dRunICMP, r.Replies.Load()},
+		{dRunErrors, r.SendErrors.Load()}, {dRunSegments, r.SegmentErrors.Load()}} {
 		ch <- prometheus.MustNewConstMetric(m.d, prometheus.CounterValue, float64(m.v))
 	}
 }

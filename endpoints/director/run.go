@@ -1,23 +1,21 @@
 package director
 
 import (
-	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
-	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/tunbond/tunbond/endpoints/ctlsock"
 	"github.com/tunbond/tunbond/endpoints/host"
 	"github.com/tunbond/tunbond/tunnel/conn"
 	"github.com/tunbond/tunbond/tunnel/encap"
 
-	"github.com/vishvananda/netlink"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.zx2c4.com/wireguard/tun"
 )
 
@@ -42,32 +40,110 @@ type RunConfig struct {
 	Check        Check
 	ExpireNoDest bool   // drop a failed server's connections (IPVS expire_nodest_conn)
 	Rules        string // initial services, in ipvsadm's save format
+	AdminSocket  string // where `tunbond adm` talks to it; "": no admin socket
 }
 
-// Running is a director at work on a host.
+// Transport is what the director sends on: raw sockets bound to its local
+// address, each packet to its own real server (conn.RawUplink). It never
+// receives: the real servers answer the clients directly.
+type Transport interface {
+	SendTo(pkts [][]byte, dsts []netip.Addr) (int, error)
+	Close() error
+}
+
+// Deps are the director's devices, sockets and surroundings; the zero
+// value is the real thing in the current namespace.
+type Deps struct {
+	Host       host.Host                                      // nil: host.Current()
+	OpenTUN    func(name string, mtu int) (tun.Device, error) // nil: tun.CreateTUN inside Host.Do
+	OpenUplink func(conn.RawConfig) (Transport, error)        // nil: conn.OpenRaw inside Host.Do
+	Metrics    prometheus.Registerer                          // nil: no metrics
+	Log        *slog.Logger                                   // nil: slog.Default()
+	Now        func() time.Time                               // nil: time.Now
+	// Probe checks one real server (its own address, not the VIP); nil:
+	// a TCP connect (and for http a GET) inside Host.Do, per RunConfig.Check.
+	Probe func(ctx context.Context, real netip.AddrPort) error
+}
+
+// Running is a director at work on a host: the Director's decisions over a
+// TUN (the clients' packets, routed there by VIP) and a Transport (to the
+// real servers), with the admin socket, the health checks and the metrics.
 type Running struct {
 	*Director
 	cfg     RunConfig
-	host    *host.Netlink
 	log     *slog.Logger
+	now     func() time.Time
+	probeFn func(ctx context.Context, real netip.AddrPort) error
+	host    host.Host
+	changes *host.Changes // every host change, undone by Close
 	dev     tun.Device
-	up      *conn.RawUplink
-	routeMu sync.Mutex
-	routes  map[netip.Addr]*netlink.Route // VIP → its route to the TUN
-	done    chan struct{}
-	wg      sync.WaitGroup
-	closed  atomic.Bool
+	up      Transport
+	admin   *ctlsock.Server
+	metrics prometheus.Registerer
+	regd    []prometheus.Collector
+
+	syncMu sync.Mutex // the VIP routes and the checks follow the rules under it
+	routes map[netip.Addr]host.Route
+	checks map[checkID]*checker
+
+	stopped   chan struct{} // closed when the director stops, by Close or by itself
+	stopOnce  sync.Once
+	errMu     sync.Mutex
+	err       error // why it stopped by itself
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+	wg        sync.WaitGroup
 
 	// Counters for the data path.
 	RxPackets, TxPackets, Replies, SendErrors atomic.Uint64
+	// SegmentErrors counts TUN reads that returned tun.ErrTooManySegments
+	// (the packets read alongside are forwarded; the rest of the GSO
+	// super-packet is lost).
+	SegmentErrors atomic.Uint64
 }
 
-// Start sets the director up on host (TUN, raw socket, VIP routes) and runs it.
-func Start(cfg RunConfig, host *host.Netlink, log *slog.Logger) (_ *Running, err error) {
-	if log == nil {
-		log = slog.Default()
+// Start sets the director up (TUN, raw sockets, VIP routes, admin socket)
+// and runs it until Close, or until it fails by itself (Done, Err).
+func Start(cfg RunConfig, deps Deps) (_ *Running, err error) {
+	r := &Running{cfg: cfg, log: deps.Log, now: deps.Now, probeFn: deps.Probe, host: deps.Host,
+		metrics: deps.Metrics, stopped: make(chan struct{}),
+		routes: map[netip.Addr]host.Route{}, checks: map[checkID]*checker{}}
+	if r.log == nil {
+		r.log = slog.Default()
 	}
-	r := &Running{cfg: cfg, host: host, log: log, done: make(chan struct{}), routes: map[netip.Addr]*netlink.Route{}}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	if r.host == nil {
+		h, err := host.Current()
+		if err != nil {
+			return nil, err
+		}
+		r.host = h
+	}
+	h := r.host
+	r.changes = host.NewChanges(h)
+	if r.probeFn == nil {
+		r.probeFn = r.probe
+	}
+	openTUN := deps.OpenTUN
+	if openTUN == nil {
+		openTUN = func(name string, mtu int) (dev tun.Device, err error) {
+			err = h.Do(func() (err error) { dev, err = tun.CreateTUN(name, mtu); return })
+			return
+		}
+	}
+	openUplink := deps.OpenUplink
+	if openUplink == nil {
+		openUplink = func(c conn.RawConfig) (Transport, error) {
+			var u *conn.RawUplink
+			if err := h.Do(func() (err error) { u, err = conn.OpenRaw(c); return }); err != nil {
+				return nil, err
+			}
+			return u, nil
+		}
+	}
 	defer func() {
 		if err != nil {
 			r.Close()
@@ -75,14 +151,8 @@ func Start(cfg RunConfig, host *host.Netlink, log *slog.Logger) (_ *Running, err
 	}()
 	if cfg.MTU == 0 {
 		cfg.MTU = 1500
-		if addrs, err := host.Handle().AddrList(nil, netlink.FAMILY_V4); err == nil {
-			for _, a := range addrs {
-				if a.IP.Equal(cfg.Local.AsSlice()) {
-					if l, err := host.Handle().LinkByIndex(a.LinkIndex); err == nil {
-						cfg.MTU = l.Attrs().MTU
-					}
-				}
-			}
+		if l, _, err := h.LinkByAddr(cfg.Local); err == nil {
+			cfg.MTU = l.MTU
 		}
 	}
 	if cfg.Connections == 0 {
@@ -90,64 +160,119 @@ func Start(cfg RunConfig, host *host.Netlink, log *slog.Logger) (_ *Running, err
 	}
 	r.cfg = cfg
 	r.Director = New(cfg.Connections, cfg.Timeouts, cfg.MTU, cfg.Encap)
-	if err := host.Do(func() (err error) {
-		r.up, err = conn.OpenRaw(conn.RawConfig{Local: cfg.Local, Protocols: cfg.Encap.Protocols()})
-		return
-	}); err != nil {
+	if r.up, err = openUplink(conn.RawConfig{Local: cfg.Local, Protocols: cfg.Encap.Protocols()}); err != nil {
 		return nil, fmt.Errorf("local %v: %w", cfg.Local, err)
 	}
-	if err := host.Do(func() (err error) { r.dev, err = tun.CreateTUN(cfg.TUN, 1500); return }); err != nil {
+	if r.dev, err = openTUN(cfg.TUN, 1500); err != nil {
 		return nil, fmt.Errorf("tun %s: %w", cfg.TUN, err)
 	}
-	l, err := host.Handle().LinkByName(cfg.TUN)
-	if err != nil {
-		return nil, err
+	if err := h.SetLinkUp(cfg.TUN); err != nil {
+		return nil, fmt.Errorf("tun %s: %w", cfg.TUN, err)
 	}
-	if err := host.Handle().LinkSetUp(l); err != nil {
-		return nil, err
-	}
-	r.Director.OnVIPs = func(vips []netip.Addr) {
-		if err := r.routeVIPs(vips); err != nil {
-			r.log.Error("routing VIPs to the TUN", "err", err)
-		}
-	}
+	r.Director.OnVIPs = func(vips []netip.Addr) { r.follow(vips) }
 	if cfg.Rules != "" {
 		if err := r.Director.Restore(cfg.Rules); err != nil {
 			return nil, fmt.Errorf("services: %w", err)
 		}
 	}
-	r.wg.Add(2)
+	if cfg.AdminSocket != "" {
+		if r.admin, err = serveAdmin(cfg.AdminSocket, r.Director, r.now); err != nil {
+			return nil, err
+		}
+	}
+	if r.metrics != nil {
+		for _, c := range []prometheus.Collector{Collector{r.Director}, dataPath{r}} {
+			if err := r.metrics.Register(c); err != nil {
+				return nil, fmt.Errorf("metrics: %w", err)
+			}
+			r.regd = append(r.regd, c)
+		}
+	}
+	r.wg.Add(3)
 	go r.dataLoop()
 	go r.expireLoop()
-	r.startChecks()
 	go func() {
+		defer r.wg.Done()
 		for range r.dev.Events() {
 		}
 	}()
+	r.log.Info("director started", "tun", cfg.TUN, "local", cfg.Local, "services", len(r.rulesSnapshot()), "admin", cfg.AdminSocket)
 	return r, nil
 }
 
-// routeVIPs routes exactly the given VIPs to the TUN: new ones get a route,
-// those no service uses any more lose theirs.
-func (r *Running) routeVIPs(vips []netip.Addr) error {
-	r.routeMu.Lock()
-	defer r.routeMu.Unlock()
-	if r.closed.Load() {
-		return nil
-	}
-	l, err := r.host.Handle().LinkByName(r.cfg.TUN)
+// Run starts the director and runs it until ctx ends (nil) or it stops by
+// itself (its error), then closes it.
+func Run(ctx context.Context, cfg RunConfig, deps Deps) error {
+	r, err := Start(cfg, deps)
 	if err != nil {
 		return err
 	}
+	select {
+	case <-ctx.Done():
+	case <-r.Done():
+	}
+	cerr := r.Close()
+	if err := r.Err(); err != nil {
+		if cerr != nil {
+			r.log.Warn("closing", "err", cerr)
+		}
+		return err
+	}
+	return cerr
+}
+
+// Done is closed when the director stops, by Close or by itself.
+func (r *Running) Done() <-chan struct{} { return r.stopped }
+
+// Err is why the director stopped by itself (its TUN deleted, say); nil
+// while it runs and after Close.
+func (r *Running) Err() error {
+	r.errMu.Lock()
+	defer r.errMu.Unlock()
+	return r.err
+}
+
+// fail stops the director by itself with err, once; Close still has to
+// be called to restore the host.
+func (r *Running) fail(err error) {
+	if r.closed.Load() {
+		return
+	}
+	r.stopOnce.Do(func() {
+		r.errMu.Lock()
+		r.err = err
+		r.errMu.Unlock()
+		r.log.Error("director stopped", "err", err)
+		close(r.stopped)
+	})
+}
+
+// follow brings the VIP routes and the health checks in line with the
+// rules after every change.
+func (r *Running) follow(vips []netip.Addr) {
+	r.syncMu.Lock()
+	defer r.syncMu.Unlock()
+	if r.closed.Load() {
+		return
+	}
+	if err := r.routeVIPs(vips); err != nil {
+		r.log.Error("routing VIPs to the TUN", "err", err)
+	}
+	r.syncChecks()
+}
+
+// routeVIPs routes exactly the given VIPs to the TUN: new ones get a route,
+// those no service uses any more lose theirs. r.syncMu is held.
+func (r *Running) routeVIPs(vips []netip.Addr) error {
 	want := map[netip.Addr]bool{}
 	var errs []error
 	for _, a := range vips {
 		want[a] = true
-		if r.routes[a] != nil {
+		if _, ok := r.routes[a]; ok {
 			continue
 		}
-		rt := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}}
-		if err := r.host.Handle().RouteReplace(rt); err != nil {
+		rt := host.Route{Dst: netip.PrefixFrom(a, a.BitLen()), Link: r.cfg.TUN, Scope: host.ScopeLink}
+		if err := r.changes.ReplaceRoute(rt); err != nil {
 			errs = append(errs, fmt.Errorf("route %v to %s: %w", a, r.cfg.TUN, err))
 			continue
 		}
@@ -155,7 +280,9 @@ func (r *Running) routeVIPs(vips []netip.Addr) error {
 	}
 	for a, rt := range r.routes {
 		if !want[a] {
-			_ = r.host.Handle().RouteDel(rt)
+			if err := r.changes.DelRoute(rt); err != nil {
+				errs = append(errs, err)
+			}
 			delete(r.routes, a)
 		}
 	}
@@ -173,7 +300,8 @@ func (r *Running) rulesSnapshot() []Service {
 }
 
 // dataLoop reads client packets from the TUN, decides each, and sends the
-// batch to the real servers in one sendmmsg.
+// batch to the real servers in one sendmmsg. A read error other than
+// tun.ErrTooManySegments (the TUN deleted) stops the director.
 func (r *Running) dataLoop() {
 	defer r.wg.Done()
 	bs := r.dev.BatchSize()
@@ -187,44 +315,56 @@ func (r *Running) dataLoop() {
 	var replies [][]byte
 	for {
 		n, err := r.dev.Read(bufs, sizes, encap.Headroom)
+		if n > 0 {
+			// The packets read alongside an error are good: handle them first.
+			out, dsts, replies = r.forward(bufs[:n], sizes[:n], out[:0], dsts[:0], replies[:0])
+		}
 		if err != nil {
-			if r.closed.Load() || errors.Is(err, os.ErrClosed) {
-				return
+			if errors.Is(err, tun.ErrTooManySegments) {
+				r.SegmentErrors.Add(1)
+				continue
 			}
-			continue
-		}
-		now := time.Now()
-		out, dsts, replies = out[:0], dsts[:0], replies[:0]
-		r.Director.Lock()
-		for i := 0; i < n; i++ {
-			r.RxPackets.Add(1)
-			v := r.Director.Process(bufs[i][encap.Headroom:encap.Headroom+sizes[i]], now)
-			switch {
-			case v.Forward:
-				if pkt := r.cfg.Encap.EncapData(bufs[i], encap.Headroom, sizes[i], 0); pkt != nil {
-					out = append(out, pkt)
-					dsts = append(dsts, v.Real.Addr())
-				}
-			case v.Reply > 0:
-				b := make([]byte, 16+v.Reply)
-				copy(b[16:], r.Director.ICMP()[:v.Reply])
-				replies = append(replies, b)
+			if !r.closed.Load() {
+				r.fail(fmt.Errorf("reading tun %s: %w (was it deleted?)", r.cfg.TUN, err))
 			}
-		}
-		r.Director.Unlock()
-		if len(out) > 0 {
-			sent, err := r.up.SendTo(out, dsts)
-			r.TxPackets.Add(uint64(sent))
-			if err != nil {
-				r.SendErrors.Add(uint64(len(out) - sent))
-			}
-		}
-		if len(replies) > 0 {
-			if _, err := r.dev.Write(replies, 16); err == nil {
-				r.Replies.Add(uint64(len(replies)))
-			}
+			return
 		}
 	}
+}
+
+// forward decides a batch read from the TUN and sends it.
+func (r *Running) forward(bufs [][]byte, sizes []int, out [][]byte, dsts []netip.Addr, replies [][]byte) ([][]byte, []netip.Addr, [][]byte) {
+	now := r.now()
+	r.Director.Lock()
+	for i := range bufs {
+		r.RxPackets.Add(1)
+		v := r.Director.Process(bufs[i][encap.Headroom:encap.Headroom+sizes[i]], now)
+		switch {
+		case v.Forward:
+			if pkt := r.cfg.Encap.EncapData(bufs[i], encap.Headroom, sizes[i], 0); pkt != nil {
+				out = append(out, pkt)
+				dsts = append(dsts, v.Real.Addr())
+			}
+		case v.Reply > 0:
+			b := make([]byte, 16+v.Reply)
+			copy(b[16:], r.Director.ICMP()[:v.Reply])
+			replies = append(replies, b)
+		}
+	}
+	r.Director.Unlock()
+	if len(out) > 0 {
+		sent, err := r.up.SendTo(out, dsts)
+		r.TxPackets.Add(uint64(sent))
+		if err != nil {
+			r.SendErrors.Add(uint64(len(out) - sent))
+		}
+	}
+	if len(replies) > 0 {
+		if _, err := r.dev.Write(replies, 16); err == nil {
+			r.Replies.Add(uint64(len(replies)))
+		}
+	}
+	return out, dsts, replies
 }
 
 func (r *Running) expireLoop() {
@@ -233,102 +373,44 @@ func (r *Running) expireLoop() {
 	defer t.Stop()
 	for {
 		select {
-		case now := <-t.C:
+		case <-t.C:
+			now := r.now()
 			r.Director.Expire(now)
 			r.Director.Estimate(now)
-		case <-r.done:
+		case <-r.stopped:
 			return
 		}
 	}
 }
 
-// startChecks runs one health check per real server of every service.
-func (r *Running) startChecks() {
-	c := r.cfg.Check
-	if c.Type == "" || c.Type == "none" {
-		return
-	}
-	for _, s := range r.rulesSnapshot() {
-		for _, x := range s.Reals {
-			r.wg.Add(1)
-			go r.checkLoop(s.Proto, s.VIP, x.Addr)
-		}
-	}
-}
-
-func (r *Running) checkLoop(proto uint8, vip, rip netip.AddrPort) {
-	defer r.wg.Done()
-	c := r.cfg.Check
-	up, streak := true, 0
-	t := time.NewTicker(c.Interval)
-	defer t.Stop()
-	for {
-		t0 := time.Now()
-		ok := r.probe(rip) == nil
-		r.Director.RecordCheck(proto, vip, rip, time.Since(t0))
-		if ok == up {
-			streak = 0
-		} else {
-			streak++
-			if (ok && streak >= c.Rise) || (!ok && streak >= c.Fall) {
-				up, streak = ok, 0
-				r.log.Info("real server health", "service", vip, "real", rip, "up", up)
-				_ = r.Director.SetHealth(proto, vip, rip, up, !up && r.cfg.ExpireNoDest)
-			}
-		}
-		select {
-		case <-t.C:
-		case <-r.done:
-			return
-		}
-	}
-}
-
-// probe connects to the real server (its own address, not the VIP) and,
-// for http, asks for the path and wants a 2xx or 3xx.
-func (r *Running) probe(rip netip.AddrPort) error {
-	c := r.cfg.Check
-	var conn net.Conn
-	if err := r.host.Do(func() (err error) {
-		conn, err = net.DialTimeout("tcp", rip.String(), c.Timeout)
-		return
-	}); err != nil {
-		return err
-	}
-	defer conn.Close()
-	if c.Type != "http" {
-		return nil
-	}
-	_ = conn.SetDeadline(time.Now().Add(c.Timeout))
-	fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: tunbond-check\r\n\r\n", c.Path, rip.Addr())
-	line, err := bufio.NewReader(conn).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	f := strings.Fields(line)
-	if len(f) < 2 || (f[1][0] != '2' && f[1][0] != '3') {
-		return fmt.Errorf("http status %q", strings.TrimSpace(line))
-	}
-	return nil
-}
-
-// Close stops the director and removes its TUN and routes.
+// Close stops the director, closes its admin socket, TUN and sockets and
+// undoes its host changes (the VIP routes). It returns what failed.
 func (r *Running) Close() error {
-	if !r.closed.CompareAndSwap(false, true) {
-		return nil
-	}
-	close(r.done)
-	r.routeMu.Lock()
-	for _, rt := range r.routes {
-		_ = r.host.Handle().RouteDel(rt)
-	}
-	r.routeMu.Unlock()
-	if r.dev != nil {
-		r.dev.Close()
-	}
-	if r.up != nil {
-		r.up.Close()
-	}
-	r.wg.Wait()
-	return nil
+	r.closeOnce.Do(func() {
+		r.closed.Store(true)
+		r.stopOnce.Do(func() { close(r.stopped) })
+		var errs []error
+		if r.admin != nil {
+			errs = append(errs, r.admin.Close())
+		}
+		r.syncMu.Lock()
+		r.stopChecks()
+		r.routes = map[netip.Addr]host.Route{}
+		r.syncMu.Unlock()
+		if r.changes != nil {
+			errs = append(errs, r.changes.Undo())
+		}
+		if r.dev != nil {
+			errs = append(errs, r.dev.Close())
+		}
+		if r.up != nil {
+			errs = append(errs, r.up.Close())
+		}
+		r.wg.Wait()
+		for _, c := range r.regd {
+			r.metrics.Unregister(c)
+		}
+		r.closeErr = errors.Join(errs...)
+	})
+	return r.closeErr
 }

@@ -3,8 +3,6 @@ package realserver
 import (
 	"fmt"
 	"net/netip"
-	"os"
-	"strings"
 
 	"github.com/tunbond/tunbond/endpoints/config"
 	"github.com/tunbond/tunbond/endpoints/host"
@@ -82,57 +80,34 @@ func LoadConfig(file string, fs *pflag.FlagSet) (*Config, *FileConfig, error) {
 	return c, &f, errs.Err()
 }
 
-// Check says, in plain words, what on the host (in the namespace host runs
-// in) would stop this agent, or a kernel real server, from serving the VIPs.
-// It returns one line per problem; none means ready.
-func Check(c *Config, host *host.Netlink) []string {
+// Check says, in plain words, what on the host (the namespace h runs in)
+// would stop this agent, or a kernel real server, from serving the VIPs.
+// It returns one line per problem; none means ready. It changes nothing.
+func Check(c *Config, h host.Host) []string {
 	var out []string
 	sysctl := func(key string) string {
-		var v string
-		_ = host.Do(func() error {
-			b, err := os.ReadFile("/proc/sys/net/ipv4/" + key)
-			v = strings.TrimSpace(string(b))
-			return err
-		})
+		v, _ := h.Sysctl("net.ipv4." + key)
 		return v
 	}
-	found := false
-	if addrs, err := host.Handle().AddrList(nil, 0); err == nil {
-		for _, a := range addrs {
-			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == c.Local {
-				found = true
-			}
-		}
-	}
-	if !found {
+	if _, _, err := h.LinkByAddr(c.Local); err != nil {
 		out = append(out, fmt.Sprintf("the local address %v is not on this host: the directors' packets will not arrive", c.Local))
 	}
 	for _, dev := range []string{"all", "default"} {
-		if v := sysctl("conf/" + dev + "/rp_filter"); v == "1" {
-			out = append(out, fmt.Sprintf("net.ipv4.conf.%s.rp_filter is 1 (strict): packets to the VIP arrive on the TUN but replies leave by the default route, so strict filtering drops them; the agent sets it to 0 when it starts, or set it to 0 or 2", dev))
+		if v := sysctl("conf." + dev + ".rp_filter"); v == "1" {
+			out = append(out, fmt.Sprintf("net.ipv4.conf.%s.rp_filter is 1 (strict): packets to the VIP arrive on the TUN but replies leave by the default route, so strict filtering drops them; the agent loosens it while it runs (the TUN's to 0, all's to 2), or set it to 0 or 2", dev))
 		}
 	}
-	if l, err := host.Handle().LinkByName("tunl0"); err == nil && l != nil {
+	if _, err := h.Link("tunl0"); err == nil {
 		out = append(out, "the kernel's ipip module is loaded (tunl0 exists): it takes the directors' IPIP packets too; either use it (VIP on lo, tunl0 up) or unload it for the agent")
 	}
 	// A VIP on a real interface answers ARP for it: it must not.
-	if links, err := host.Handle().LinkList(); err == nil {
-		for _, l := range links {
-			name := l.Attrs().Name
-			if name == "lo" || name == c.TUN {
-				continue
-			}
-			addrs, _ := host.Handle().AddrList(l, 0)
-			for _, a := range addrs {
-				ip, _ := netip.AddrFromSlice(a.IP)
-				for _, v := range c.VIPs {
-					if ip.Unmap() == v {
-						if sysctl("conf/all/arp_ignore") != "1" || sysctl("conf/all/arp_announce") != "2" {
-							out = append(out, fmt.Sprintf("the VIP %v is on %s, a real interface: set net.ipv4.conf.all.arp_ignore=1 and arp_announce=2, or this host will answer ARP for the VIP and steal the director's traffic", v, name))
-						}
-					}
-				}
-			}
+	for _, v := range c.VIPs {
+		l, _, err := h.LinkByAddr(v)
+		if err != nil || l.Name == "lo" || l.Name == c.TUN {
+			continue
+		}
+		if sysctl("conf.all.arp_ignore") != "1" || sysctl("conf.all.arp_announce") != "2" {
+			out = append(out, fmt.Sprintf("the VIP %v is on %s, a real interface: set net.ipv4.conf.all.arp_ignore=1 and arp_announce=2, or this host will answer ARP for the VIP and steal the director's traffic", v, l.Name))
 		}
 	}
 	return out

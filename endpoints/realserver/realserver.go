@@ -5,13 +5,16 @@
 package realserver
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/tunbond/tunbond/endpoints/host"
 	"github.com/tunbond/tunbond/tunnel/conn"
@@ -19,7 +22,6 @@ import (
 	"github.com/tunbond/tunbond/tunnel/header"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/tun"
 )
 
@@ -32,82 +34,228 @@ type Config struct {
 	Encap     encap.Encapsulation
 }
 
+// Transport is what the agent receives the directors' packets on: raw
+// sockets bound to its local address (conn.RawUplink, conntest's fake).
+// It never sends: replies leave by the host's own routes.
+type Transport interface {
+	Receivers() []conn.ReceiveFunc
+	BatchSize() int
+	Close() error
+}
+
+// Deps are the agent's devices, sockets and surroundings; the zero value
+// is the real thing in the current namespace.
+type Deps struct {
+	Host       host.Host                                      // nil: host.Current()
+	OpenTUN    func(name string, mtu int) (tun.Device, error) // nil: tun.CreateTUN inside Host.Do
+	OpenUplink func(conn.RawConfig) (Transport, error)        // nil: conn.OpenRaw inside Host.Do
+	Metrics    prometheus.Registerer                          // nil: no metrics
+	Log        *slog.Logger                                   // nil: slog.Default()
+	Now        func() time.Time                               // nil: time.Now
+}
+
 // Agent is a running real-server agent.
 type Agent struct {
 	cfg       Config
-	host      *host.Netlink
 	log       *slog.Logger
+	host      host.Host
+	changes   *host.Changes // host-wide changes (all.rp_filter), undone by Close
+	onTUN     *host.Changes // the TUN's own (its VIPs, its rp_filter): gone with it if it is deleted
 	dev       tun.Device
-	up        *conn.RawUplink
+	up        Transport
 	directors map[netip.Addr]bool
-	wg        sync.WaitGroup
-	closed    atomic.Bool
+	metrics   prometheus.Registerer
 	wmu       sync.Mutex
+
+	stopped   chan struct{}
+	stopOnce  sync.Once
+	errMu     sync.Mutex
+	err       error
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+	wg        sync.WaitGroup
 
 	Received atomic.Uint64                         // packets handed to the TUN
 	Dropped  [header.NumDecodeErrors]atomic.Uint64 // by reason
 }
 
-// Start sets the host up (TUN with the VIPs, rp_filter) and runs the agent.
-func Start(cfg Config, host *host.Netlink, log *slog.Logger) (_ *Agent, err error) {
-	if log == nil {
-		log = slog.Default()
-	}
+// Start sets the host up (TUN with the VIPs, rp_filter) and runs the agent
+// until Close, or until it fails by itself (Done, Err).
+func Start(cfg Config, deps Deps) (_ *Agent, err error) {
 	if len(cfg.Directors) == 0 {
 		return nil, errors.New("realserver: no director addresses: packets are accepted only from them")
 	}
-	a := &Agent{cfg: cfg, host: host, log: log, directors: map[netip.Addr]bool{}}
+	a := &Agent{cfg: cfg, log: deps.Log, host: deps.Host, metrics: deps.Metrics,
+		directors: map[netip.Addr]bool{}, stopped: make(chan struct{})}
+	if a.log == nil {
+		a.log = slog.Default()
+	}
+	if a.host == nil {
+		h, err := host.Current()
+		if err != nil {
+			return nil, err
+		}
+		a.host = h
+	}
+	h := a.host
+	a.changes, a.onTUN = host.NewChanges(h), host.NewChanges(h)
 	for _, d := range cfg.Directors {
 		a.directors[d] = true
+	}
+	openTUN := deps.OpenTUN
+	if openTUN == nil {
+		openTUN = func(name string, mtu int) (dev tun.Device, err error) {
+			err = h.Do(func() (err error) { dev, err = tun.CreateTUN(name, mtu); return })
+			return
+		}
+	}
+	openUplink := deps.OpenUplink
+	if openUplink == nil {
+		openUplink = func(c conn.RawConfig) (Transport, error) {
+			var u *conn.RawUplink
+			if err := h.Do(func() (err error) { u, err = conn.OpenRaw(c); return }); err != nil {
+				return nil, err
+			}
+			return u, nil
+		}
 	}
 	defer func() {
 		if err != nil {
 			a.Close()
 		}
 	}()
-	if err := host.Do(func() (err error) {
-		a.up, err = conn.OpenRaw(conn.RawConfig{Local: cfg.Local, Protocols: cfg.Encap.Protocols()})
-		return
-	}); err != nil {
-		return nil, err
+	if a.up, err = openUplink(conn.RawConfig{Local: cfg.Local, Protocols: cfg.Encap.Protocols()}); err != nil {
+		return nil, fmt.Errorf("local %v: %w", cfg.Local, err)
 	}
-	if err := host.Do(func() (err error) { a.dev, err = tun.CreateTUN(cfg.TUN, 1500); return }); err != nil {
+	if a.dev, err = openTUN(cfg.TUN, 1500); err != nil {
 		return nil, fmt.Errorf("tun %s: %w", cfg.TUN, err)
 	}
-	l, err := host.Handle().LinkByName(cfg.TUN)
-	if err != nil {
-		return nil, err
-	}
 	for _, v := range cfg.VIPs {
-		addr, _ := netlink.ParseAddr(netip.PrefixFrom(v, v.BitLen()).String())
-		if err := host.Handle().AddrReplace(l, addr); err != nil {
+		if err := a.onTUN.ReplaceAddr(cfg.TUN, netip.PrefixFrom(v, v.BitLen())); err != nil {
 			return nil, fmt.Errorf("VIP %v on %s: %w", v, cfg.TUN, err)
 		}
 	}
-	if err := host.Handle().LinkSetUp(l); err != nil {
+	if err := h.SetLinkUp(cfg.TUN); err != nil {
+		return nil, fmt.Errorf("tun %s: %w", cfg.TUN, err)
+	}
+	if err := a.loosenRPFilter(); err != nil {
 		return nil, err
 	}
-	// The clients' packets arrive on the TUN, their replies leave by the
-	// default route: strict reverse-path filtering would drop them.
-	if err := host.Do(func() error {
-		for _, dev := range []string{"all", cfg.TUN} {
-			if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+dev+"/rp_filter", []byte("0"), 0o644); err != nil {
-				return fmt.Errorf("rp_filter on %s: %w", dev, err)
-			}
+	if a.metrics != nil {
+		if err := a.metrics.Register(a); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
 		}
-		return nil
-	}); err != nil {
-		return nil, err
 	}
 	for _, recv := range a.up.Receivers() {
 		a.wg.Add(1)
 		go a.rxLoop(recv)
 	}
+	a.wg.Add(2)
+	go a.tunLoop()
 	go func() {
+		defer a.wg.Done()
 		for range a.dev.Events() {
 		}
 	}()
+	a.log.Info("real server agent started", "tun", cfg.TUN, "vips", cfg.VIPs, "directors", cfg.Directors)
 	return a, nil
+}
+
+// rpFilterKey is the sysctl of dev's reverse-path filter.
+func rpFilterKey(dev string) string {
+	if strings.Contains(dev, ".") { // sysctl's slashed form keeps the dot of a VLAN name
+		return "net/ipv4/conf/" + dev + "/rp_filter"
+	}
+	return "net.ipv4.conf." + dev + ".rp_filter"
+}
+
+// loosenRPFilter lets the clients' packets in on the TUN: their replies
+// leave by the default route, so strict reverse-path filtering (1) would
+// drop them. The filter in force on an interface is max(all, its own): the
+// TUN's is set to 0, and `all` is loosened (to 2) only if it is strict;
+// Close restores both.
+func (a *Agent) loosenRPFilter() error {
+	if err := a.onTUN.SetSysctl(rpFilterKey(a.cfg.TUN), "0"); err != nil {
+		return fmt.Errorf("rp_filter on %s: %w", a.cfg.TUN, err)
+	}
+	all, err := a.host.Sysctl(rpFilterKey("all"))
+	if err != nil {
+		return fmt.Errorf("rp_filter: %w", err)
+	}
+	if all == "1" {
+		if err := a.changes.SetSysctl(rpFilterKey("all"), "2"); err != nil {
+			return fmt.Errorf("rp_filter on all: %w", err)
+		}
+	}
+	return nil
+}
+
+// Run starts the agent and runs it until ctx ends (nil) or it stops by
+// itself (its error), then closes it.
+func Run(ctx context.Context, cfg Config, deps Deps) error {
+	a, err := Start(cfg, deps)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case <-a.Done():
+	}
+	cerr := a.Close()
+	if err := a.Err(); err != nil {
+		if cerr != nil {
+			a.log.Warn("closing", "err", cerr)
+		}
+		return err
+	}
+	return cerr
+}
+
+// Done is closed when the agent stops, by Close or by itself.
+func (a *Agent) Done() <-chan struct{} { return a.stopped }
+
+// Err is why the agent stopped by itself (its TUN deleted, say); nil while
+// it runs and after Close.
+func (a *Agent) Err() error {
+	a.errMu.Lock()
+	defer a.errMu.Unlock()
+	return a.err
+}
+
+func (a *Agent) fail(err error) {
+	if a.closed.Load() {
+		return
+	}
+	a.stopOnce.Do(func() {
+		a.errMu.Lock()
+		a.err = err
+		a.errMu.Unlock()
+		a.log.Error("real server agent stopped", "err", err)
+		close(a.stopped)
+	})
+}
+
+// tunLoop reads what the host routes into the TUN (nothing the agent
+// needs: replies leave by the host's routes) and drops it; its read failing
+// is how a deleted TUN is noticed, traffic or not.
+func (a *Agent) tunLoop() {
+	defer a.wg.Done()
+	bs := a.dev.BatchSize()
+	bufs := make([][]byte, bs)
+	sizes := make([]int, bs)
+	for i := range bufs {
+		bufs[i] = make([]byte, 16+65536)
+	}
+	for {
+		_, err := a.dev.Read(bufs, sizes, 16)
+		if err != nil && !errors.Is(err, tun.ErrTooManySegments) {
+			if !a.closed.Load() {
+				a.fail(fmt.Errorf("reading tun %s: %w (was it deleted?)", a.cfg.TUN, err))
+			}
+			return
+		}
+	}
 }
 
 // rxLoop decapsulates what the directors send and writes it to the TUN.
@@ -126,64 +274,93 @@ func (a *Agent) rxLoop(recv conn.ReceiveFunc) {
 			if a.closed.Load() {
 				return
 			}
+			select {
+			case <-a.stopped:
+				return
+			default:
+			}
 			continue
 		}
 		out = out[:0]
 		for i := 0; i < n; i++ {
-			pkt := bufs[i][:sizes[i]]
-			if sizes[i] == 0 {
-				a.Dropped[header.ErrTruncated].Add(1)
-				continue
+			if p := a.decap(bufs[i], sizes[i]); p != nil {
+				out = append(out, p)
 			}
-			ip := header.IPv4(pkt)
-			if ip.Validate() != nil {
-				a.Dropped[header.ErrTooShort].Add(1)
-				continue
-			}
-			src := ip.Src()
-			if !a.directors[src] {
-				a.Dropped[header.ErrWrongSource].Add(1)
-				continue
-			}
-			d, err := a.cfg.Encap.Decap(pkt, src.As4())
-			if err != nil || d.Kind != encap.KindData && d.Kind != encap.KindControl {
-				var de header.DecodeError
-				if errors.As(err, &de) {
-					a.Dropped[de].Add(1)
-				}
-				continue
-			}
-			if d.Kind == encap.KindControl {
-				continue
-			}
-			// In place: the inner packet starts at least 20 bytes in (the
-			// outer header), room for the 16 the TUN write wants in front,
-			// and the rest of the 64 KiB buffer lets GRO coalesce into it.
-			out = append(out, bufs[i][d.Off-16:d.Off+d.Len])
 		}
 		if len(out) > 0 {
 			a.wmu.Lock()
-			if _, err := a.dev.Write(out, 16); err == nil {
-				a.Received.Add(uint64(len(out)))
-			}
+			_, err := a.dev.Write(out, 16)
 			a.wmu.Unlock()
+			if err == nil {
+				a.Received.Add(uint64(len(out)))
+			} else if errors.Is(err, os.ErrClosed) && !a.closed.Load() {
+				a.fail(fmt.Errorf("writing tun %s: %w (was it deleted?)", a.cfg.TUN, err))
+				return
+			}
 		}
 	}
 }
 
-// Close stops the agent; closing the TUN removes it and its VIPs.
-func (a *Agent) Close() error {
-	if !a.closed.CompareAndSwap(false, true) {
+// decap checks one received packet and returns its inner packet with the
+// 16 bytes in front that the TUN write wants, or nil (counted) to drop it.
+func (a *Agent) decap(buf []byte, size int) []byte {
+	if size == 0 {
+		a.Dropped[header.ErrTruncated].Add(1)
 		return nil
 	}
-	if a.up != nil {
-		a.up.Close()
+	pkt := buf[:size]
+	ip := header.IPv4(pkt)
+	if ip.Validate() != nil {
+		a.Dropped[header.ErrTooShort].Add(1)
+		return nil
 	}
-	if a.dev != nil {
-		a.dev.Close()
+	src := ip.Src()
+	if !a.directors[src] {
+		a.Dropped[header.ErrWrongSource].Add(1)
+		return nil
 	}
-	a.wg.Wait()
-	return nil
+	d, err := a.cfg.Encap.Decap(pkt, src.As4())
+	if err != nil {
+		var de header.DecodeError
+		if errors.As(err, &de) {
+			a.Dropped[de].Add(1)
+		}
+		return nil
+	}
+	if d.Kind != encap.KindData {
+		return nil // a tunbond control message: not for the services
+	}
+	// In place: the inner packet starts at least 20 bytes in (the outer
+	// header), room for the 16 the TUN write wants in front, and the rest
+	// of the 64 KiB buffer lets GRO coalesce into it.
+	return buf[d.Off-16 : d.Off+d.Len]
+}
+
+// Close stops the agent, removes its VIPs, restores rp_filter and closes
+// the TUN and the sockets. It returns what failed.
+func (a *Agent) Close() error {
+	a.closeOnce.Do(func() {
+		a.closed.Store(true)
+		a.stopOnce.Do(func() { close(a.stopped) })
+		var errs []error
+		// The TUN's own settings go with it when it was deleted under us.
+		if _, err := a.host.Link(a.cfg.TUN); err == nil || !errors.Is(err, host.ErrNotFound) {
+			errs = append(errs, a.onTUN.Undo())
+		}
+		errs = append(errs, a.changes.Undo())
+		if a.up != nil {
+			errs = append(errs, a.up.Close())
+		}
+		if a.dev != nil {
+			errs = append(errs, a.dev.Close())
+		}
+		a.wg.Wait()
+		if a.metrics != nil {
+			a.metrics.Unregister(a)
+		}
+		a.closeErr = errors.Join(errs...)
+	})
+	return a.closeErr
 }
 
 var (
