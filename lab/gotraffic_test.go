@@ -123,6 +123,9 @@ func TestGoFlowMPTCP(t *testing.T) {
 	t.Logf("%.1f Mbit/s %v, %d subflows, uplink 2 carried %.2f of the bytes, %d RTT samples", r.GoodputMbps, r.PerSecond, r.Subflows, share, len(r.RTTs))
 	if r.Subflows != 2 {
 		t.Errorf("%d subflows, want 2", r.Subflows)
+		for _, side := range []string{"a", "b"} {
+			t.Logf("site %s: %s", side, mptcpCounters(n.NS(side)))
+		}
 	}
 	if share < 0.3 || share > 0.7 {
 		t.Errorf("uplink 2 carried %.2f of the bytes, want about half", share)
@@ -200,4 +203,27 @@ func TestGoFlowUnknownCongestion(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no-such-cc") {
 		t.Fatalf("err %v", err)
 	}
+}
+
+// mptcpCounters returns a namespace's non-zero MPTcpExt counters (nstat's).
+func mptcpCounters(ns *Namespace) string {
+	var b []byte
+	_ = ns.Do(func() (err error) { b, err = os.ReadFile("/proc/thread-self/net/netstat"); return })
+	var names, out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "MPTcpExt:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i := 1; i < len(f) && i < len(names); i++ {
+			if f[i] != "0" {
+				out = append(out, names[i]+"="+f[i])
+			}
+		}
+	}
+	return strings.Join(out, " ")
 }
