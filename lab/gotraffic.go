@@ -230,6 +230,9 @@ func goFlow(ctx context.Context, f Flow) (res FlowResult, err error) {
 				if _, _, r := senderInfo(s, f.MPTCP); r >= 0 {
 					res.Retransmits = max(res.Retransmits, 0) + r
 				}
+				if f.MPTCP && fellBack(s) {
+					return FlowResult{}, errors.New("the MPTCP connection fell back to plain TCP during the run")
+				}
 			}
 			g.stop()
 			res.ToolCPU = time.Duration(g.toolCPU.Load())
@@ -348,10 +351,8 @@ func (g *goFlows) send(ctx context.Context, port int, ready func(*sock, string, 
 		if err := connect(ctx, s.fd, dst, 5*time.Second); err != nil {
 			return fmt.Errorf("connect %s:%d: %w", f.DstAddr, port, err)
 		}
-		if f.MPTCP {
-			if _, err := unix.GetsockoptInt(s.fd, unix.SOL_MPTCP, mptcpInfo); err != nil {
-				return fmt.Errorf("the MPTCP connection fell back to plain TCP (%v): does the receiver's namespace have net.mptcp.enabled?", err)
-			}
+		if f.MPTCP && fellBack(s) {
+			return errors.New("the MPTCP connection fell back to plain TCP: does the receiver's namespace have net.mptcp.enabled?")
 		}
 		cc, err := unix.GetsockoptString(s.fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION)
 		if err != nil {
@@ -374,6 +375,16 @@ func (g *goFlows) send(ctx context.Context, port int, ready func(*sock, string, 
 	if err != nil {
 		ready(nil, "", err)
 	}
+}
+
+// fellBack reports whether an MPTCP socket now runs as plain TCP: then
+// MPTCP_INFO fails with EOPNOTSUPP (what Go's TCPConn.MultipathTCP checks).
+func fellBack(s *sock) bool {
+	err := s.with(func(fd int) error {
+		_, err := unix.GetsockoptInt(fd, unix.SOL_MPTCP, mptcpInfo)
+		return err
+	})
+	return err == unix.EOPNOTSUPP || err == unix.ENOPROTOOPT
 }
 
 // setCongestion sets a socket's TCP congestion control (TCP_CONGESTION),
