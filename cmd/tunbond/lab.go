@@ -158,7 +158,7 @@ func printReport(w io.Writer, rep *lab.Report) {
 			if r.Skipped != "" {
 				why = "skipped: " + r.Skipped
 			}
-			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t%s\n", r.Method, why)
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t  %s\n", r.Method, why)
 			continue
 		}
 		var sh []string
