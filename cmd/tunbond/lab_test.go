@@ -20,7 +20,7 @@ func requireRoot(t *testing.T) { labtest.RequireRoot(t) }
 
 // requireTool skips a test whose optional tool is not installed, with the
 // reason, or fails it when CI is set.
-func requireTool(t *testing.T, name string) { labtest.RequireTool(t, name) }
+func requireTool(t *testing.T, name string) { t.Helper(); labtest.RequireTool(t, name) }
 
 // TestLabBondJSON is the CI run of the main command:
 // tunbond lab bond --profile symmetric --duration 3s --json out.json
