@@ -1,15 +1,21 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/tunbond/tunbond/lab"
 )
@@ -131,5 +137,203 @@ func TestLabDirector(t *testing.T) {
 		if r.Error != "" || r.ReqPerS <= 0 {
 			t.Fatalf("row %+v", r)
 		}
+	}
+}
+
+// roleProc is a role's process in a namespace with its stderr kept.
+type roleProc struct {
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	lines  []string
+	exited chan error
+}
+
+func (p *roleProc) log() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.lines, "\n")
+}
+
+// startRole runs the binary in ns and returns once a line with want is on
+// its stderr; it is interrupted when the test ends if still running.
+func startRole(t *testing.T, ns *lab.Namespace, want, bin string, args ...string) *roleProc {
+	t.Helper()
+	p := &roleProc{cmd: exec.Command(bin, args...), exited: make(chan error, 1)}
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.Start(p.cmd); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		seen := false
+		for sc.Scan() {
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			p.mu.Unlock()
+			if !seen && strings.Contains(sc.Text(), want) {
+				seen = true
+				close(started)
+			}
+		}
+		p.exited <- p.cmd.Wait()
+	}()
+	select {
+	case <-started:
+	case err := <-p.exited:
+		t.Fatalf("%v did not start (%v):\n%s", args, err, p.log())
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%v did not start:\n%s", args, p.log())
+	}
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Signal(os.Interrupt)
+		}
+	})
+	return p
+}
+
+// wait returns the process's exit code once it ends.
+func (p *roleProc) wait(t *testing.T, what string) int {
+	t.Helper()
+	select {
+	case err := <-p.exited:
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: still running:\n%s", what, p.log())
+	}
+	return -1
+}
+
+func sysctlIn(t *testing.T, ns *lab.Namespace, key string) string {
+	t.Helper()
+	var v string
+	if err := ns.Do(func() error {
+		b, err := os.ReadFile("/proc/sys/net/" + key)
+		v = strings.TrimSpace(string(b))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func setSysctlIn(t *testing.T, ns *lab.Namespace, key, v string) {
+	t.Helper()
+	if err := ns.Do(func() error { return os.WriteFile("/proc/sys/net/"+key, []byte(v), 0o644) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// roleConfigs writes a director config (one service, no checks) and a
+// real server config for the director topology.
+func roleConfigs(t *testing.T) (dir, dcfg, rcfg string) {
+	dir = t.TempDir()
+	dcfg = filepath.Join(dir, "director.yaml")
+	rcfg = filepath.Join(dir, "rs.yaml")
+	os.WriteFile(dcfg, []byte(fmt.Sprintf("local: %s\ncheck: {type: none}\ncontrol: {socket: %s}\nservices:\n  - {proto: tcp, vip: %s:80, reals: [{address: %s:80}]}\n",
+		lab.DirectorAddr, filepath.Join(dir, "director.sock"), lab.DirectorVIP, lab.RealAddr(0))), 0o600)
+	os.WriteFile(rcfg, []byte(fmt.Sprintf("local: %s\ndirectors: [%s]\nvips: [%s]\n", lab.RealAddr(0), lab.DirectorAddr, lab.DirectorVIP)), 0o600)
+	return
+}
+
+// TestDirectorAndRealServerExitWhenTheirTUNIsDeleted: `ip link del` of the
+// TUN under a running director or agent ends it with a log line naming the
+// TUN and exit status 1 (before, it went on looking healthy).
+func TestDirectorAndRealServerExitWhenTheirTUNIsDeleted(t *testing.T) {
+	requireRoot(t)
+	bin := buildTunbond(t)
+	n, err := lab.DirectorTopology(1).Build(lab.RunID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	_, dcfg, rcfg := roleConfigs(t)
+	for _, tc := range []struct {
+		ns, role, cfg, started, tun, stopped string
+	}{
+		{"director", "director", dcfg, "director started", "vs0", "director stopped"},
+		{"rs0", "realserver", rcfg, "real server agent started", "vip0", "real server agent stopped"},
+	} {
+		ns := n.NS(tc.ns)
+		p := startRole(t, ns, tc.started, bin, tc.role, "--config", tc.cfg)
+		l, err := ns.NL.LinkByName(tc.tun)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ns.NL.LinkDel(l); err != nil {
+			t.Fatal(err)
+		}
+		if code := p.wait(t, tc.role+" with its TUN deleted"); code != 1 {
+			t.Fatalf("%s exited %d, want 1:\n%s", tc.role, code, p.log())
+		}
+		if log := p.log(); !strings.Contains(log, tc.stopped) || !strings.Contains(log, "tun "+tc.tun) {
+			t.Fatalf("%s: no log line naming the TUN:\n%s", tc.role, log)
+		}
+	}
+}
+
+// TestDirectorAndRealServerStopOnSIGHUP: SIGHUP stops both cleanly (exit
+// 0) and leaves the host as it was: the director's VIP route and admin
+// socket gone; the agent's VIP gone and a strict all.rp_filter back at 1
+// (it ran at 2, loose, the least that lets the VIP's packets in).
+func TestDirectorAndRealServerStopOnSIGHUP(t *testing.T) {
+	requireRoot(t)
+	bin := buildTunbond(t)
+	n, err := lab.DirectorTopology(1).Build(lab.RunID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	dir, dcfg, rcfg := roleConfigs(t)
+	rs := n.NS("rs0")
+	setSysctlIn(t, rs, "ipv4/conf/all/rp_filter", "1")
+	agent := startRole(t, rs, "real server agent started", bin, "realserver", "--config", rcfg)
+	if v := sysctlIn(t, rs, "ipv4/conf/all/rp_filter"); v != "2" {
+		t.Fatalf("all.rp_filter %s while the agent runs, want 2", v)
+	}
+	if v := sysctlIn(t, rs, "ipv4/conf/vip0/rp_filter"); v != "0" {
+		t.Fatalf("vip0.rp_filter %s while the agent runs, want 0", v)
+	}
+	d := startRole(t, n.NS("director"), "director started", bin, "director", "--config", dcfg)
+	vipRoute := func() bool {
+		routes, _ := n.NS("director").NL.RouteList(nil, netlink.FAMILY_V4)
+		for _, r := range routes {
+			if r.Dst != nil && r.Dst.IP.String() == lab.DirectorVIP {
+				return true
+			}
+		}
+		return false
+	}
+	if !vipRoute() {
+		t.Fatal("no route for the VIP while the director runs")
+	}
+	for _, p := range []*roleProc{d, agent} {
+		p.cmd.Process.Signal(syscall.SIGHUP)
+		if code := p.wait(t, "SIGHUP"); code != 0 {
+			t.Fatalf("exit %d on SIGHUP:\n%s", code, p.log())
+		}
+	}
+	if vipRoute() {
+		t.Fatal("the VIP's route outlived the director")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "director.sock")); err == nil {
+		t.Fatal("the admin socket outlived the director")
+	}
+	if v := sysctlIn(t, rs, "ipv4/conf/all/rp_filter"); v != "1" {
+		t.Fatalf("all.rp_filter %s after the agent, want 1 as before", v)
+	}
+	if _, err := rs.NL.LinkByName("vip0"); err == nil {
+		t.Fatal("vip0 outlived the agent")
 	}
 }
