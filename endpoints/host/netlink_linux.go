@@ -273,7 +273,3 @@ func ignoreMissing(err error) error {
 	}
 	return err
 }
-
-// Handle is the raw netlink handle. Deprecated: for code not yet moved to
-// the Host interface; it goes when the roles have moved.
-func (h *Netlink) Handle() *netlink.Handle { return h.nl }

@@ -151,9 +151,8 @@ func (l *logSink) seen(text string) <-chan struct{} {
 func newRig(allRPFilter string) *rig {
 	rec := hosttest.New("eth0")
 	rec.SetSysctlValue(rpFilterKey("all"), allRPFilter)
-	// The kernel gives a new interface default's value; the Recorder keeps
-	// a sysctl once set, so the TUN's is there before and after.
-	rec.SetSysctlValue(rpFilterKey(tunName), "1")
+	// The kernel gives a new interface default's value (the Recorder does too).
+	rec.SetSysctlValue(rpFilterKey("default"), "1")
 	ch := tuntest.NewChannelTUN()
 	r := &rig{rec: rec, tun: &fakeTUN{Device: ch.TUN(), ch: ch, rec: rec}, tr: newFakeTransport(),
 		reg: prometheus.NewPedanticRegistry(), logs: &logSink{}}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/tunbond/tunbond/endpoints/host"
@@ -39,19 +40,32 @@ func New(links ...string) *Recorder {
 	return r
 }
 
-// AddLink makes a link appear (as a device created outside tunbond would).
+// AddLink makes a link appear (as a device created outside tunbond would),
+// with the per-link sysctls that net.ipv4.conf.default.* preset, as the
+// kernel gives a new device.
 func (r *Recorder) AddLink(name string, mtu int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.links[name] = &host.Link{Name: name, Index: len(r.links) + 1, MTU: mtu}
+	for k, v := range r.sysctls {
+		if rest, ok := strings.CutPrefix(k, "net.ipv4.conf.default."); ok {
+			r.sysctls["net.ipv4.conf."+name+"."+rest] = v
+		}
+	}
 }
 
-// RemoveLink makes a link disappear with its addresses and routes.
+// RemoveLink makes a link disappear with its addresses, routes and
+// per-link sysctls (net.ipv4.conf.<name>.*), as the kernel does.
 func (r *Recorder) RemoveLink(name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.links, name)
 	delete(r.addrs, name)
+	for k := range r.sysctls {
+		if strings.Contains(k, ".conf."+name+".") {
+			delete(r.sysctls, k)
+		}
+	}
 	kept := r.routes[:0]
 	for _, rt := range r.routes {
 		if rt.Link != name {
