@@ -27,7 +27,7 @@ func TestLayering(t *testing.T) {
 		}
 	}
 	for _, must := range []string{"tunnel/header", "tunnel/encap", "tunnel/conn", "scheduler/path", "scheduler/lb",
-		"reorder", "endpoints/host", "endpoints/config", "endpoints/ctlsock", "endpoints/bond", "endpoints/director", "endpoints/realserver"} {
+		"reorder", "endpoints/host", "endpoints/config", "endpoints/ctlsock", "endpoints/role", "endpoints/bond", "endpoints/director", "endpoints/realserver"} {
 		if _, ok := deps[must]; !ok {
 			t.Errorf("package %s is missing", must)
 		}
@@ -47,7 +47,7 @@ func TestLayering(t *testing.T) {
 			}
 		}
 		switch {
-		case pkg == "tunnel/header", pkg == "reorder", pkg == "endpoints/host", pkg == "endpoints/config", pkg == "endpoints/ctlsock":
+		case pkg == "tunnel/header", pkg == "reorder", pkg == "endpoints/host", pkg == "endpoints/config", pkg == "endpoints/ctlsock", pkg == "endpoints/role":
 			only()
 		case pkg == "tunnel/encap", pkg == "tunnel/conn", under(pkg, "scheduler"):
 			only("tunnel/header")

@@ -21,6 +21,7 @@ import (
 
 	"github.com/tunbond/tunbond/endpoints/ctlsock"
 	"github.com/tunbond/tunbond/endpoints/host"
+	"github.com/tunbond/tunbond/endpoints/role"
 	"github.com/tunbond/tunbond/reorder"
 	"github.com/tunbond/tunbond/tunnel/conn"
 )
@@ -57,16 +58,7 @@ type Bond struct {
 // deleted): Start, wait, Close. It returns why the bond stopped by itself
 // (nil when ctx ended) joined with what Close could not undo.
 func Run(ctx context.Context, cfg *Config, deps Deps) error {
-	b, err := Start(cfg, deps)
-	if err != nil {
-		return err
-	}
-	select {
-	case <-ctx.Done():
-	case <-b.Done():
-	}
-	cerr := b.Close()
-	return errors.Join(b.Err(), cerr)
+	return role.Run(ctx, func() (*Bond, error) { return Start(cfg, deps) })
 }
 
 // Start sets up the host and starts the bond: it removes what an earlier,

@@ -31,7 +31,7 @@ func (e *Engine) reorderLoop() {
 			} else {
 				e.reorderBuf.SetActive(m.path, m.active, e.now())
 			}
-		case <-e.done:
+		case <-e.life.Done():
 			return
 		}
 		e.flushTUN()
@@ -64,7 +64,7 @@ func (e *Engine) flushTUN() {
 	for _, b := range e.tunBatch[:e.tunBatchLen] {
 		bytes += uint64(len(b) - tunWriteOffset)
 	}
-	if _, err := e.dev.Write(e.tunBatch[:e.tunBatchLen], tunWriteOffset); err != nil && !e.closed.Load() {
+	if _, err := e.dev.Write(e.tunBatch[:e.tunBatchLen], tunWriteOffset); err != nil && !e.life.Closing() {
 		e.Stats.TUNWriteErrors.Add(1)
 		e.log.Debug("TUN write failed", "err", err)
 	} else {

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tunbond/tunbond/endpoints/role"
 	"github.com/tunbond/tunbond/scheduler/path"
 	"github.com/tunbond/tunbond/tunnel/conn"
 	"github.com/tunbond/tunbond/tunnel/encap"
@@ -66,13 +67,8 @@ type Engine struct {
 	// reorderChanges carries the health goroutine's changes to the reorder goroutine.
 	reorderChanges chan reorderChange
 
-	done      chan struct{} // closed to stop every goroutine (Close, or a fatal error)
-	stopped   chan struct{} // closed when the engine stops, by Close or by itself (Done)
-	stopOnce  sync.Once
-	errMu     sync.Mutex
-	err       error // why the engine stopped by itself (Err)
+	life      role.Stop // Done stops every goroutine (Close, or a fatal error)
 	wg        sync.WaitGroup
-	closed    atomic.Bool
 	closeOnce sync.Once
 
 	timeout  time.Duration // reorder timeout last set (health goroutine)
@@ -158,8 +154,8 @@ func NewEngine(cfg EngineConfig, dev tun.Device) (*Engine, error) {
 	e := &Engine{
 		cfg: cfg, log: cfg.Log, now: cfg.Now, dev: dev, codec: cfg.Encap,
 		delivery: make(chan *rxBatch, 256), reorderChanges: make(chan reorderChange, 64),
-		done: make(chan struct{}), stopped: make(chan struct{}), stateCh: make(chan struct{}),
-		seq: rand.Uint32(),
+		stateCh: make(chan struct{}),
+		seq:     rand.Uint32(),
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -238,7 +234,7 @@ func (e *Engine) Start() {
 func (e *Engine) Close() error {
 	var errs []error
 	e.closeOnce.Do(func() {
-		e.stop(nil)
+		e.life.Close()
 		errs = append(errs, e.dev.Close())
 		for _, p := range e.paths {
 			errs = append(errs, p.Uplink.Close())
@@ -250,24 +246,19 @@ func (e *Engine) Close() error {
 
 // Done is closed when the engine stops: by Close, or by itself on a fatal
 // error (its TUN gone), which Err then returns.
-func (e *Engine) Done() <-chan struct{} { return e.stopped }
+func (e *Engine) Done() <-chan struct{} { return e.life.Done() }
 
 // Err is why the engine stopped by itself, or nil.
-func (e *Engine) Err() error {
-	e.errMu.Lock()
-	defer e.errMu.Unlock()
-	return e.err
-}
+func (e *Engine) Err() error { return e.life.Err() }
 
 // fail stops the engine on an error it cannot go on after: its goroutines
 // end, its paths are reported down (the peer's go down too, as the
 // keepalives stop), and Done and Err tell the owner, who then calls Close.
 func (e *Engine) fail(err error) {
-	if e.closed.Load() {
-		return // closing: errors are expected
+	if !e.life.Fail(err) {
+		return // closing (errors are expected), or stopped already
 	}
 	e.log.Error("the bond stops", "err", err)
-	e.stop(err)
 	now := e.now()
 	for _, p := range e.paths {
 		p.mu.Lock()
@@ -277,16 +268,4 @@ func (e *Engine) fail(err error) {
 		}
 		p.mu.Unlock()
 	}
-}
-
-// stop ends the goroutines and records why (nil: closed).
-func (e *Engine) stop(err error) {
-	e.stopOnce.Do(func() {
-		e.errMu.Lock()
-		e.err = err
-		e.errMu.Unlock()
-		e.closed.Store(true)
-		close(e.done)
-		close(e.stopped)
-	})
 }

@@ -92,7 +92,7 @@ func (e *Engine) healthLoop() {
 		e.followDelaySkew()
 		select {
 		case <-t.C:
-		case <-e.done:
+		case <-e.life.Done():
 			return
 		}
 	}
@@ -167,7 +167,7 @@ func (e *Engine) followDelaySkew() {
 	e.log.Info("reorder timeout follows the paths' delay difference", "timeout", want.Round(time.Millisecond), "skew", (hi - lo).Round(time.Millisecond))
 	select {
 	case e.reorderChanges <- reorderChange{path: -1, timeout: want}:
-	case <-e.done:
+	case <-e.life.Done():
 	}
 }
 
@@ -187,7 +187,7 @@ func (e *Engine) checkSilence(p *enginePath, now time.Time) {
 	if silent {
 		select {
 		case e.reorderChanges <- reorderChange{path: p.idx}:
-		case <-e.done:
+		case <-e.life.Done():
 		}
 	}
 }

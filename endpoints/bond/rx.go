@@ -31,18 +31,18 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 	for {
 		n, err := recv(bufs, sizes)
 		if err != nil {
-			if e.closed.Load() {
+			if e.life.Closing() {
 				return
 			}
 			e.log.Warn("uplink receive failed", "path", p.Name, "err", err)
 			select {
-			case <-e.done:
+			case <-e.life.Done():
 				return
 			case <-time.After(100 * time.Millisecond):
 			}
 			continue
 		}
-		if e.closed.Load() {
+		if e.life.Closing() {
 			return // stopped: answer no more probes, so the peer sees the paths go down
 		}
 		now := e.now()
@@ -86,7 +86,7 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 		} else {
 			select {
 			case e.delivery <- batch:
-			case <-e.done:
+			case <-e.life.Done():
 				return
 			}
 		}

@@ -51,7 +51,7 @@ func (e *Engine) txLoop() {
 		}
 		e.sentUpTo.Store(e.seq)
 		if err != nil {
-			if e.closed.Load() {
+			if e.life.Closing() {
 				return
 			}
 			e.Stats.TUNReadErrors.Add(1)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tunbond/tunbond/endpoints/ctlsock"
 	"github.com/tunbond/tunbond/endpoints/host"
+	"github.com/tunbond/tunbond/endpoints/role"
 	"github.com/tunbond/tunbond/tunnel/conn"
 	"github.com/tunbond/tunbond/tunnel/encap"
 
@@ -86,11 +87,7 @@ type Running struct {
 	routes map[netip.Addr]host.Route
 	checks map[checkID]*checker
 
-	stopped   chan struct{} // closed when the director stops, by Close or by itself
-	stopOnce  sync.Once
-	errMu     sync.Mutex
-	err       error // why it stopped by itself
-	closed    atomic.Bool
+	life      role.Stop
 	closeOnce sync.Once
 	closeErr  error
 	wg        sync.WaitGroup
@@ -107,8 +104,8 @@ type Running struct {
 // and runs it until Close, or until it fails by itself (Done, Err).
 func Start(cfg RunConfig, deps Deps) (_ *Running, err error) {
 	r := &Running{cfg: cfg, log: deps.Log, now: deps.Now, probeFn: deps.Probe, host: deps.Host,
-		metrics: deps.Metrics, stopped: make(chan struct{}),
-		routes: map[netip.Addr]host.Route{}, checks: map[checkID]*checker{}}
+		metrics: deps.Metrics,
+		routes:  map[netip.Addr]host.Route{}, checks: map[checkID]*checker{}}
 	if r.log == nil {
 		r.log = slog.Default()
 	}
@@ -203,48 +200,22 @@ func Start(cfg RunConfig, deps Deps) (_ *Running, err error) {
 // Run starts the director and runs it until ctx ends (nil) or it stops by
 // itself (its error), then closes it.
 func Run(ctx context.Context, cfg RunConfig, deps Deps) error {
-	r, err := Start(cfg, deps)
-	if err != nil {
-		return err
-	}
-	select {
-	case <-ctx.Done():
-	case <-r.Done():
-	}
-	cerr := r.Close()
-	if err := r.Err(); err != nil {
-		if cerr != nil {
-			r.log.Warn("closing", "err", cerr)
-		}
-		return err
-	}
-	return cerr
+	return role.Run(ctx, func() (*Running, error) { return Start(cfg, deps) })
 }
 
 // Done is closed when the director stops, by Close or by itself.
-func (r *Running) Done() <-chan struct{} { return r.stopped }
+func (r *Running) Done() <-chan struct{} { return r.life.Done() }
 
 // Err is why the director stopped by itself (its TUN deleted, say); nil
 // while it runs and after Close.
-func (r *Running) Err() error {
-	r.errMu.Lock()
-	defer r.errMu.Unlock()
-	return r.err
-}
+func (r *Running) Err() error { return r.life.Err() }
 
 // fail stops the director by itself with err, once; Close still has to
 // be called to restore the host.
 func (r *Running) fail(err error) {
-	if r.closed.Load() {
-		return
-	}
-	r.stopOnce.Do(func() {
-		r.errMu.Lock()
-		r.err = err
-		r.errMu.Unlock()
+	if r.life.Fail(err) {
 		r.log.Error("director stopped", "err", err)
-		close(r.stopped)
-	})
+	}
 }
 
 // follow brings the VIP routes and the health checks in line with the
@@ -252,7 +223,7 @@ func (r *Running) fail(err error) {
 func (r *Running) follow(vips []netip.Addr) {
 	r.syncMu.Lock()
 	defer r.syncMu.Unlock()
-	if r.closed.Load() {
+	if r.life.Closing() {
 		return
 	}
 	if err := r.routeVIPs(vips); err != nil {
@@ -324,7 +295,7 @@ func (r *Running) dataLoop() {
 				r.SegmentErrors.Add(1)
 				continue
 			}
-			if !r.closed.Load() {
+			if !r.life.Closing() {
 				r.fail(fmt.Errorf("reading tun %s: %w (was it deleted?)", r.cfg.TUN, err))
 			}
 			return
@@ -377,7 +348,7 @@ func (r *Running) expireLoop() {
 			now := r.now()
 			r.Director.Expire(now)
 			r.Director.Estimate(now)
-		case <-r.stopped:
+		case <-r.life.Done():
 			return
 		}
 	}
@@ -387,8 +358,7 @@ func (r *Running) expireLoop() {
 // undoes its host changes (the VIP routes). It returns what failed.
 func (r *Running) Close() error {
 	r.closeOnce.Do(func() {
-		r.closed.Store(true)
-		r.stopOnce.Do(func() { close(r.stopped) })
+		r.life.Close()
 		var errs []error
 		if r.admin != nil {
 			errs = append(errs, r.admin.Close())

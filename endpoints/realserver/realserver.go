@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tunbond/tunbond/endpoints/host"
+	"github.com/tunbond/tunbond/endpoints/role"
 	"github.com/tunbond/tunbond/tunnel/conn"
 	"github.com/tunbond/tunbond/tunnel/encap"
 	"github.com/tunbond/tunbond/tunnel/header"
@@ -67,11 +68,7 @@ type Agent struct {
 	metrics   prometheus.Registerer
 	wmu       sync.Mutex
 
-	stopped   chan struct{}
-	stopOnce  sync.Once
-	errMu     sync.Mutex
-	err       error
-	closed    atomic.Bool
+	life      role.Stop
 	closeOnce sync.Once
 	closeErr  error
 	wg        sync.WaitGroup
@@ -87,7 +84,7 @@ func Start(cfg Config, deps Deps) (_ *Agent, err error) {
 		return nil, errors.New("realserver: no director addresses: packets are accepted only from them")
 	}
 	a := &Agent{cfg: cfg, log: deps.Log, host: deps.Host, metrics: deps.Metrics,
-		directors: map[netip.Addr]bool{}, stopped: make(chan struct{})}
+		directors: map[netip.Addr]bool{}}
 	if a.log == nil {
 		a.log = slog.Default()
 	}
@@ -194,46 +191,20 @@ func (a *Agent) loosenRPFilter() error {
 // Run starts the agent and runs it until ctx ends (nil) or it stops by
 // itself (its error), then closes it.
 func Run(ctx context.Context, cfg Config, deps Deps) error {
-	a, err := Start(cfg, deps)
-	if err != nil {
-		return err
-	}
-	select {
-	case <-ctx.Done():
-	case <-a.Done():
-	}
-	cerr := a.Close()
-	if err := a.Err(); err != nil {
-		if cerr != nil {
-			a.log.Warn("closing", "err", cerr)
-		}
-		return err
-	}
-	return cerr
+	return role.Run(ctx, func() (*Agent, error) { return Start(cfg, deps) })
 }
 
 // Done is closed when the agent stops, by Close or by itself.
-func (a *Agent) Done() <-chan struct{} { return a.stopped }
+func (a *Agent) Done() <-chan struct{} { return a.life.Done() }
 
 // Err is why the agent stopped by itself (its TUN deleted, say); nil while
 // it runs and after Close.
-func (a *Agent) Err() error {
-	a.errMu.Lock()
-	defer a.errMu.Unlock()
-	return a.err
-}
+func (a *Agent) Err() error { return a.life.Err() }
 
 func (a *Agent) fail(err error) {
-	if a.closed.Load() {
-		return
-	}
-	a.stopOnce.Do(func() {
-		a.errMu.Lock()
-		a.err = err
-		a.errMu.Unlock()
+	if a.life.Fail(err) {
 		a.log.Error("real server agent stopped", "err", err)
-		close(a.stopped)
-	})
+	}
 }
 
 // tunLoop reads what the host routes into the TUN (nothing the agent
@@ -250,7 +221,7 @@ func (a *Agent) tunLoop() {
 	for {
 		_, err := a.dev.Read(bufs, sizes, 16)
 		if err != nil && !errors.Is(err, tun.ErrTooManySegments) {
-			if !a.closed.Load() {
+			if !a.life.Closing() {
 				a.fail(fmt.Errorf("reading tun %s: %w (was it deleted?)", a.cfg.TUN, err))
 			}
 			return
@@ -271,11 +242,11 @@ func (a *Agent) rxLoop(recv conn.ReceiveFunc) {
 	for {
 		n, err := recv(bufs, sizes)
 		if err != nil {
-			if a.closed.Load() {
+			if a.life.Closing() {
 				return
 			}
 			select {
-			case <-a.stopped:
+			case <-a.life.Done():
 				return
 			default:
 			}
@@ -293,7 +264,7 @@ func (a *Agent) rxLoop(recv conn.ReceiveFunc) {
 			a.wmu.Unlock()
 			if err == nil {
 				a.Received.Add(uint64(len(out)))
-			} else if errors.Is(err, os.ErrClosed) && !a.closed.Load() {
+			} else if errors.Is(err, os.ErrClosed) && !a.life.Closing() {
 				a.fail(fmt.Errorf("writing tun %s: %w (was it deleted?)", a.cfg.TUN, err))
 				return
 			}
@@ -340,8 +311,7 @@ func (a *Agent) decap(buf []byte, size int) []byte {
 // the TUN and the sockets. It returns what failed.
 func (a *Agent) Close() error {
 	a.closeOnce.Do(func() {
-		a.closed.Store(true)
-		a.stopOnce.Do(func() { close(a.stopped) })
+		a.life.Close()
 		var errs []error
 		// The TUN's own settings go with it when it was deleted under us.
 		if _, err := a.host.Link(a.cfg.TUN); err == nil || !errors.Is(err, host.ErrNotFound) {
