@@ -13,13 +13,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"github.com/tunbond/tunbond/endpoints/host"
@@ -29,56 +27,13 @@ import (
 	"github.com/tunbond/tunbond/tunnel/encap"
 )
 
-// fakeTUN is a tuntest.ChannelTUN that appears as a link on a Recorder
-// while open (as tun.CreateTUN's device does on the host) and can be made
-// to fail a read.
-type fakeTUN struct {
-	tun.Device
-	ch      *tuntest.ChannelTUN
-	closeFn func()
-	once    sync.Once
-	// tooMany makes the next read that returns packets also return
-	// tun.ErrTooManySegments.
-	tooMany atomic.Bool
-	// readErr, once set, is what every later Read returns.
-	readErr atomic.Pointer[error]
-}
-
-func (f *fakeTUN) Read(bufs [][]byte, sizes []int, off int) (int, error) {
-	if err := f.readErr.Load(); err != nil {
-		return 0, *err
-	}
-	n, err := f.Device.Read(bufs, sizes, off)
-	if err == nil && n > 0 && f.tooMany.CompareAndSwap(true, false) {
-		return n, tun.ErrTooManySegments
-	}
-	return n, err
-}
-
-func (f *fakeTUN) Close() error {
-	f.once.Do(f.closeFn)
-	return f.Device.Close()
-}
-
-// failRead makes the TUN fail from the next read on, waking a read that
-// is blocked with one last packet.
-func (f *fakeTUN) failRead(err error) {
-	f.readErr.Store(&err)
-	go func() {
-		select {
-		case f.ch.Outbound <- tuntest.Ping(netip.MustParseAddr("10.77.0.2"), netip.MustParseAddr("10.77.0.1")):
-		case <-time.After(5 * time.Second): // no read was blocked
-		}
-	}()
-}
-
 // site is one bond endpoint over fakes: a Recorder host, fake TUN, one
 // end of each conntest pair.
 type site struct {
 	rec     *hosttest.Recorder
 	cfg     *Config
 	uplinks map[netip.Addr]*conntest.ChannelUplink
-	tunCh   chan *fakeTUN // the TUN, once opened
+	tun     *hosttest.TUN
 	reg     *prometheus.Registry
 	logs    *syncBuffer
 }
@@ -102,14 +57,8 @@ func (s *syncBuffer) String() string {
 
 func (s *site) deps() Deps {
 	return Deps{
-		Host: s.rec,
-		OpenTUN: func(name string, mtu int) (tun.Device, error) {
-			ch := tuntest.NewChannelTUN()
-			s.rec.AddLink(name, mtu)
-			f := &fakeTUN{Device: ch.TUN(), ch: ch, closeFn: func() { s.rec.RemoveLink(name) }}
-			s.tunCh <- f
-			return f, nil
-		},
+		Host:    s.rec,
+		OpenTUN: s.tun.Open,
 		OpenUplink: func(rc conn.RawConfig) (conn.Uplink, error) {
 			u, ok := s.uplinks[rc.Local]
 			if !ok {
@@ -119,18 +68,6 @@ func (s *site) deps() Deps {
 		},
 		Metrics: s.reg,
 		Log:     slog.New(slog.NewTextHandler(s.logs, nil)),
-	}
-}
-
-func (s *site) tun(t *testing.T) *fakeTUN {
-	t.Helper()
-	select {
-	case f := <-s.tunCh:
-		s.tunCh <- f
-		return f
-	case <-time.After(5 * time.Second):
-		t.Fatal("the bond opened no TUN")
-		return nil
 	}
 }
 
@@ -171,8 +108,9 @@ paths:
 func newSite(t *testing.T, body string) *site {
 	t.Helper()
 	s := &site{rec: hosttest.New("eth0", "eth1"), cfg: loadConfig(t, body),
-		uplinks: map[netip.Addr]*conntest.ChannelUplink{}, tunCh: make(chan *fakeTUN, 1),
-		reg: prometheus.NewPedanticRegistry(), logs: &syncBuffer{}}
+		uplinks: map[netip.Addr]*conntest.ChannelUplink{},
+		reg:     prometheus.NewPedanticRegistry(), logs: &syncBuffer{}}
+	s.tun = hosttest.NewTUN(s.rec)
 	// The system's own addresses and main-table routes.
 	for _, p := range s.cfg.Paths {
 		link := "eth1"
@@ -409,12 +347,12 @@ func TestTooManySegmentsKeepsThePackets(t *testing.T) {
 	connect(a, b)
 	ba, bb := start(t, a), start(t, b)
 	waitUp(t, ba, bb)
-	ta, tb := a.tun(t), b.tun(t)
-	ta.tooMany.Store(true)
+	ta, tb := a.tun, b.tun
+	ta.TooManySegmentsNext()
 	ping := tuntest.Ping(netip.MustParseAddr("10.77.0.2"), netip.MustParseAddr("10.77.0.1"))
-	ta.ch.Outbound <- ping
+	ta.Ch.Outbound <- ping
 	select {
-	case got := <-tb.ch.Inbound:
+	case got := <-tb.Ch.Inbound:
 		if !bytes.Equal(got, ping) {
 			t.Fatal("packet changed in transit")
 		}
@@ -440,7 +378,7 @@ func TestTUNGoneStopsTheBond(t *testing.T) {
 	connect(a, b)
 	ba, bb := start(t, a), start(t, b)
 	waitUp(t, ba, bb)
-	a.tun(t).failRead(&os.PathError{Op: "read", Path: "/dev/net/tun", Err: syscall.EBADFD})
+	a.tun.FailReads(&os.PathError{Op: "read", Path: "/dev/net/tun", Err: syscall.EBADFD})
 	select {
 	case <-ba.Done():
 	case <-time.After(5 * time.Second):
@@ -475,7 +413,7 @@ func TestRunReturnsTheFatalError(t *testing.T) {
 	start(t, b)
 	done := make(chan error, 1)
 	go func() { done <- Run(context.Background(), a.cfg, a.deps()) }()
-	a.tun(t).failRead(io.ErrUnexpectedEOF)
+	a.tun.FailReads(io.ErrUnexpectedEOF)
 	select {
 	case err := <-done:
 		if !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -497,7 +435,11 @@ func TestRunStopsOnContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, a.cfg, a.deps()) }()
-	a.tun(t) // started far enough to have opened its TUN
+	select { // started far enough to have opened its TUN
+	case <-a.tun.Opened():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the bond opened no TUN")
+	}
 	cancel()
 	select {
 	case err := <-done:

@@ -15,65 +15,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.zx2c4.com/wireguard/tun"
-	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"github.com/tunbond/tunbond/endpoints/host/hosttest"
 	"github.com/tunbond/tunbond/tunnel/conn"
 	"github.com/tunbond/tunbond/tunnel/encap"
 	"github.com/tunbond/tunbond/tunnel/header"
 )
-
-// fakeTUN is a tuntest.ChannelTUN that appears on a hosttest.Recorder as
-// a link while open, like a real TUN. Pending, if set, is what the first
-// Read returns (the packets and an error), as a GSO read that could not
-// split everything does.
-type fakeTUN struct {
-	tun.Device
-	ch        *tuntest.ChannelTUN
-	rec       *hosttest.Recorder
-	name      string
-	batch     int
-	pending   [][]byte
-	pendErr   error
-	closeOnce sync.Once
-}
-
-func newFakeTUN(rec *hosttest.Recorder, name string) *fakeTUN {
-	ch := tuntest.NewChannelTUN()
-	return &fakeTUN{Device: ch.TUN(), ch: ch, rec: rec, name: name, batch: 1}
-}
-
-func (f *fakeTUN) open(name string, mtu int) (tun.Device, error) {
-	if name != f.name {
-		return nil, fmt.Errorf("asked for tun %q, want %q", name, f.name)
-	}
-	f.rec.AddLink(name, mtu)
-	return f, nil
-}
-
-func (f *fakeTUN) BatchSize() int { return f.batch }
-
-func (f *fakeTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	if p := f.pending; p != nil {
-		f.pending = nil
-		for i, pkt := range p {
-			sizes[i] = copy(bufs[i][offset:], pkt)
-		}
-		return len(p), f.pendErr
-	}
-	return f.Device.Read(bufs, sizes, offset)
-}
-
-func (f *fakeTUN) Close() error {
-	f.closeOnce.Do(func() {
-		f.rec.RemoveLink(f.name)
-		f.Device.Close()
-	})
-	return nil
-}
-
-// deleteUnder removes the TUN as `ip link del` would under a running role.
-func (f *fakeTUN) deleteUnder() { f.Close() }
 
 // sent is one packet as a raw socket would put it on the wire.
 type sent struct {
@@ -157,7 +104,7 @@ func await[T any](t *testing.T, ch <-chan T, what string) T {
 
 type rig struct {
 	rec   *hosttest.Recorder
-	tun   *fakeTUN
+	tun   *hosttest.TUN
 	tr    *fakeTransport
 	logs  *syncBuffer
 	reg   *prometheus.Registry
@@ -176,12 +123,12 @@ const (
 
 func newRig(t *testing.T) *rig {
 	rec := hosttest.New("eth0")
-	r := &rig{rec: rec, tun: newFakeTUN(rec, tunDev), tr: &fakeTransport{out: make(chan sent, 64)},
+	r := &rig{rec: rec, tun: hosttest.NewTUN(rec), tr: &fakeTransport{out: make(chan sent, 64)},
 		logs: &syncBuffer{}, reg: prometheus.NewPedanticRegistry()}
 	r.cfg = RunConfig{TUN: tunDev, Local: netip.MustParseAddr(local), Encap: encap.IPIP{}, Timeouts: DefaultTimeouts,
 		Connections: 1000, Check: Check{Type: "none"},
 		Rules: fmt.Sprintf("-A -t %s:80 -s rr\n-a -t %s:80 -r %s:80 -i -w 1\n", vip, vip, realA)}
-	r.deps = Deps{Host: rec, OpenTUN: r.tun.open, OpenUplink: r.tr.open, Metrics: r.reg,
+	r.deps = Deps{Host: rec, OpenTUN: r.tun.Open, OpenUplink: r.tr.open, Metrics: r.reg,
 		Log: slog.New(slog.NewTextHandler(r.logs, nil)), Now: func() time.Time { return t0 }}
 	return r
 }
@@ -213,7 +160,7 @@ func TestDirectorDataLoop(t *testing.T) {
 		t.Fatalf("host changes at start:\n%q\nwant\n%q", got, want)
 	}
 	in := syn(1000)
-	r.tun.ch.Outbound <- in
+	r.tun.Ch.Outbound <- in
 	s := await(t, r.tr.out, "packet to the real server")
 	ip := header.IPv4(s.pkt)
 	if s.dst != netip.MustParseAddr(realA) || ip.Protocol() != header.ProtoIPIP ||
@@ -270,9 +217,8 @@ func TestDirectorVIPRoutesFollowServices(t *testing.T) {
 // error and goes on (defect 2 of issue 7: they were dropped).
 func TestDirectorKeepsPacketsReadWithTooManySegments(t *testing.T) {
 	r := newRig(t)
-	r.tun.batch = 4
-	r.tun.pending = [][]byte{syn(1001), syn(1002), syn(1003)}
-	r.tun.pendErr = tun.ErrTooManySegments
+	r.tun.SetBatchSize(4)
+	r.tun.Pending([][]byte{syn(1001), syn(1002), syn(1003)}, tun.ErrTooManySegments)
 	d := r.start(t)
 	for i := 0; i < 3; i++ {
 		s := await(t, r.tr.out, fmt.Sprintf("segment %d at the real server", i))
@@ -280,7 +226,7 @@ func TestDirectorKeepsPacketsReadWithTooManySegments(t *testing.T) {
 			t.Fatalf("segment %d: %x", i, got)
 		}
 	}
-	r.tun.ch.Outbound <- syn(1004)
+	r.tun.Ch.Outbound <- syn(1004)
 	await(t, r.tr.out, "the next packet after the error")
 	if got := d.SegmentErrors.Load(); got != 1 {
 		t.Fatalf("segment errors %d, want 1", got)
@@ -318,7 +264,7 @@ func TestDirectorStopsWhenItsTUNIsDeleted(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() { errc <- Run(context.Background(), r.cfg, r.deps) }()
 	await(t, started, "start")
-	r.tun.deleteUnder()
+	r.tun.Close() // as `ip link del` under the running director
 	err := await(t, errc, "Run to return after its TUN was deleted")
 	if err == nil || !strings.Contains(err.Error(), "tun vs0") {
 		t.Fatalf("Run returned %v, want the TUN's error", err)

@@ -13,38 +13,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.zx2c4.com/wireguard/tun"
-	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"github.com/tunbond/tunbond/endpoints/host/hosttest"
 	"github.com/tunbond/tunbond/tunnel/conn"
 	"github.com/tunbond/tunbond/tunnel/encap"
 	"github.com/tunbond/tunbond/tunnel/header"
 )
-
-// fakeTUN is a tuntest.ChannelTUN that appears on a hosttest.Recorder as
-// a link while open, like a real TUN.
-type fakeTUN struct {
-	tun.Device
-	ch        *tuntest.ChannelTUN
-	rec       *hosttest.Recorder
-	closeOnce sync.Once
-	name      string
-}
-
-func (f *fakeTUN) open(name string, mtu int) (tun.Device, error) {
-	f.name = name
-	f.rec.AddLink(name, mtu)
-	return f, nil
-}
-
-func (f *fakeTUN) Close() error {
-	f.closeOnce.Do(func() {
-		f.rec.RemoveLink(f.name)
-		f.Device.Close()
-	})
-	return nil
-}
 
 // fakeTransport delivers the outer IPv4 packets put on in to the agent's
 // receiver, as a raw socket bound to the agent's address would.
@@ -103,7 +77,7 @@ const (
 
 type rig struct {
 	rec  *hosttest.Recorder
-	tun  *fakeTUN
+	tun  *hosttest.TUN
 	tr   *fakeTransport
 	reg  *prometheus.Registry
 	logs *logSink
@@ -153,12 +127,11 @@ func newRig(allRPFilter string) *rig {
 	rec.SetSysctlValue(rpFilterKey("all"), allRPFilter)
 	// The kernel gives a new interface default's value (the Recorder does too).
 	rec.SetSysctlValue(rpFilterKey("default"), "1")
-	ch := tuntest.NewChannelTUN()
-	r := &rig{rec: rec, tun: &fakeTUN{Device: ch.TUN(), ch: ch, rec: rec}, tr: newFakeTransport(),
+	r := &rig{rec: rec, tun: hosttest.NewTUN(rec), tr: newFakeTransport(),
 		reg: prometheus.NewPedanticRegistry(), logs: &logSink{}}
 	r.cfg = Config{TUN: tunName, Local: netip.MustParseAddr(local), Directors: []netip.Addr{netip.MustParseAddr(director)},
 		VIPs: []netip.Addr{netip.MustParseAddr(vip)}, Encap: encap.IPIP{}}
-	r.deps = Deps{Host: rec, OpenTUN: r.tun.open, OpenUplink: r.tr.open, Metrics: r.reg,
+	r.deps = Deps{Host: rec, OpenTUN: r.tun.Open, OpenUplink: r.tr.open, Metrics: r.reg,
 		Log: slog.New(slog.NewTextHandler(r.logs, nil))}
 	return r
 }
@@ -193,7 +166,7 @@ func TestAgentDataLoop(t *testing.T) {
 	a := r.start(t)
 	good := clientPacket(1000)
 	r.tr.in <- outer(header.ProtoIPIP, director, local, good)
-	if got := await(t, r.tun.ch.Inbound, "packet on the TUN"); !bytes.Equal(got, good) {
+	if got := await(t, r.tun.Ch.Inbound, "packet on the TUN"); !bytes.Equal(got, good) {
 		t.Fatalf("on the TUN:\n%x\nwant the inner packet\n%x", got, good)
 	}
 	r.tr.in <- outer(header.ProtoIPIP, stranger, local, clientPacket(1001))
@@ -202,7 +175,7 @@ func TestAgentDataLoop(t *testing.T) {
 	r.tr.in <- outer(header.ProtoIPIP, director, local, marker)
 	// The receiver works in order: when the marker is on the TUN, the two
 	// before it were decided.
-	if got := await(t, r.tun.ch.Inbound, "marker on the TUN"); !bytes.Equal(got, marker) {
+	if got := await(t, r.tun.Ch.Inbound, "marker on the TUN"); !bytes.Equal(got, marker) {
 		t.Fatalf("on the TUN before the marker: %x", got)
 	}
 	if got := a.Dropped[header.ErrWrongSource].Load(); got != 1 {
@@ -212,7 +185,7 @@ func TestAgentDataLoop(t *testing.T) {
 		t.Errorf("protocol drops %d, want 1", got)
 	}
 	select {
-	case p := <-r.tun.ch.Inbound:
+	case p := <-r.tun.Ch.Inbound:
 		t.Fatalf("a dropped packet reached the TUN: %x", p)
 	default:
 	}
