@@ -27,7 +27,8 @@ func TestLayering(t *testing.T) {
 		}
 	}
 	for _, must := range []string{"tunnel/header", "tunnel/encap", "tunnel/conn", "scheduler/path", "scheduler/lb",
-		"reorder", "endpoints/host", "endpoints/config", "endpoints/ctlsock", "endpoints/role", "endpoints/bond", "endpoints/director", "endpoints/realserver"} {
+		"reorder", "endpoints/host", "endpoints/config", "endpoints/ctlsock", "endpoints/role", "endpoints/bond", "endpoints/director", "endpoints/realserver",
+		"lab", "lab/netns", "lab/emulator"} {
 		if _, ok := deps[must]; !ok {
 			t.Errorf("package %s is missing", must)
 		}
@@ -49,7 +50,7 @@ func TestLayering(t *testing.T) {
 		switch {
 		case pkg == "tunnel/header", pkg == "reorder", pkg == "endpoints/host", pkg == "endpoints/config", pkg == "endpoints/ctlsock", pkg == "endpoints/role":
 			only()
-		case pkg == "tunnel/encap", pkg == "tunnel/conn", under(pkg, "scheduler"):
+		case pkg == "tunnel/encap", pkg == "tunnel/conn", pkg == "tunnel/session", under(pkg, "scheduler"):
 			only("tunnel/header")
 		case under(pkg, "tunnel"):
 			only("tunnel")
@@ -80,6 +81,25 @@ func TestLayering(t *testing.T) {
 					t.Errorf("%s links %s", pkg, d)
 				}
 			}
+		}
+		// The lab's layers: netns below everything of the lab; traffic and
+		// the emulator over netns alone; the benches (lab) over them all.
+		labOnly := func(allowed ...string) {
+			for _, d := range ds {
+				ok := !under(d, "lab")
+				for _, a := range allowed {
+					ok = ok || under(d, a)
+				}
+				if !ok {
+					t.Errorf("%s links %s; of the lab it may link only %v", pkg, d, allowed)
+				}
+			}
+		}
+		switch {
+		case under(pkg, "lab/netns"):
+			labOnly()
+		case under(pkg, "lab/traffic"), under(pkg, "lab/emulator"), under(pkg, "lab/labtest"):
+			labOnly("lab/netns")
 		}
 		if under(pkg, "endpoints/director") {
 			for _, d := range ds {
