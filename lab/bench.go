@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tunbond/tunbond/lab/emulator"
+	"github.com/tunbond/tunbond/lab/netns"
 )
 
 // BenchConfig is one side-by-side run on one set of emulated uplinks.
@@ -131,7 +132,7 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 		rep.Links = append(rep.Links, LinkReport{Name: l.Name, RateMbit: pp[0].RateBps / 1e6,
 			DelayMs: ms(pp[0].Delay), JitterMs: ms(pp[0].Jitter), LossPct: 100 * pp[0].Loss})
 	}
-	var net *Net
+	var net *netns.Net
 	var counters linkCounters
 	var err error
 	if cfg.Direct {
@@ -140,7 +141,7 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 				return nil, fmt.Errorf("links[%d]: --direct links have only a rate (TBF, both ways); delay, jitter and loss need the emulator", i)
 			}
 		}
-		if net, err = BondTopology(n).Build(id); err != nil {
+		if net, err = netns.Sites(n).Build(id); err != nil {
 			return nil, err
 		}
 		defer net.Close()
@@ -149,7 +150,7 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 				continue
 			}
 			for _, side := range []string{"a", "b"} {
-				if err := ShapeTBF(net.NS(side), UplinkName(i), uint64(pp[0].RateBps), 4000, 0.05); err != nil {
+				if err := netns.ShapeTBF(net.NS(side), netns.UplinkName(i), uint64(pp[0].RateBps), 4000, 0.05); err != nil {
 					return nil, err
 				}
 			}
@@ -185,13 +186,13 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 	}
 	methods := []method{}
 	for i := 0; i < n; i++ {
-		methods = append(methods, method{name: fmt.Sprintf("link-%d", i+1), dstAddr: uplinkAddr(i, 2)})
+		methods = append(methods, method{name: fmt.Sprintf("link-%d", i+1), dstAddr: netns.UplinkAddr(i, 2)})
 	}
 	methods = append(methods, method{name: "ecmp", srcAddr: ecmpAddrA, dstAddr: ecmpAddrB})
-	mptcp := method{name: "mptcp", dstAddr: uplinkAddr(0, 2), mptcp: true}
+	mptcp := method{name: "mptcp", dstAddr: netns.UplinkAddr(0, 2), mptcp: true}
 	if err := ToolCanRun(cfg.Tool, true); err != nil {
 		mptcp.skipped = err.Error()
-	} else if err := setupMPTCP(net, n); err != nil {
+	} else if err := netns.SetupMPTCP(net, n); err != nil {
 		mptcp.skipped = err.Error()
 	}
 	methods = append(methods, mptcp)
@@ -253,7 +254,7 @@ func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 
 // runMethodBounded runs a method with a deadline: a tool that hangs (it
 // happens to iperf3 over MPTCP now and then) must not stall the run.
-func runMethodBounded(ctx context.Context, net *Net, counters linkCounters, m method, cfg BenchConfig, weights []int64) (BenchResult, error) {
+func runMethodBounded(ctx context.Context, net *netns.Net, counters linkCounters, m method, cfg BenchConfig, weights []int64) (BenchResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration+20*time.Second)
 	defer cancel()
 	r, err := runMethod(ctx, net, counters, m, cfg, weights)
@@ -268,7 +269,7 @@ func runMethodBounded(ctx context.Context, net *Net, counters linkCounters, m me
 
 // runMethod measures one method: the flow, RTT probes through the same path
 // while it is loaded (10 a second), and each uplink's bytes every second.
-func runMethod(ctx context.Context, net *Net, counters linkCounters, m method, cfg BenchConfig, weights []int64) (BenchResult, error) {
+func runMethod(ctx context.Context, net *netns.Net, counters linkCounters, m method, cfg BenchConfig, weights []int64) (BenchResult, error) {
 	row := BenchResult{Method: m.name}
 	var bond *Bond
 	if m.sched != "" {
@@ -359,16 +360,8 @@ func (e *EmulatedLinks) counters() []uint64 {
 }
 
 // vethCounters reads site A's uplink veths' transmitted bytes.
-func vethCounters(n *Net, links int) linkCounters {
-	return func() []uint64 {
-		v := make([]uint64, links)
-		for i := range v {
-			if l, err := n.NS("a").NL.LinkByName(UplinkName(i)); err == nil && l.Attrs().Statistics != nil {
-				v[i] = l.Attrs().Statistics.TxBytes
-			}
-		}
-		return v
-	}
+func vethCounters(n *netns.Net, links int) linkCounters {
+	return func() []uint64 { return netns.UplinkTxBytes(n, links) }
 }
 
 func allLimited(params [][2]emulator.Params) bool {
@@ -442,7 +435,7 @@ func percentiles(rtts []time.Duration) (p50, p99 float64) {
 
 // setupECMP puts a /32 on each site's lo and routes it over every uplink
 // with one multipath route, hashing flows by their 5-tuple.
-func setupECMP(n *Net, links int) error {
+func setupECMP(n *netns.Net, links int) error {
 	for _, side := range []struct {
 		ns, local, remote string
 		peer              int
@@ -458,11 +451,11 @@ func setupECMP(n *Net, links int) error {
 		}
 		rt := &netlink.Route{Dst: &net.IPNet{IP: net.ParseIP(side.remote).To4(), Mask: net.CIDRMask(32, 32)}}
 		for i := 0; i < links; i++ {
-			l, err := ns.NL.LinkByName(UplinkName(i))
+			l, err := ns.NL.LinkByName(netns.UplinkName(i))
 			if err != nil {
 				return err
 			}
-			rt.MultiPath = append(rt.MultiPath, &netlink.NexthopInfo{LinkIndex: l.Attrs().Index, Gw: net.ParseIP(uplinkAddr(i, side.peer))})
+			rt.MultiPath = append(rt.MultiPath, &netlink.NexthopInfo{LinkIndex: l.Attrs().Index, Gw: net.ParseIP(netns.UplinkAddr(i, side.peer))})
 		}
 		if err := ns.NL.RouteAdd(rt); err != nil {
 			return fmt.Errorf("ecmp: multipath route: %w", err)
@@ -471,43 +464,6 @@ func setupECMP(n *Net, links int) error {
 			return os.WriteFile("/proc/sys/net/ipv4/fib_multipath_hash_policy", []byte("1"), 0o644)
 		}); err != nil {
 			return fmt.Errorf("ecmp: hash policy: %w", err)
-		}
-	}
-	return nil
-}
-
-// setupMPTCP lets site A open one subflow per extra uplink, from that
-// uplink's address, with a source rule and table per uplink so each subflow
-// leaves by its own uplink; site B only needs its limits.
-func setupMPTCP(n *Net, links int) error {
-	a, b := n.NS("a"), n.NS("b")
-	if !MPTCPAvailable(a) {
-		return errors.New("the kernel has no MPTCP (net.mptcp.enabled)")
-	}
-	extra := uint32(max(links-1, 1))
-	for _, ns := range []*Namespace{a, b} {
-		if err := MPTCPLimits(ns, extra, extra); err != nil {
-			return err
-		}
-	}
-	for i := 1; i < links; i++ {
-		table := 200 + i
-		l, err := a.NL.LinkByName(UplinkName(i))
-		if err != nil {
-			return err
-		}
-		if err := a.NL.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP(uplinkAddr(i, 2)), Table: table}); err != nil {
-			return fmt.Errorf("mptcp: table %d: %w", table, err)
-		}
-		rule := netlink.NewRule()
-		rule.Src = &net.IPNet{IP: net.ParseIP(uplinkAddr(i, 1)).To4(), Mask: net.CIDRMask(32, 32)}
-		rule.Table = table
-		rule.Priority = 7800
-		if err := a.NL.RuleAdd(rule); err != nil {
-			return fmt.Errorf("mptcp: rule: %w", err)
-		}
-		if err := MPTCPSubflowEndpoint(a, uplinkAddr(i, 1), UplinkName(i)); err != nil {
-			return err
 		}
 	}
 	return nil
@@ -523,7 +479,7 @@ func cpuTime() time.Duration {
 // probeCongestion returns the congestion control a TCP socket in ns gets
 // when asked for name ("": the namespace's default), loading its module if
 // need be; an unknown name is an error.
-func probeCongestion(ns *Namespace, name string) (cc string, err error) {
+func probeCongestion(ns *netns.Namespace, name string) (cc string, err error) {
 	err = ns.Do(func() error {
 		s, err := newSock(0)
 		if err != nil {

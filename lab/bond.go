@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tunbond/tunbond/endpoints/bond"
+	"github.com/tunbond/tunbond/lab/netns"
 )
 
 // BondSpec describes a two-site bond over direct veth uplinks.
@@ -28,26 +29,9 @@ const (
 	BondAddrB = "10.77.0.2"
 )
 
-// UplinkName is the interface name of uplink i on both sites.
-func UplinkName(i int) string { return fmt.Sprintf("ul%d", i) }
-
-func uplinkAddr(i, side int) string { return fmt.Sprintf("10.100.%d.%d", i, side) }
-
-// BondTopology is site A and site B joined by n veth uplinks.
-func BondTopology(n int) Topology {
-	t := Topology{Namespaces: []string{"a", "b"}}
-	for i := 0; i < n; i++ {
-		t.Links = append(t.Links, Link{
-			A: End{NS: "a", Name: UplinkName(i), Addr: uplinkAddr(i, 1) + "/30"},
-			B: End{NS: "b", Name: UplinkName(i), Addr: uplinkAddr(i, 2) + "/30"},
-		})
-	}
-	return t
-}
-
 // Bond is a running two-site bond.
 type Bond struct {
-	Net  *Net
+	Net  *netns.Net
 	A, B *bond.Bond
 }
 
@@ -79,8 +63,8 @@ func (s BondSpec) EndpointConfig(side int) (*bond.Config, error) {
 	c.Control.Socket = "" // the two sites share one filesystem
 	for i, w := range s.Weights {
 		c.Paths = append(c.Paths, bond.PathConfig{
-			Name: UplinkName(i), Local: uplinkAddr(i, side), Remote: uplinkAddr(i, 3-side),
-			Device: UplinkName(i), Weight: w,
+			Name: netns.UplinkName(i), Local: netns.UplinkAddr(i, side), Remote: netns.UplinkAddr(i, 3-side),
+			Device: netns.UplinkName(i), Weight: w,
 		})
 	}
 	return c, c.Validate()
@@ -89,7 +73,7 @@ func (s BondSpec) EndpointConfig(side int) (*bond.Config, error) {
 // StartBond builds the topology and starts both endpoints, and waits until
 // every path is up on both sides.
 func StartBond(ctx context.Context, id string, s BondSpec) (*Bond, error) {
-	net, err := BondTopology(len(s.Weights)).Build(id)
+	net, err := netns.Sites(len(s.Weights)).Build(id)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +87,7 @@ func StartBond(ctx context.Context, id string, s BondSpec) (*Bond, error) {
 
 // StartBondOn starts the two endpoints on a built bond topology. Stop
 // closes them and leaves the topology.
-func StartBondOn(ctx context.Context, net *Net, s BondSpec) (_ *Bond, err error) {
+func StartBondOn(ctx context.Context, net *netns.Net, s BondSpec) (_ *Bond, err error) {
 	b := &Bond{Net: net}
 	defer func() {
 		if err != nil {
@@ -114,7 +98,7 @@ func StartBondOn(ctx context.Context, net *Net, s BondSpec) (_ *Bond, err error)
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	for side, ns := range []*Namespace{1: net.NS("a"), 2: net.NS("b")} {
+	for side, ns := range []*netns.Namespace{1: net.NS("a"), 2: net.NS("b")} {
 		if ns == nil {
 			continue
 		}
@@ -134,7 +118,7 @@ func StartBondOn(ctx context.Context, net *Net, s BondSpec) (_ *Bond, err error)
 	}
 	for i := range s.Weights {
 		for _, ep := range []*bond.Bond{b.A, b.B} {
-			if err := ep.Engine().WaitPath(ctx, UplinkName(i), true); err != nil {
+			if err := ep.Engine().WaitPath(ctx, netns.UplinkName(i), true); err != nil {
 				return nil, err
 			}
 		}

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tunbond/tunbond/lab/netns"
 )
 
 func startBond(t *testing.T, spec BondSpec) *Bond {
@@ -95,7 +97,7 @@ func TestBondSurvivesUplinkDown(t *testing.T) {
 		case <-tick.C:
 		}
 	}
-	if err := b.Net.SetLinkUp("a", UplinkName(1), false); err != nil {
+	if err := b.Net.SetLinkUp("a", netns.UplinkName(1), false); err != nil {
 		t.Fatal(err)
 	}
 	downAt := time.Now()
@@ -105,7 +107,7 @@ func TestBondSurvivesUplinkDown(t *testing.T) {
 			WaitPath(context.Context, string, bool) error
 		}{ep.A.Engine(), ep.B.Engine()} {
 			go func() {
-				if err := e.WaitPath(ctx, UplinkName(1), false); err != nil {
+				if err := e.WaitPath(ctx, netns.UplinkName(1), false); err != nil {
 					detect <- -1
 					return
 				}

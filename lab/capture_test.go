@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tunbond/tunbond/lab/labtest"
+	"github.com/tunbond/tunbond/lab/netns"
 )
 
 // TestCaptureDecodesAsGRE captures an uplink while pinging through the bond
@@ -21,7 +22,7 @@ func TestCaptureDecodesAsGRE(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	pcap := filepath.Join(t.TempDir(), "ul0.pcap")
-	cmd := exec.CommandContext(ctx, tshark, "-i", UplinkName(0), "-f", "ip proto 47", "-c", "40", "-w", pcap)
+	cmd := exec.CommandContext(ctx, tshark, "-i", netns.UplinkName(0), "-f", "ip proto 47", "-c", "40", "-w", pcap)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tunbond/tunbond/endpoints/director"
 	"github.com/tunbond/tunbond/endpoints/realserver"
+	"github.com/tunbond/tunbond/lab/netns"
 	"github.com/tunbond/tunbond/tunnel/encap"
 )
 
@@ -33,23 +34,23 @@ const DirectorAddr = directorAddr
 func RealAddr(i int) string { return fmt.Sprintf("10.30.%d.2", i) }
 
 // DirectorTopology is a client, a router, a director and n real servers.
-func DirectorTopology(n int) Topology {
-	t := Topology{Namespaces: []string{"client", "router", "director"}}
+func DirectorTopology(n int) netns.Topology {
+	t := netns.Topology{Namespaces: []string{"client", "router", "director"}}
 	t.Links = append(t.Links,
-		Link{A: End{NS: "client", Name: "eth0", Addr: directorClient + "/24"}, B: End{NS: "router", Name: "client", Addr: "10.10.0.1/24"}},
-		Link{A: End{NS: "director", Name: "eth0", Addr: directorAddr + "/24"}, B: End{NS: "router", Name: "director", Addr: "10.20.0.1/24"}},
+		netns.Link{A: netns.End{NS: "client", Name: "eth0", Addr: directorClient + "/24"}, B: netns.End{NS: "router", Name: "client", Addr: "10.10.0.1/24"}},
+		netns.Link{A: netns.End{NS: "director", Name: "eth0", Addr: directorAddr + "/24"}, B: netns.End{NS: "router", Name: "director", Addr: "10.20.0.1/24"}},
 	)
 	t.Routes = append(t.Routes,
-		Route{NS: "client", Dst: "default", Via: "10.10.0.1"},
-		Route{NS: "director", Dst: "default", Via: "10.20.0.1"},
-		Route{NS: "router", Dst: DirectorVIP + "/32", Via: directorAddr},
+		netns.Route{NS: "client", Dst: "default", Via: "10.10.0.1"},
+		netns.Route{NS: "director", Dst: "default", Via: "10.20.0.1"},
+		netns.Route{NS: "router", Dst: DirectorVIP + "/32", Via: directorAddr},
 	)
 	for i := 0; i < n; i++ {
 		ns := fmt.Sprintf("rs%d", i)
 		t.Namespaces = append(t.Namespaces, ns)
-		t.Links = append(t.Links, Link{A: End{NS: ns, Name: "eth0", Addr: RealAddr(i) + "/24"},
-			B: End{NS: "router", Name: ns, Addr: fmt.Sprintf("10.30.%d.1/24", i)}})
-		t.Routes = append(t.Routes, Route{NS: ns, Dst: "default", Via: fmt.Sprintf("10.30.%d.1", i)})
+		t.Links = append(t.Links, netns.Link{A: netns.End{NS: ns, Name: "eth0", Addr: RealAddr(i) + "/24"},
+			B: netns.End{NS: "router", Name: ns, Addr: fmt.Sprintf("10.30.%d.1/24", i)}})
+		t.Routes = append(t.Routes, netns.Route{NS: ns, Dst: "default", Via: fmt.Sprintf("10.30.%d.1", i)})
 	}
 	return t
 }
@@ -57,7 +58,7 @@ func DirectorTopology(n int) Topology {
 // DirectorLab is a running director topology: the director, an agent and
 // an HTTP server on every real server.
 type DirectorLab struct {
-	Net      *Net
+	Net      *netns.Net
 	Director *director.Running
 	Agents   []*realserver.Agent
 	servers  []*http.Server
@@ -143,7 +144,7 @@ func StartDirectorLab(id string, s DirectorSpec) (_ *DirectorLab, err error) {
 // PrepareDirectorNet turns on forwarding on the router and the director
 // and loosens reverse-path filtering there (replies from the VIP come back
 // from the real servers' side).
-func PrepareDirectorNet(n *Net) error {
+func PrepareDirectorNet(n *netns.Net) error {
 	for _, x := range []struct{ ns, key, val string }{
 		{"router", "ipv4/ip_forward", "1"}, {"router", "ipv4/conf/all/rp_filter", "0"},
 		{"director", "ipv4/ip_forward", "1"}, {"director", "ipv4/conf/all/rp_filter", "0"},
@@ -157,7 +158,7 @@ func PrepareDirectorNet(n *Net) error {
 
 // ServeHTTP serves HTTP on port 80 in ns, answering with name in
 // X-Real-Server and body.
-func ServeHTTP(ns *Namespace, name, body string) (*http.Server, error) {
+func ServeHTTP(ns *netns.Namespace, name, body string) (*http.Server, error) {
 	var ln net.Listener
 	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp4", "0.0.0.0:80"); return }); err != nil {
 		return nil, err
@@ -171,7 +172,7 @@ func ServeHTTP(ns *Namespace, name, body string) (*http.Server, error) {
 }
 
 // HTTPClient returns an HTTP client in ns; every request is a new connection.
-func HTTPClient(ns *Namespace) *http.Client {
+func HTTPClient(ns *netns.Namespace) *http.Client {
 	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
 			var d net.Dialer

@@ -24,6 +24,7 @@ import (
 
 	"github.com/tunbond/tunbond/endpoints/director"
 	"github.com/tunbond/tunbond/endpoints/realserver"
+	"github.com/tunbond/tunbond/lab/netns"
 	"github.com/tunbond/tunbond/tunnel/encap"
 )
 
@@ -194,7 +195,7 @@ func RunDirectorBench(ctx context.Context, id string, cfg DirectorBenchConfig) (
 
 // StartAndAwait starts cmd in ns and returns once a line of its stderr
 // contains want (or fails with what it said, if it exits first).
-func StartAndAwait(ns *Namespace, cmd *exec.Cmd, want string) error {
+func StartAndAwait(ns *netns.Namespace, cmd *exec.Cmd, want string) error {
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return err
@@ -219,7 +220,7 @@ func StartAndAwait(ns *Namespace, cmd *exec.Cmd, want string) error {
 }
 
 // awaitListen dials addr from ns until something accepts.
-func awaitListen(ctx context.Context, ns *Namespace, addr string) error {
+func awaitListen(ctx context.Context, ns *netns.Namespace, addr string) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		var c net.Conn
@@ -255,7 +256,7 @@ func procCPU(pid int) time.Duration {
 
 // httpLoad runs cfg.Concurrency clients, a new connection per request, for
 // cfg.Duration, and reads the balancer process's CPU (taskset execs it: same pid).
-func httpLoad(ctx context.Context, ns *Namespace, url string, cfg DirectorBenchConfig, pid int, name string) HTTPRow {
+func httpLoad(ctx context.Context, ns *netns.Namespace, url string, cfg DirectorBenchConfig, pid int, name string) HTTPRow {
 	client := HTTPClient(ns)
 	var reqs, bytes, fails atomic.Int64
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
@@ -294,7 +295,7 @@ func httpLoad(ctx context.Context, ns *Namespace, url string, cfg DirectorBenchC
 // smallPackets floods the UDP service with 64-byte datagrams from the
 // client (one sendmmsg sender pinned to the other CPU) and counts what the
 // director forwarded (its -L --stats).
-func smallPackets(ctx context.Context, n *Net, sock string, pid int, d time.Duration) (pps, cpuPct float64) {
+func smallPackets(ctx context.Context, n *netns.Net, sock string, pid int, d time.Duration) (pps, cpuPct float64) {
 	var c net.Conn
 	if err := n.NS("client").Do(func() (err error) { c, err = net.Dial("udp4", DirectorVIP+":9"); return }); err != nil {
 		return 0, 0

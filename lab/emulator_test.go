@@ -10,10 +10,11 @@ import (
 	"time"
 
 	"github.com/tunbond/tunbond/lab/emulator"
+	"github.com/tunbond/tunbond/lab/netns"
 )
 
 // emulated builds A—WAN—B with one emulated uplink.
-func emulated(t *testing.T, ab, ba emulator.Params) (*Net, *EmulatedLinks) {
+func emulated(t *testing.T, ab, ba emulator.Params) (*netns.Net, *EmulatedLinks) {
 	t.Helper()
 	requireRoot(t)
 	n, err := WANTopology(1).Build(newID(t))
@@ -30,10 +31,10 @@ func emulated(t *testing.T, ab, ba emulator.Params) (*Net, *EmulatedLinks) {
 }
 
 // udpPair returns a sender in A and a receiver in B on the uplink.
-func udpPair(t *testing.T, n *Net) (send, recv *net.UDPConn) {
+func udpPair(t *testing.T, n *netns.Net) (send, recv *net.UDPConn) {
 	t.Helper()
 	if err := n.NS("b").Do(func() (err error) {
-		recv, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(uplinkAddr(0, 2))})
+		recv, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(netns.UplinkAddr(0, 2))})
 		return
 	}); err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tunbond/tunbond/endpoints/bond"
 	"github.com/tunbond/tunbond/endpoints/host"
+	"github.com/tunbond/tunbond/lab/netns"
 
 	"github.com/vishvananda/netlink"
 )
@@ -41,7 +42,7 @@ func TestManagedRoutingInstalledAndRemoved(t *testing.T) {
 	}
 	got := rulesFor()
 	for i := 0; i < 2; i++ {
-		if want := uplinkAddr(i, 1) + "/32"; got[7700+i] != want {
+		if want := netns.UplinkAddr(i, 1) + "/32"; got[7700+i] != want {
 			t.Fatalf("rule for table %d: %q, want from %s (all: %v)", 7700+i, got[7700+i], want, got)
 		}
 		routes, err := nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 7700 + i}, netlink.RT_FILTER_TABLE)
@@ -81,7 +82,7 @@ func TestManagedRoutingInstalledAndRemoved(t *testing.T) {
 func TestEndpointClearErrors(t *testing.T) {
 	requireRoot(t)
 	id := newID(t)
-	net, err := BondTopology(1).Build(id)
+	net, err := netns.Sites(1).Build(id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,14 +108,14 @@ func TestEndpointClearErrors(t *testing.T) {
 func TestControlSocket(t *testing.T) {
 	requireRoot(t)
 	id := newID(t)
-	n, err := BondTopology(1).Build(id)
+	n, err := netns.Sites(1).Build(id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer n.Close()
 	sock := filepath.Join(t.TempDir(), "ctl.sock")
 	var eps []*bond.Bond
-	for side, ns := range []*Namespace{1: n.NS("a"), 2: n.NS("b")} {
+	for side, ns := range []*netns.Namespace{1: n.NS("a"), 2: n.NS("b")} {
 		if ns == nil {
 			continue
 		}
@@ -132,7 +133,7 @@ func TestControlSocket(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, ep := range eps {
-		if err := ep.Engine().WaitPath(ctx, UplinkName(0), true); err != nil {
+		if err := ep.Engine().WaitPath(ctx, netns.UplinkName(0), true); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -143,7 +144,7 @@ func TestControlSocket(t *testing.T) {
 	if len(resp.Paths) != 1 || !resp.Paths[0].Up || resp.Paths[0].Weight != 5 || resp.Paths[0].RTTMs <= 0 {
 		t.Fatalf("status %+v", resp.Paths)
 	}
-	if _, err := bond.Control(sock, bond.ControlRequest{Cmd: "weight", Path: UplinkName(0), Weight: 9}); err != nil {
+	if _, err := bond.Control(sock, bond.ControlRequest{Cmd: "weight", Path: netns.UplinkName(0), Weight: 9}); err != nil {
 		t.Fatal(err)
 	}
 	if st := eps[0].Engine().Status(); st[0].Weight != 9 {
@@ -232,7 +233,7 @@ func TestDeletedTUNStopsTheBond(t *testing.T) {
 	if err := b.A.Err(); err == nil || !strings.Contains(err.Error(), "TUN") {
 		t.Fatalf("Err() = %v, want the TUN read error", err)
 	}
-	if up, _ := b.A.Engine().PathUp(UplinkName(0)); up {
+	if up, _ := b.A.Engine().PathUp(netns.UplinkName(0)); up {
 		t.Fatal("path still reported up after the bond stopped")
 	}
 	if err := b.Stop(); err != nil {
@@ -246,16 +247,16 @@ func TestDeletedTUNStopsTheBond(t *testing.T) {
 // stays.
 func TestStartRemovesAKilledRunsRouting(t *testing.T) {
 	requireRoot(t)
-	n, err := BondTopology(1).Build(newID(t))
+	n, err := netns.Sites(1).Build(newID(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer n.Close()
 	h := n.NS("a").Host()
-	src := netip.MustParsePrefix(uplinkAddr(0, 1) + "/32")
+	src := netip.MustParsePrefix(netns.UplinkAddr(0, 1) + "/32")
 	for _, err := range []error{
 		h.AddRule(host.Rule{Priority: 900, Src: src, Table: 77}),
-		h.ReplaceRoute(host.Route{Dst: netip.MustParsePrefix("10.100.0.0/30"), Link: UplinkName(0), Table: 77, Scope: host.ScopeLink}),
+		h.ReplaceRoute(host.Route{Dst: netip.MustParsePrefix("10.100.0.0/30"), Link: netns.UplinkName(0), Table: 77, Scope: host.ScopeLink}),
 		h.AddRule(host.Rule{Priority: 901, Src: src, Table: 78, Protocol: 4}),
 	} {
 		if err != nil {

@@ -11,14 +11,16 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tunbond/tunbond/lab/netns"
 )
 
 // direct builds site A and site B joined by n veths, each shaped by TBF at
 // rateMbit both ways (0: not shaped).
-func direct(t *testing.T, n int, rateMbit float64) *Net {
+func direct(t *testing.T, n int, rateMbit float64) *netns.Net {
 	t.Helper()
 	requireRoot(t)
-	net, err := BondTopology(n).Build(newID(t))
+	net, err := netns.Sites(n).Build(newID(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +31,7 @@ func direct(t *testing.T, n int, rateMbit float64) *Net {
 	})
 	for i := 0; i < n && rateMbit > 0; i++ {
 		for _, side := range []string{"a", "b"} {
-			if err := ShapeTBF(net.NS(side), UplinkName(i), uint64(rateMbit*1e6), 4000, 0.05); err != nil {
+			if err := netns.ShapeTBF(net.NS(side), netns.UplinkName(i), uint64(rateMbit*1e6), 4000, 0.05); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -37,7 +39,7 @@ func direct(t *testing.T, n int, rateMbit float64) *Net {
 	return net
 }
 
-func nsDefaultCC(t *testing.T, ns *Namespace) string {
+func nsDefaultCC(t *testing.T, ns *netns.Namespace) string {
 	t.Helper()
 	var b []byte
 	if err := ns.Do(func() (err error) {
@@ -64,7 +66,7 @@ func TestGoFlowTCP(t *testing.T) {
 		t.Run("cc="+cc, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			r, err := Throughput(ctx, Flow{Src: n.NS("a"), Dst: n.NS("b"), DstAddr: uplinkAddr(0, 2),
+			r, err := Throughput(ctx, Flow{Src: n.NS("a"), Dst: n.NS("b"), DstAddr: netns.UplinkAddr(0, 2),
 				Duration: 2 * time.Second, CongestionControl: cc})
 			if err != nil {
 				t.Fatal(err)
@@ -106,14 +108,14 @@ func TestGoFlowTCP(t *testing.T) {
 // subflows, both links carry about half of it, and it gets about 2× one link.
 func TestGoFlowMPTCP(t *testing.T) {
 	n := direct(t, 2, 40)
-	if err := setupMPTCP(n, 2); err != nil {
+	if err := netns.SetupMPTCP(n, 2); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	read := vethCounters(n, 2)
 	before := read()
-	r, err := Throughput(ctx, Flow{Src: n.NS("a"), Dst: n.NS("b"), DstAddr: uplinkAddr(0, 2), Duration: 2 * time.Second, MPTCP: true})
+	r, err := Throughput(ctx, Flow{Src: n.NS("a"), Dst: n.NS("b"), DstAddr: netns.UplinkAddr(0, 2), Duration: 2 * time.Second, MPTCP: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +149,7 @@ func TestGoFlowMPTCPFallbackFails(t *testing.T) {
 	if err := n.NS("b").Do(func() (err error) {
 		lc := net.ListenConfig{}
 		lc.SetMultipathTCP(false)
-		ln, err = lc.Listen(context.Background(), "tcp4", uplinkAddr(0, 2)+":0")
+		ln, err = lc.Listen(context.Background(), "tcp4", netns.UplinkAddr(0, 2)+":0")
 		return
 	}); err != nil {
 		t.Fatal(err)
@@ -164,7 +166,7 @@ func TestGoFlowMPTCPFallbackFails(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	g := &goFlows{f: Flow{Src: n.NS("a"), Dst: n.NS("b"), DstAddr: uplinkAddr(0, 2), MPTCP: true}, proto: unix.IPPROTO_MPTCP}
+	g := &goFlows{f: Flow{Src: n.NS("a"), Dst: n.NS("b"), DstAddr: netns.UplinkAddr(0, 2), MPTCP: true}, proto: unix.IPPROTO_MPTCP}
 	errc := make(chan error, 1)
 	g.threads.Add(1)
 	go g.send(ctx, ln.Addr().(*net.TCPAddr).Port, func(_ *sock, _ string, err error) { errc <- err })
@@ -181,7 +183,7 @@ func TestGoFlowStops(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(1500*time.Millisecond, cancel)
 	start := time.Now()
-	_, err := Throughput(ctx, Flow{Src: n.NS("a"), Dst: n.NS("b"), DstAddr: uplinkAddr(0, 2), Duration: time.Minute})
+	_, err := Throughput(ctx, Flow{Src: n.NS("a"), Dst: n.NS("b"), DstAddr: netns.UplinkAddr(0, 2), Duration: time.Minute})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err %v, want context.Canceled", err)
 	}
@@ -199,14 +201,14 @@ func TestGoFlowUnknownCongestion(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err := Throughput(ctx, Flow{Src: n.NS("a"), Dst: n.NS("b"), DstAddr: uplinkAddr(0, 2), Duration: 2 * time.Second, CongestionControl: "no-such-cc"})
+	_, err := Throughput(ctx, Flow{Src: n.NS("a"), Dst: n.NS("b"), DstAddr: netns.UplinkAddr(0, 2), Duration: 2 * time.Second, CongestionControl: "no-such-cc"})
 	if err == nil || !strings.Contains(err.Error(), "no-such-cc") {
 		t.Fatalf("err %v", err)
 	}
 }
 
 // mptcpCounters returns a namespace's non-zero MPTcpExt counters (nstat's).
-func mptcpCounters(ns *Namespace) string {
+func mptcpCounters(ns *netns.Namespace) string {
 	var b []byte
 	_ = ns.Do(func() (err error) { b, err = os.ReadFile("/proc/thread-self/net/netstat"); return })
 	var names, out []string

@@ -10,6 +10,8 @@ import (
 
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
+
+	"github.com/tunbond/tunbond/lab/netns"
 )
 
 var pingID atomic.Uint32
@@ -18,12 +20,12 @@ func init() { pingID.Store(uint32(os.Getpid()) << 4) }
 
 // Ping sends count ICMP echo requests from ns to dst, one every interval,
 // and returns the round-trip time of each reply (0 for a lost one).
-func Ping(ctx context.Context, ns *Namespace, dst string, count int, interval time.Duration) ([]time.Duration, error) {
+func Ping(ctx context.Context, ns *netns.Namespace, dst string, count int, interval time.Duration) ([]time.Duration, error) {
 	return PingFrom(ctx, ns, "0.0.0.0", dst, count, interval)
 }
 
 // PingFrom is Ping with a source address.
-func PingFrom(ctx context.Context, ns *Namespace, src, dst string, count int, interval time.Duration) ([]time.Duration, error) {
+func PingFrom(ctx context.Context, ns *netns.Namespace, src, dst string, count int, interval time.Duration) ([]time.Duration, error) {
 	var c *icmp.PacketConn
 	if err := ns.Do(func() (err error) { c, err = icmp.ListenPacket("ip4:icmp", src); return }); err != nil {
 		return nil, fmt.Errorf("ping: %w", err)

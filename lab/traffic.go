@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tunbond/tunbond/lab/netns"
 )
 
 // The traffic tools: every TCP row of a bench uses the same one.
@@ -27,7 +29,7 @@ var Tools = []string{ToolGo, ToolIperf3}
 
 // Flow is a timed TCP test from one namespace to another.
 type Flow struct {
-	Src, Dst         *Namespace
+	Src, Dst         *netns.Namespace
 	SrcAddr, DstAddr string // SrcAddr may be empty
 	Duration         time.Duration
 	Flows            int
@@ -202,7 +204,7 @@ func iperf3(ctx context.Context, f Flow) (FlowResult, error) {
 	return res, nil
 }
 
-func freePort(ns *Namespace, addr string) (int, error) {
+func freePort(ns *netns.Namespace, addr string) (int, error) {
 	var port int
 	err := ns.Do(func() error {
 		l, err := net.Listen("tcp4", net.JoinHostPort(addr, "0"))
@@ -218,7 +220,7 @@ func freePort(ns *Namespace, addr string) (int, error) {
 // RetransSegs reads the namespace's TCP RetransSegs counter (what
 // `nstat TcpRetransSegs` shows): every retransmitted segment of every TCP
 // and MPTCP-subflow socket in it, whatever tool made the traffic.
-func RetransSegs(ns *Namespace) (int64, error) {
+func RetransSegs(ns *netns.Namespace) (int64, error) {
 	var v int64 = -1
 	err := ns.Do(func() error {
 		// thread-self: /proc/self/net would show the main thread's namespace.

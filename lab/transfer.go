@@ -10,6 +10,8 @@ import (
 	"net"
 	"sync/atomic"
 	"time"
+
+	"github.com/tunbond/tunbond/lab/netns"
 )
 
 // TransferResult is the outcome of a TCP transfer.
@@ -28,7 +30,7 @@ func (r TransferResult) GoodputMbps() float64 {
 // Transfer sends size bytes of a pseudo-random stream over one TCP
 // connection from src to dst listening on addr:port, hashing both ends.
 // progress, if not nil, counts bytes received as they arrive.
-func Transfer(ctx context.Context, src, dst *Namespace, addr string, size int64, progress *atomic.Int64) (TransferResult, error) {
+func Transfer(ctx context.Context, src, dst *netns.Namespace, addr string, size int64, progress *atomic.Int64) (TransferResult, error) {
 	var ln net.Listener
 	if err := dst.Do(func() (err error) { ln, err = net.Listen("tcp4", net.JoinHostPort(addr, "0")); return }); err != nil {
 		return TransferResult{}, err

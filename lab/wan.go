@@ -4,18 +4,19 @@ import (
 	"fmt"
 
 	"github.com/tunbond/tunbond/lab/emulator"
+	"github.com/tunbond/tunbond/lab/netns"
 )
 
 // WANTopology is site A and site B joined through a WAN namespace by n
 // uplinks. Uplink i is A's ul<i> (10.100.i.1/30) ↔ wan's a<i>, and wan's b<i>
 // ↔ B's ul<i> (10.100.i.2/30): the WAN side carries frames between a<i> and
 // b<i> with the link emulator, so the sites see one /30 wire per uplink.
-func WANTopology(n int) Topology {
-	t := Topology{Namespaces: []string{"a", "wan", "b"}}
+func WANTopology(n int) netns.Topology {
+	t := netns.Topology{Namespaces: []string{"a", "wan", "b"}}
 	for i := 0; i < n; i++ {
 		t.Links = append(t.Links,
-			Link{A: End{NS: "a", Name: UplinkName(i), Addr: uplinkAddr(i, 1) + "/30"}, B: End{NS: "wan", Name: fmt.Sprintf("a%d", i)}},
-			Link{A: End{NS: "wan", Name: fmt.Sprintf("b%d", i)}, B: End{NS: "b", Name: UplinkName(i), Addr: uplinkAddr(i, 2) + "/30"}},
+			netns.Link{A: netns.End{NS: "a", Name: netns.UplinkName(i), Addr: netns.UplinkAddr(i, 1) + "/30"}, B: netns.End{NS: "wan", Name: fmt.Sprintf("a%d", i)}},
+			netns.Link{A: netns.End{NS: "wan", Name: fmt.Sprintf("b%d", i)}, B: netns.End{NS: "b", Name: netns.UplinkName(i), Addr: netns.UplinkAddr(i, 2) + "/30"}},
 		)
 	}
 	return t
@@ -29,10 +30,10 @@ type EmulatedLinks struct {
 // StartEmulation turns every interface of the uplinks' path to plain
 // frames (offloads off) and starts one emulated wire per uplink, with
 // params[i][0] for A→B and params[i][1] for B→A.
-func StartEmulation(n *Net, params [][2]emulator.Params) (*EmulatedLinks, error) {
+func StartEmulation(n *netns.Net, params [][2]emulator.Params) (*EmulatedLinks, error) {
 	e := &EmulatedLinks{}
 	for i, p := range params {
-		for _, x := range []struct{ ns, dev string }{{"a", UplinkName(i)}, {"b", UplinkName(i)},
+		for _, x := range []struct{ ns, dev string }{{"a", netns.UplinkName(i)}, {"b", netns.UplinkName(i)},
 			{"wan", fmt.Sprintf("a%d", i)}, {"wan", fmt.Sprintf("b%d", i)}} {
 			dev := x.dev
 			if err := n.NS(x.ns).Do(func() error { return emulator.DisableOffloads(dev) }); err != nil {

@@ -18,11 +18,12 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/tunbond/tunbond/lab"
+	"github.com/tunbond/tunbond/lab/netns"
 )
 
 // startIn runs the binary in a namespace and returns once a line with want
 // appears on its stderr; it is interrupted when the test ends.
-func startIn(t *testing.T, ns *lab.Namespace, want string, bin string, args ...string) *exec.Cmd {
+func startIn(t *testing.T, ns *netns.Namespace, want string, bin string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	if err := lab.StartAndAwait(ns, cmd, want); err != nil {
@@ -38,7 +39,7 @@ func startIn(t *testing.T, ns *lab.Namespace, want string, bin string, args ...s
 func TestDirectorCommands(t *testing.T) {
 	requireRoot(t)
 	bin := buildTunbond(t)
-	n, err := lab.DirectorTopology(1).Build(lab.RunID())
+	n, err := lab.DirectorTopology(1).Build(netns.RunID())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +157,7 @@ func (p *roleProc) log() string {
 
 // startRole runs the binary in ns and returns once a line with want is on
 // its stderr; it is interrupted when the test ends if still running.
-func startRole(t *testing.T, ns *lab.Namespace, want, bin string, args ...string) *roleProc {
+func startRole(t *testing.T, ns *netns.Namespace, want, bin string, args ...string) *roleProc {
 	t.Helper()
 	p := &roleProc{cmd: exec.Command(bin, args...), exited: make(chan error, 1)}
 	stderr, err := p.cmd.StderrPipe()
@@ -215,7 +216,7 @@ func (p *roleProc) wait(t *testing.T, what string) int {
 	return -1
 }
 
-func sysctlIn(t *testing.T, ns *lab.Namespace, key string) string {
+func sysctlIn(t *testing.T, ns *netns.Namespace, key string) string {
 	t.Helper()
 	var v string
 	if err := ns.Do(func() error {
@@ -228,7 +229,7 @@ func sysctlIn(t *testing.T, ns *lab.Namespace, key string) string {
 	return v
 }
 
-func setSysctlIn(t *testing.T, ns *lab.Namespace, key, v string) {
+func setSysctlIn(t *testing.T, ns *netns.Namespace, key, v string) {
 	t.Helper()
 	if err := ns.Do(func() error { return os.WriteFile("/proc/sys/net/"+key, []byte(v), 0o644) }); err != nil {
 		t.Fatal(err)
@@ -253,7 +254,7 @@ func roleConfigs(t *testing.T) (dir, dcfg, rcfg string) {
 func TestDirectorAndRealServerExitWhenTheirTUNIsDeleted(t *testing.T) {
 	requireRoot(t)
 	bin := buildTunbond(t)
-	n, err := lab.DirectorTopology(1).Build(lab.RunID())
+	n, err := lab.DirectorTopology(1).Build(netns.RunID())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +291,7 @@ func TestDirectorAndRealServerExitWhenTheirTUNIsDeleted(t *testing.T) {
 func TestDirectorAndRealServerStopOnSIGHUP(t *testing.T) {
 	requireRoot(t)
 	bin := buildTunbond(t)
-	n, err := lab.DirectorTopology(1).Build(lab.RunID())
+	n, err := lab.DirectorTopology(1).Build(netns.RunID())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tunbond/tunbond/lab/netns"
 	"github.com/tunbond/tunbond/scheduler/path"
 
 	"github.com/spf13/pflag"
@@ -94,7 +95,7 @@ func runLab(args []string) error {
 	if *debug {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	if n, err := lab.CleanStale(); err == nil && n > 0 {
+	if n, err := netns.CleanStale(); err == nil && n > 0 {
 		fmt.Fprintf(os.Stderr, "lab: removed %d namespaces left by killed runs\n", n)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -106,7 +107,7 @@ func runLab(args []string) error {
 	}
 	fmt.Fprintf(os.Stderr, "lab bond: profile %s (%s), %v per method, %d flow(s), traffic from %s, congestion control %s\n",
 		p.Name, p.Description, *duration, *flows, toolName, ccName)
-	rep, err := lab.RunBondBench(ctx, lab.RunID(), lab.BenchConfig{
+	rep, err := lab.RunBondBench(ctx, netns.RunID(), lab.BenchConfig{
 		Profile: p, Duration: *duration, Flows: *flows, Schedulers: ss, Log: log, Direct: *direct,
 		Tool: *tool, CongestionControl: *cc,
 		Progress: func(phase string, left time.Duration) {
@@ -190,12 +191,12 @@ func runLabDirector(args []string) error {
 	if err != nil {
 		return err
 	}
-	if n, err := lab.CleanStale(); err == nil && n > 0 {
+	if n, err := netns.CleanStale(); err == nil && n > 0 {
 		fmt.Fprintf(os.Stderr, "lab: removed %d namespaces left by killed runs\n", n)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	rep, err := lab.RunDirectorBench(ctx, lab.RunID(), lab.DirectorBenchConfig{Bin: bin, Reals: *reals, Scheduler: *sched,
+	rep, err := lab.RunDirectorBench(ctx, netns.RunID(), lab.DirectorBenchConfig{Bin: bin, Reals: *reals, Scheduler: *sched,
 		Requests: *requests, Concurrency: *clients, BodyBytes: *body, Duration: *duration,
 		Progress: func(p string) { fmt.Fprintln(os.Stderr, "  "+p) }})
 	if err != nil {

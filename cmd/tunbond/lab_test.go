@@ -14,6 +14,7 @@ import (
 
 	"github.com/tunbond/tunbond/lab"
 	"github.com/tunbond/tunbond/lab/labtest"
+	"github.com/tunbond/tunbond/lab/netns"
 )
 
 func requireRoot(t *testing.T) { labtest.RequireRoot(t) }
@@ -189,7 +190,7 @@ func childrenOf(pid int) []int {
 
 // TestLabTeardown: a run stopped with Ctrl-C (SIGINT) in the middle leaves
 // no namespace and no process; a run killed with SIGKILL leaves no process,
-// and its namespaces are removed by the next run (lab.CleanStale); with
+// and its namespaces are removed by the next run (netns.CleanStale); with
 // each traffic tool (iperf3's are child processes).
 func TestLabTeardown(t *testing.T) {
 	requireRoot(t)
@@ -243,7 +244,7 @@ func testLabTeardown(t *testing.T, bin, tool string) {
 			t.Errorf("after SIGKILL, child %d still runs", k)
 		}
 	}
-	if n, err := lab.CleanStale(); err != nil || n == 0 {
+	if n, err := netns.CleanStale(); err != nil || n == 0 {
 		t.Errorf("CleanStale removed %d namespaces: %v", n, err)
 	}
 	if left := namespacesOf(pid); len(left) > 0 {

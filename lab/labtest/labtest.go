@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+
+	"github.com/tunbond/tunbond/lab/netns"
 )
 
 // RequireRoot skips without root, or fails in CI.
@@ -46,4 +48,22 @@ func RequireTool(t testing.TB, name string) string {
 	}
 	t.Skipf("%s is not installed (%s); skipped because CI is unset", name, install)
 	return ""
+}
+
+// NewID returns a run id for a test's namespaces (netns.RunID) and
+// registers a check that nothing of the run is left once the test's own
+// cleanups have run.
+func NewID(t testing.TB) string {
+	t.Helper()
+	id := netns.RunID()
+	t.Cleanup(func() {
+		left, err := netns.Leftovers(id)
+		if err != nil {
+			t.Error(err)
+		}
+		if len(left) > 0 {
+			t.Errorf("namespaces left behind: %v", left)
+		}
+	})
+	return id
 }

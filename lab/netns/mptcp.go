@@ -1,6 +1,7 @@
-package lab
+package netns
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -77,6 +78,44 @@ func MPTCPSubflowEndpoint(ns *Namespace, addr, dev string) error {
 	a.AddRtAttr(mptcpAddrIfIdx, nl.Uint32Attr(uint32(l.Attrs().Index)))
 	if err := mptcpRequest(ns, mptcpPMCmdAddAddr, a); err != nil {
 		return fmt.Errorf("%s: mptcp endpoint %s dev %s: %w", ns.Name, addr, dev, err)
+	}
+	return nil
+}
+
+// SetupMPTCP lets site A of a two-site topology (Sites, or the emulator's
+// WAN) open one subflow per extra uplink, from that uplink's address, with a
+// source rule and table per uplink so each subflow leaves by its own uplink;
+// site B only needs its limits.
+func SetupMPTCP(n *Net, links int) error {
+	a, b := n.NS("a"), n.NS("b")
+	if !MPTCPAvailable(a) {
+		return errors.New("the kernel has no MPTCP (net.mptcp.enabled)")
+	}
+	extra := uint32(max(links-1, 1))
+	for _, ns := range []*Namespace{a, b} {
+		if err := MPTCPLimits(ns, extra, extra); err != nil {
+			return err
+		}
+	}
+	for i := 1; i < links; i++ {
+		table := 200 + i
+		l, err := a.NL.LinkByName(UplinkName(i))
+		if err != nil {
+			return err
+		}
+		if err := a.NL.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP(UplinkAddr(i, 2)), Table: table}); err != nil {
+			return fmt.Errorf("mptcp: table %d: %w", table, err)
+		}
+		rule := netlink.NewRule()
+		rule.Src = &net.IPNet{IP: net.ParseIP(UplinkAddr(i, 1)).To4(), Mask: net.CIDRMask(32, 32)}
+		rule.Table = table
+		rule.Priority = 7800
+		if err := a.NL.RuleAdd(rule); err != nil {
+			return fmt.Errorf("mptcp: rule: %w", err)
+		}
+		if err := MPTCPSubflowEndpoint(a, UplinkAddr(i, 1), UplinkName(i)); err != nil {
+			return err
+		}
 	}
 	return nil
 }

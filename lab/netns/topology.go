@@ -1,4 +1,4 @@
-package lab
+package netns
 
 import (
 	"errors"
@@ -52,7 +52,7 @@ func (t Topology) Build(id string) (_ *Net, err error) {
 		}
 	}()
 	for _, name := range t.Namespaces {
-		ns, err := NewNamespace(fmt.Sprintf("tb-%s-%s", id, name))
+		ns, err := New(fmt.Sprintf("tb-%s-%s", id, name))
 		if err != nil {
 			return nil, err
 		}

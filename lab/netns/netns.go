@@ -1,6 +1,7 @@
-// Package lab builds network topologies in namespaces, emulates links, runs
-// traffic through them and compares tunbond with the alternatives.
-package lab
+// Package netns builds the lab's network namespaces and the topologies
+// between them: veth links, addresses, routes, a TBF shaper, the MPTCP
+// path manager, and the two-site uplink plan every bench and test shares.
+package netns
 
 import (
 	"crypto/rand"
@@ -15,27 +16,27 @@ import (
 	"github.com/tunbond/tunbond/endpoints/host"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
+	vnetns "github.com/vishvananda/netns"
 )
 
-// Namespace is a named network namespace created by lab.
+// Namespace is a named network namespace created by the lab.
 type Namespace struct {
 	Name string
-	h    netns.NsHandle
+	h    vnetns.NsHandle
 	NL   *netlink.Handle
 }
 
-// NewNamespace creates the named namespace (visible to `ip netns`) with lo up.
-func NewNamespace(name string) (*Namespace, error) {
+// New creates the named namespace (visible to `ip netns`) with lo up.
+func New(name string) (*Namespace, error) {
 	runtime.LockOSThread()
-	orig, err := netns.Get()
+	orig, err := vnetns.Get()
 	if err != nil {
 		runtime.UnlockOSThread()
 		return nil, err
 	}
 	defer orig.Close()
-	h, err := netns.NewNamed(name) // moves this thread into it
-	if serr := netns.Set(orig); serr != nil {
+	h, err := vnetns.NewNamed(name) // moves this thread into it
+	if serr := vnetns.Set(orig); serr != nil {
 		// The thread is stuck in the wrong namespace: keep it locked so
 		// it dies with this goroutine instead of serving others.
 		return nil, fmt.Errorf("netns: returning to the original namespace: %w", serr)
@@ -64,18 +65,18 @@ func NewNamespace(name string) (*Namespace, error) {
 // belong to it, and so do processes f starts.
 func (n *Namespace) Do(f func() error) error {
 	runtime.LockOSThread()
-	orig, err := netns.Get()
+	orig, err := vnetns.Get()
 	if err != nil {
 		runtime.UnlockOSThread()
 		return err
 	}
 	defer orig.Close()
-	if err := netns.Set(n.h); err != nil {
+	if err := vnetns.Set(n.h); err != nil {
 		runtime.UnlockOSThread()
 		return fmt.Errorf("enter netns %s: %w", n.Name, err)
 	}
 	ferr := f()
-	if err := netns.Set(orig); err != nil {
+	if err := vnetns.Set(orig); err != nil {
 		return errors.Join(ferr, fmt.Errorf("leave netns %s: %w", n.Name, err)) // thread stays locked and dies
 	}
 	runtime.UnlockOSThread()
@@ -85,7 +86,7 @@ func (n *Namespace) Do(f func() error) error {
 // Host is the namespace as an endpoint sees it.
 func (n *Namespace) Host() *host.Netlink { return host.NewNetlink(n.NL, n.Do) }
 
-// Start starts cmd inside the namespace; it is killed if lab dies.
+// Start starts cmd inside the namespace; it is killed if this process dies.
 func (n *Namespace) Start(cmd *exec.Cmd) error {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
@@ -101,7 +102,7 @@ func (n *Namespace) Close() error {
 		n.NL.Close()
 	}
 	n.h.Close()
-	return netns.DeleteNamed(n.Name)
+	return vnetns.DeleteNamed(n.Name)
 }
 
 // RunID returns an id that makes a run's names unique: the process id
@@ -129,7 +130,7 @@ func CleanStale() (int, error) {
 		if err := syscall.Kill(pid, 0); err == nil || errors.Is(err, syscall.EPERM) {
 			continue // its run is alive
 		}
-		if err := netns.DeleteNamed(name); err == nil {
+		if err := vnetns.DeleteNamed(name); err == nil {
 			removed++
 		}
 	}
