@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/tunbond/tunbond/lab/emulator"
 	"github.com/tunbond/tunbond/lab/netns"
+	"github.com/tunbond/tunbond/lab/traffic"
 )
 
 // BenchConfig is one side-by-side run on one set of emulated uplinks.
@@ -114,9 +114,9 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 	p := cfg.Profile
 	n := len(p.Links)
 	if cfg.Tool == "" {
-		cfg.Tool = ToolGo
+		cfg.Tool = traffic.ToolGo
 	}
-	if err := ToolCanRun(cfg.Tool, false); err != nil {
+	if err := traffic.ToolCanRun(cfg.Tool, false); err != nil {
 		return nil, err
 	}
 	rep := &Report{Profile: p.Name, Duration: cfg.Duration.Seconds(), Flows: max(cfg.Flows, 1), Tool: cfg.Tool}
@@ -157,16 +157,16 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 		}
 		counters = vethCounters(net, n)
 	} else {
-		if net, err = WANTopology(n).Build(id); err != nil {
+		if net, err = emulator.WANTopology(n).Build(id); err != nil {
 			return nil, err
 		}
 		defer net.Close()
-		emu, err := StartEmulation(net, params)
+		emu, err := emulator.StartWAN(net, params)
 		if err != nil {
 			return nil, err
 		}
 		defer emu.Close()
-		counters = emu.counters
+		counters = emu.BytesAB
 	}
 	// Each method's connections must start afresh: Linux caches a
 	// destination's ssthresh and RTT from the last connection to it, and
@@ -178,7 +178,7 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 			return nil, fmt.Errorf("tcp_no_metrics_save: %w", err)
 		}
 	}
-	if rep.CongestionControl, err = probeCongestion(net.NS("a"), cfg.CongestionControl); err != nil {
+	if rep.CongestionControl, err = traffic.ProbeCongestion(net.NS("a"), cfg.CongestionControl); err != nil {
 		return nil, err
 	}
 	if err := setupECMP(net, n); err != nil {
@@ -190,7 +190,7 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 	}
 	methods = append(methods, method{name: "ecmp", srcAddr: ecmpAddrA, dstAddr: ecmpAddrB})
 	mptcp := method{name: "mptcp", dstAddr: netns.UplinkAddr(0, 2), mptcp: true}
-	if err := ToolCanRun(cfg.Tool, true); err != nil {
+	if err := traffic.ToolCanRun(cfg.Tool, true); err != nil {
 		mptcp.skipped = err.Error()
 	} else if err := netns.SetupMPTCP(net, n); err != nil {
 		mptcp.skipped = err.Error()
@@ -289,27 +289,27 @@ func runMethod(ctx context.Context, net *netns.Net, counters linkCounters, m met
 		probeSrc = "0.0.0.0"
 	}
 	rttc := make(chan []time.Duration, 1)
-	if cfg.Tool == ToolGo {
+	if cfg.Tool == traffic.ToolGo {
 		rttc <- nil // the flow's own sender samples its RTT
 	} else {
 		go func() {
 			// ICMP probes, from the end of the warm-up second to the end of the flow.
 			select {
-			case <-time.After(warmUp):
+			case <-time.After(traffic.WarmUp):
 			case <-mctx.Done():
 				rttc <- nil
 				return
 			}
-			count := int(cfg.Duration / rttEvery)
-			r, _ := PingFrom(mctx, net.NS("a"), probeSrc, m.dstAddr, count, rttEvery)
+			count := int(cfg.Duration / traffic.RTTEvery)
+			r, _ := traffic.PingFrom(mctx, net.NS("a"), probeSrc, m.dstAddr, count, traffic.RTTEvery)
 			rttc <- r
 		}()
 	}
 	samples := make(chan [][]float64, 1)
 	go func() { samples <- sampleLinks(mctx, counters, cfg.Duration) }()
-	re0, reErr := RetransSegs(net.NS("a"))
+	re0, reErr := traffic.RetransSegs(net.NS("a"))
 	cpu0, t0 := cpuTime(), time.Now()
-	fr, err := Throughput(mctx, Flow{Src: net.NS("a"), Dst: net.NS("b"), SrcAddr: m.srcAddr, DstAddr: m.dstAddr,
+	fr, err := traffic.Throughput(mctx, traffic.Flow{Src: net.NS("a"), Dst: net.NS("b"), SrcAddr: m.srcAddr, DstAddr: m.dstAddr,
 		Duration: cfg.Duration, Flows: cfg.Flows, MPTCP: m.mptcp, Tool: cfg.Tool, CongestionControl: cfg.CongestionControl})
 	cpu, wall := cpuTime()-cpu0, time.Since(t0)
 	cancel()
@@ -319,7 +319,7 @@ func runMethod(ctx context.Context, net *netns.Net, counters linkCounters, m met
 		return row, err
 	}
 	row.GoodputMbps, row.Retransmits, row.PerSecond = fr.GoodputMbps, -1, fr.PerSecond
-	if re1, err := RetransSegs(net.NS("a")); err == nil && reErr == nil {
+	if re1, err := traffic.RetransSegs(net.NS("a")); err == nil && reErr == nil {
 		row.Retransmits = re1 - re0 // the sender's, counted by its kernel
 	}
 	if len(fr.RTTs) > 0 {
@@ -328,7 +328,7 @@ func runMethod(ctx context.Context, net *netns.Net, counters linkCounters, m met
 	row.RTTP50Ms, row.RTTP99Ms = percentiles(rtts)
 	row.LinkShare = shares(row.LinkPerSec, len(weights))
 	row.congestion = fr.CongestionControl
-	if m.mptcp && fr.Tool == ToolGo {
+	if m.mptcp && fr.Tool == traffic.ToolGo {
 		row.Subflows = fr.Subflows
 		if links := len(weights); fr.Subflows < links {
 			return row, fmt.Errorf("the MPTCP connection had %d subflow(s), want one per uplink (%d)", fr.Subflows, links)
@@ -349,15 +349,6 @@ func runMethod(ctx context.Context, net *netns.Net, counters linkCounters, m met
 
 // linkCounters reads the A→B bytes each uplink has carried so far.
 type linkCounters func() []uint64
-
-// counters reads the emulated wires.
-func (e *EmulatedLinks) counters() []uint64 {
-	v := make([]uint64, len(e.Wires))
-	for i, w := range e.Wires {
-		v[i] = w.AB.Stats.Bytes.Load()
-	}
-	return v
-}
 
 // vethCounters reads site A's uplink veths' transmitted bytes.
 func vethCounters(n *netns.Net, links int) linkCounters {
@@ -474,23 +465,4 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// probeCongestion returns the congestion control a TCP socket in ns gets
-// when asked for name ("": the namespace's default), loading its module if
-// need be; an unknown name is an error.
-func probeCongestion(ns *netns.Namespace, name string) (cc string, err error) {
-	err = ns.Do(func() error {
-		s, err := newSock(0)
-		if err != nil {
-			return err
-		}
-		defer s.close()
-		if err := setCongestion(s.fd, name); err != nil {
-			return err
-		}
-		cc, err = unix.GetsockoptString(s.fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION)
-		return err
-	})
-	return cc, err
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tunbond/tunbond/lab/labtest"
+	"github.com/tunbond/tunbond/lab/traffic"
 )
 
 // benchRows runs a short --direct bench (two 100 Mbit/s TBF links, tunbond
@@ -40,7 +41,7 @@ func benchRows(t *testing.T, tool, cc string) (*Report, map[string]BenchResult) 
 // requested congestion control is the report's.
 func TestBenchGoTool(t *testing.T) {
 	rep, rows := benchRows(t, "", "cubic")
-	if rep.Tool != ToolGo || rep.CongestionControl != "cubic" {
+	if rep.Tool != traffic.ToolGo || rep.CongestionControl != "cubic" {
 		t.Errorf("tool %q cc %q, want go cubic", rep.Tool, rep.CongestionControl)
 	}
 	for _, m := range []string{"link-1", "link-2", "ecmp", "mptcp", "tunbond-wrr"} {
@@ -61,8 +62,8 @@ func TestBenchGoTool(t *testing.T) {
 // mptcpize the MPTCP row is there and says why it was skipped.
 func TestBenchIperf3Tool(t *testing.T) {
 	labtest.RequireTool(t, "iperf3")
-	rep, rows := benchRows(t, ToolIperf3, "")
-	if rep.Tool != ToolIperf3 || rep.CongestionControl == "" {
+	rep, rows := benchRows(t, traffic.ToolIperf3, "")
+	if rep.Tool != traffic.ToolIperf3 || rep.CongestionControl == "" {
 		t.Errorf("tool %q cc %q", rep.Tool, rep.CongestionControl)
 	}
 	for _, m := range []string{"link-1", "link-2", "ecmp", "tunbond-wrr"} {

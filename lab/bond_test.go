@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tunbond/tunbond/lab/netns"
+	"github.com/tunbond/tunbond/lab/traffic"
 )
 
 func startBond(t *testing.T, spec BondSpec) *Bond {
@@ -36,7 +37,7 @@ func TestBondPingAndTransfer(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 
-			rtts, err := Ping(ctx, b.Net.NS("a"), BondAddrB, 5, 20*time.Millisecond)
+			rtts, err := traffic.Ping(ctx, b.Net.NS("a"), BondAddrB, 5, 20*time.Millisecond)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -47,7 +48,7 @@ func TestBondPingAndTransfer(t *testing.T) {
 			}
 
 			before := b.A.Engine().Status()
-			res, err := Transfer(ctx, b.Net.NS("a"), b.Net.NS("b"), BondAddrB, 200<<20, nil)
+			res, err := traffic.Transfer(ctx, b.Net.NS("a"), b.Net.NS("b"), BondAddrB, 200<<20, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -78,12 +79,12 @@ func TestBondSurvivesUplinkDown(t *testing.T) {
 	defer cancel()
 	var progress atomic.Int64
 	type result struct {
-		r   TransferResult
+		r   traffic.TransferResult
 		err error
 	}
 	done := make(chan result, 1)
 	go func() {
-		r, err := Transfer(ctx, b.Net.NS("a"), b.Net.NS("b"), BondAddrB, 200<<20, &progress)
+		r, err := traffic.Transfer(ctx, b.Net.NS("a"), b.Net.NS("b"), BondAddrB, 200<<20, &progress)
 		done <- result{r, err}
 	}()
 	// Wait until the transfer is well under way (a quarter of it), then
@@ -139,7 +140,7 @@ func TestIPIPBond(t *testing.T) {
 	b := startBond(t, BondSpec{Weights: []int64{1, 1}, Encap: "ipip", Scheduler: "flowhash"})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	rtts, err := Ping(ctx, b.Net.NS("a"), BondAddrB, 3, 20*time.Millisecond)
+	rtts, err := traffic.Ping(ctx, b.Net.NS("a"), BondAddrB, 3, 20*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +149,7 @@ func TestIPIPBond(t *testing.T) {
 			t.Fatalf("ping %d over IPIP got no reply", i)
 		}
 	}
-	res, err := Transfer(ctx, b.Net.NS("a"), b.Net.NS("b"), BondAddrB, 20<<20, nil)
+	res, err := traffic.Transfer(ctx, b.Net.NS("a"), b.Net.NS("b"), BondAddrB, 20<<20, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tunbond/tunbond/lab/labtest"
 	"github.com/tunbond/tunbond/lab/netns"
+	"github.com/tunbond/tunbond/lab/traffic"
 )
 
 // TestCaptureDecodesAsGRE captures an uplink while pinging through the bond
@@ -38,7 +39,7 @@ func TestCaptureDecodesAsGRE(t *testing.T) {
 		for sc.Scan() {
 		}
 	}()
-	if _, err := Ping(ctx, b.Net.NS("a"), BondAddrB, 20, 5*time.Millisecond); err != nil {
+	if _, err := traffic.Ping(ctx, b.Net.NS("a"), BondAddrB, 20, 5*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Wait(); err != nil {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tunbond/tunbond/lab/netns"
+	"github.com/tunbond/tunbond/lab/traffic"
 	"github.com/tunbond/tunbond/scheduler/path"
 
 	"github.com/spf13/pflag"
@@ -38,7 +39,7 @@ func runLab(args []string) error {
 	links := fs.String("links", "", `ad hoc links instead of a profile: "100mbit/10ms,50mbit/40ms/1%/±5ms"`)
 	duration := fs.Duration("duration", 10*time.Second, "measured time per method")
 	flows := fs.Int("flows", 1, "parallel TCP flows")
-	tool := fs.String("tool", lab.ToolGo, "traffic tool of every TCP row: go (built in; opens MPTCP natively) or iperf3 (MPTCP through mptcpize, or that row is skipped)")
+	tool := fs.String("tool", traffic.ToolGo, "traffic tool of every TCP row: go (built in; opens MPTCP natively) or iperf3 (MPTCP through mptcpize, or that row is skipped)")
 	cc := fs.String("cc", "", "inner TCP congestion control of every row, set per socket (e.g. cubic, bbr, reno); default: the kernel's default")
 	scheds := fs.String("schedulers", strings.Join(path.Names, ","), "tunbond schedulers to measure")
 	jsonOut := fs.String("json", "", "write the results as JSON to FILE")
@@ -62,7 +63,7 @@ func runLab(args []string) error {
 	if *duration < 2*time.Second {
 		return errors.New("lab: --duration must be at least 2s")
 	}
-	if err := lab.ToolCanRun(*tool, false); err != nil {
+	if err := traffic.ToolCanRun(*tool, false); err != nil {
 		return fmt.Errorf("lab: --tool: %w", err)
 	}
 	if *plotOut != "" && !strings.HasSuffix(*plotOut, ".svg") {
@@ -100,7 +101,7 @@ func runLab(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	toolName := map[string]string{lab.ToolGo: "the built-in Go sender and receiver", lab.ToolIperf3: "iperf3"}[*tool]
+	toolName := map[string]string{traffic.ToolGo: "the built-in Go sender and receiver", traffic.ToolIperf3: "iperf3"}[*tool]
 	ccName := *cc
 	if ccName == "" {
 		ccName = "the kernel's default"

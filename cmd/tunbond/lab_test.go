@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tunbond/tunbond/lab"
 	"github.com/tunbond/tunbond/lab/labtest"
 	"github.com/tunbond/tunbond/lab/netns"
+	"github.com/tunbond/tunbond/lab/traffic"
 )
 
 func requireRoot(t *testing.T) { labtest.RequireRoot(t) }
@@ -63,7 +63,7 @@ func TestLabBondJSON(t *testing.T) {
 	if rep.Profile != "symmetric" || len(rep.Links) != 2 || rep.Links[0].RateMbit != 100 {
 		t.Fatalf("profile %q links %+v", rep.Profile, rep.Links)
 	}
-	if rep.Tool != lab.ToolGo || rep.CC == "" {
+	if rep.Tool != traffic.ToolGo || rep.CC == "" {
 		t.Errorf("tool %q congestion control %q, want go and a name", rep.Tool, rep.CC)
 	}
 	want := []string{"link-1", "link-2", "ecmp", "mptcp", "tunbond-rr", "tunbond-wrr", "tunbond-flowhash", "tunbond-delay"}
@@ -140,10 +140,10 @@ func runUntilMeasuring(t *testing.T, bin, tool string) *exec.Cmd {
 	}()
 	// The Go tool's flow runs in the process; an iperf3 is a child to await.
 	deadline := time.Now().Add(10 * time.Second)
-	for tool == lab.ToolIperf3 && time.Now().Before(deadline) && len(childrenOf(cmd.Process.Pid)) == 0 {
+	for tool == traffic.ToolIperf3 && time.Now().Before(deadline) && len(childrenOf(cmd.Process.Pid)) == 0 {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if tool == lab.ToolIperf3 && len(childrenOf(cmd.Process.Pid)) == 0 {
+	if tool == traffic.ToolIperf3 && len(childrenOf(cmd.Process.Pid)) == 0 {
 		cmd.Process.Kill()
 		cmd.Wait()
 		t.Fatal("no iperf3 started within 10 s of measuring")
@@ -195,9 +195,9 @@ func childrenOf(pid int) []int {
 func TestLabTeardown(t *testing.T) {
 	requireRoot(t)
 	bin := buildTunbond(t)
-	for _, tool := range lab.Tools {
+	for _, tool := range traffic.Tools {
 		t.Run(tool, func(t *testing.T) {
-			if tool == lab.ToolIperf3 {
+			if tool == traffic.ToolIperf3 {
 				labtest.RequireTool(t, "iperf3")
 			}
 			testLabTeardown(t, bin, tool)

@@ -1,4 +1,7 @@
-package lab
+// Package traffic is the lab's traffic: timed TCP and MPTCP flows between
+// namespaces (the built-in Go sender and receiver, or iperf3), hashed
+// transfers, ICMP pings and the namespace's retransmission counter.
+package traffic
 
 import (
 	"bufio"
@@ -156,7 +159,7 @@ func iperf3(ctx context.Context, f Flow) (FlowResult, error) {
 		return FlowResult{}, ctx.Err()
 	}
 	args := []string{"iperf3", "-c", f.DstAddr, "-p", strconv.Itoa(port), "-t", fmt.Sprint(int(f.Duration.Seconds())),
-		"-P", strconv.Itoa(f.Flows), "-J", "-O", fmt.Sprint(int(warmUp.Seconds()))}
+		"-P", strconv.Itoa(f.Flows), "-J", "-O", fmt.Sprint(int(WarmUp.Seconds()))}
 	if f.CongestionControl != "" {
 		args = append(args, "-C", f.CongestionControl)
 	}

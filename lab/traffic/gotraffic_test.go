@@ -1,4 +1,4 @@
-package lab
+package traffic
 
 import (
 	"context"
@@ -113,7 +113,7 @@ func TestGoFlowMPTCP(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	read := vethCounters(n, 2)
+	read := func() []uint64 { return netns.UplinkTxBytes(n, 2) }
 	before := read()
 	r, err := Throughput(ctx, Flow{Src: n.NS("a"), Dst: n.NS("b"), DstAddr: netns.UplinkAddr(0, 2), Duration: 2 * time.Second, MPTCP: true})
 	if err != nil {
@@ -196,8 +196,8 @@ func TestGoFlowStops(t *testing.T) {
 // error, not a silent default.
 func TestGoFlowUnknownCongestion(t *testing.T) {
 	n := direct(t, 1, 0)
-	if _, err := probeCongestion(n.NS("a"), "no-such-cc"); err == nil {
-		t.Fatal("probeCongestion accepted no-such-cc")
+	if _, err := ProbeCongestion(n.NS("a"), "no-such-cc"); err == nil {
+		t.Fatal("ProbeCongestion accepted no-such-cc")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

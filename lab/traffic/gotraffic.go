@@ -1,4 +1,4 @@
-package lab
+package traffic
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tunbond/tunbond/lab/netns"
 )
 
 // The built-in traffic tool: Flows TCP (or MPTCP) connections from f.Src to
@@ -28,10 +30,11 @@ import (
 // JSON does not give per MPTCP subflow.
 
 const (
-	// warmUp is the unmeasured start of every flow (iperf3 -O 1).
-	warmUp = time.Second
-	// rttEvery is how often the sender's TCP_INFO is sampled.
-	rttEvery = 100 * time.Millisecond
+	// WarmUp is the unmeasured start of every flow (iperf3 -O 1).
+	WarmUp = time.Second
+	// RTTEvery is how often the sender's TCP_INFO is sampled (and how
+	// often the bench pings the tools that report no RTT).
+	RTTEvery = 100 * time.Millisecond
 	// sendBuf is the size of each write and read.
 	sendBuf = 256 << 10
 )
@@ -192,14 +195,14 @@ func goFlow(ctx context.Context, f Flow) (res FlowResult, err error) {
 	}
 
 	select {
-	case <-time.After(warmUp):
+	case <-time.After(WarmUp):
 	case <-ctx.Done():
 		return FlowResult{}, ctx.Err()
 	}
 	t0, b0 := time.Now(), g.received.Load()
 	end := time.NewTimer(f.Duration)
 	defer end.Stop()
-	tick := time.NewTicker(rttEvery)
+	tick := time.NewTicker(RTTEvery)
 	defer tick.Stop()
 	secs := int(f.Duration / time.Second)
 	lastT, lastB := t0, b0
@@ -217,7 +220,7 @@ func goFlow(ctx context.Context, f Flow) (res FlowResult, err error) {
 				res.Subflows = max(res.Subflows, subflows)
 			}
 			// Second k ends at t0+k s; a tick within half a tick of it ends it.
-			if k := len(res.PerSecond) + 1; k <= secs && now.Sub(t0) >= time.Duration(k)*time.Second-rttEvery/2 {
+			if k := len(res.PerSecond) + 1; k <= secs && now.Sub(t0) >= time.Duration(k)*time.Second-RTTEvery/2 {
 				perSecond(now)
 			}
 		case <-end.C:
@@ -500,4 +503,23 @@ func mptcpSubflowInfo(fd int) ([]unix.TCPInfo, error) {
 		copy(unsafe.Slice((*byte)(unsafe.Pointer(&infos[i])), elem), buf[off:off+int(d.SizeUser)])
 	}
 	return infos, nil
+}
+
+// ProbeCongestion returns the congestion control a TCP socket in ns gets
+// when asked for name ("": the namespace's default), loading its module if
+// need be; an unknown name is an error.
+func ProbeCongestion(ns *netns.Namespace, name string) (cc string, err error) {
+	err = ns.Do(func() error {
+		s, err := newSock(0)
+		if err != nil {
+			return err
+		}
+		defer s.close()
+		if err := setCongestion(s.fd, name); err != nil {
+			return err
+		}
+		cc, err = unix.GetsockoptString(s.fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION)
+		return err
+	})
+	return cc, err
 }

@@ -1,4 +1,4 @@
-package lab
+package emulator
 
 import (
 	"context"
@@ -9,12 +9,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tunbond/tunbond/lab/emulator"
+	"github.com/tunbond/tunbond/lab/labtest"
 	"github.com/tunbond/tunbond/lab/netns"
 )
 
 // emulated builds A—WAN—B with one emulated uplink.
-func emulated(t *testing.T, ab, ba emulator.Params) (*netns.Net, *EmulatedLinks) {
+// requireRoot skips without root, or fails in CI.
+func requireRoot(t *testing.T) { labtest.RequireRoot(t) }
+
+// newID returns a run id whose leftovers fail the test.
+func newID(t *testing.T) string { t.Helper(); return labtest.NewID(t) }
+
+func emulated(t *testing.T, ab, ba Params) (*netns.Net, *WAN) {
 	t.Helper()
 	requireRoot(t)
 	n, err := WANTopology(1).Build(newID(t))
@@ -22,7 +28,7 @@ func emulated(t *testing.T, ab, ba emulator.Params) (*netns.Net, *EmulatedLinks)
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
-	e, err := StartEmulation(n, [][2]emulator.Params{{ab, ba}})
+	e, err := StartWAN(n, [][2]Params{{ab, ba}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +69,7 @@ func udpPair(t *testing.T, n *netns.Net) (send, recv *net.UDPConn) {
 }
 
 func TestEmulatorDelay(t *testing.T) {
-	n, _ := emulated(t, emulator.Params{Delay: 10 * time.Millisecond}, emulator.Params{Delay: 10 * time.Millisecond})
+	n, _ := emulated(t, Params{Delay: 10 * time.Millisecond}, Params{Delay: 10 * time.Millisecond})
 	send, recv := udpPair(t, n)
 	const count = 300
 	go func() {
@@ -100,7 +106,7 @@ func TestEmulatorDelay(t *testing.T) {
 
 func TestEmulatorLoss(t *testing.T) {
 	const rate, count = 0.02, 10000
-	n, e := emulated(t, emulator.Params{Loss: rate}, emulator.Params{})
+	n, e := emulated(t, Params{Loss: rate}, Params{})
 	send, recv := udpPair(t, n)
 	before := e.Wires[0].AB.Stats.Frames.Load() + e.Wires[0].AB.Stats.DropLoss.Load()
 	got := make(chan int)
@@ -133,7 +139,7 @@ func TestEmulatorLoss(t *testing.T) {
 }
 
 func TestEmulatorRate(t *testing.T) {
-	n, _ := emulated(t, emulator.Params{RateBps: 50e6}, emulator.Params{})
+	n, _ := emulated(t, Params{RateBps: 50e6}, Params{})
 	send, recv := udpPair(t, n)
 	const payload = 1400
 	const frame = payload + 8 + 20 + 14 // UDP, IPv4, Ethernet: what the link carries

@@ -1,9 +1,8 @@
-package lab
+package emulator
 
 import (
 	"fmt"
 
-	"github.com/tunbond/tunbond/lab/emulator"
 	"github.com/tunbond/tunbond/lab/netns"
 )
 
@@ -22,26 +21,26 @@ func WANTopology(n int) netns.Topology {
 	return t
 }
 
-// EmulatedLinks are the running wires of a WAN topology.
-type EmulatedLinks struct {
-	Wires []*emulator.Wire
+// WAN is the running wires of a WAN topology.
+type WAN struct {
+	Wires []*Wire
 }
 
-// StartEmulation turns every interface of the uplinks' path to plain
+// StartWAN turns every interface of the uplinks' path to plain
 // frames (offloads off) and starts one emulated wire per uplink, with
 // params[i][0] for A→B and params[i][1] for B→A.
-func StartEmulation(n *netns.Net, params [][2]emulator.Params) (*EmulatedLinks, error) {
-	e := &EmulatedLinks{}
+func StartWAN(n *netns.Net, params [][2]Params) (*WAN, error) {
+	e := &WAN{}
 	for i, p := range params {
 		for _, x := range []struct{ ns, dev string }{{"a", netns.UplinkName(i)}, {"b", netns.UplinkName(i)},
 			{"wan", fmt.Sprintf("a%d", i)}, {"wan", fmt.Sprintf("b%d", i)}} {
 			dev := x.dev
-			if err := n.NS(x.ns).Do(func() error { return emulator.DisableOffloads(dev) }); err != nil {
+			if err := n.NS(x.ns).Do(func() error { return DisableOffloads(dev) }); err != nil {
 				e.Close()
 				return nil, err
 			}
 		}
-		w, err := emulator.StartWire(n.NS("wan").Do, fmt.Sprintf("a%d", i), fmt.Sprintf("b%d", i), p[0], p[1], uint64(i+1)*1000)
+		w, err := StartWire(n.NS("wan").Do, fmt.Sprintf("a%d", i), fmt.Sprintf("b%d", i), p[0], p[1], uint64(i+1)*1000)
 		if err != nil {
 			e.Close()
 			return nil, err
@@ -52,10 +51,19 @@ func StartEmulation(n *netns.Net, params [][2]emulator.Params) (*EmulatedLinks, 
 }
 
 // Close stops the wires.
-func (e *EmulatedLinks) Close() error {
+func (e *WAN) Close() error {
 	for _, w := range e.Wires {
 		w.Close()
 	}
 	e.Wires = nil
 	return nil
+}
+
+// BytesAB reads the A→B bytes each wire has carried so far.
+func (e *WAN) BytesAB() []uint64 {
+	v := make([]uint64, len(e.Wires))
+	for i, w := range e.Wires {
+		v[i] = w.AB.Stats.Bytes.Load()
+	}
+	return v
 }
