@@ -1,18 +1,17 @@
-package lab
+package e2e
 
 import (
 	"context"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tunbond/tunbond/endpoints/bond"
 	"github.com/tunbond/tunbond/endpoints/host"
+	"github.com/tunbond/tunbond/lab"
 	"github.com/tunbond/tunbond/lab/netns"
 
 	"github.com/vishvananda/netlink"
@@ -22,7 +21,7 @@ import (
 // per path with its on-link route and a `from <local>` rule while the
 // endpoint runs; none of it, nor the TUN, after it stops.
 func TestManagedRoutingInstalledAndRemoved(t *testing.T) {
-	b := startBond(t, BondSpec{Weights: []int64{1, 1}})
+	b := startBond(t, lab.BondSpec{Weights: []int64{1, 1}})
 	nl := b.Net.NS("a").NL
 	rulesFor := func() map[int]string {
 		rules, err := nl.RuleList(netlink.FAMILY_V4)
@@ -87,13 +86,13 @@ func TestEndpointClearErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer net.Close()
-	cfg := endpointConfig(t, BondSpec{Weights: []int64{1}}, 1)
+	cfg := endpointConfig(t, lab.BondSpec{Weights: []int64{1}}, 1)
 	cfg.Paths[0].Local = "10.200.0.1" // not in the namespace
 	_, err = bond.Start(cfg, bond.Deps{Host: net.NS("a").Host()})
 	if err == nil || !strings.Contains(err.Error(), "local address 10.200.0.1 is not on any interface") {
 		t.Fatalf("error %v", err)
 	}
-	cfg = endpointConfig(t, BondSpec{Weights: []int64{1}}, 1)
+	cfg = endpointConfig(t, lab.BondSpec{Weights: []int64{1}}, 1)
 	cfg.Paths[0].Device = "nosuch0"
 	_, err = bond.Start(cfg, bond.Deps{Host: net.NS("a").Host()})
 	if err == nil || !strings.Contains(err.Error(), "device nosuch0") {
@@ -119,7 +118,7 @@ func TestControlSocket(t *testing.T) {
 		if ns == nil {
 			continue
 		}
-		cfg := endpointConfig(t, BondSpec{Weights: []int64{5}}, side)
+		cfg := endpointConfig(t, lab.BondSpec{Weights: []int64{5}}, side)
 		if side == 1 {
 			cfg.Control.Socket = sock
 		}
@@ -162,61 +161,10 @@ func TestControlSocket(t *testing.T) {
 	}
 }
 
-func endpointConfig(t *testing.T, s BondSpec, side int) *bond.Config {
-	t.Helper()
-	cfg, err := s.EndpointConfig(side)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
-}
-
-// TestEndpointConfigIsTheUsersDefaults checks that the lab measures what a
-// user runs: every tuning key of the lab's endpoint is what a config file
-// that sets only the topology gets from LoadConfig.
-func TestEndpointConfigIsTheUsersDefaults(t *testing.T) {
-	f := filepath.Join(t.TempDir(), "site-a.yaml")
-	body := `
-tun: {name: bond0, address: 10.77.0.1/30}
-key: 7
-routing: manage
-paths:
-  - {name: ul0, local: 10.100.0.1, remote: 10.100.0.2, device: ul0}
-  - {name: ul1, local: 10.100.1.1, remote: 10.100.1.2, device: ul1}
-`
-	if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	user, err := bond.LoadConfig(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lab := endpointConfig(t, BondSpec{Weights: []int64{1, 1}}, 1)
-	type tuning struct {
-		MTU                       int
-		Encap, Scheduler, Routing string
-		Key                       int64
-		Checksum                  bool
-		BatchSize                 int
-		Reorder, Keepalive        any
-		RouteTable, RulePriority  int
-	}
-	of := func(c *bond.Config) tuning {
-		return tuning{c.TUN.MTU, c.Encap, c.Scheduler, c.Routing, c.Key, c.Checksum, c.BatchSize,
-			c.Reorder, c.Keepalive, c.RouteTable, c.RulePriority}
-	}
-	if got, want := of(lab), of(user); !reflect.DeepEqual(got, want) {
-		t.Fatalf("the lab's endpoint is tuned beyond a user's config:\nlab  %+v\nuser %+v", got, want)
-	}
-	if !reflect.DeepEqual(lab.Paths, user.Paths) {
-		t.Fatalf("paths: lab %+v, user %+v", lab.Paths, user.Paths)
-	}
-}
-
 // TestDeletedTUNStopsTheBond deletes the TUN under a running bond: it stops
 // by itself, says why, and its paths are no longer reported up.
 func TestDeletedTUNStopsTheBond(t *testing.T) {
-	b := startBond(t, BondSpec{Weights: []int64{1}})
+	b := startBond(t, lab.BondSpec{Weights: []int64{1}})
 	nl := b.Net.NS("a").NL
 	l, err := nl.LinkByName("bond0")
 	if err != nil {
@@ -263,7 +211,7 @@ func TestStartRemovesAKilledRunsRouting(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	b, err := bond.Start(endpointConfig(t, BondSpec{Weights: []int64{1}}, 1), bond.Deps{Host: h})
+	b, err := bond.Start(endpointConfig(t, lab.BondSpec{Weights: []int64{1}}, 1), bond.Deps{Host: h})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,4 +233,13 @@ func TestStartRemovesAKilledRunsRouting(t *testing.T) {
 	if routes, _ := h.Routes(77); len(routes) != 0 {
 		t.Errorf("a killed run's table is left: %v", routes)
 	}
+}
+
+func endpointConfig(t *testing.T, s lab.BondSpec, side int) *bond.Config {
+	t.Helper()
+	cfg, err := s.EndpointConfig(side)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }

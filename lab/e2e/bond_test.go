@@ -1,4 +1,4 @@
-package lab
+package e2e
 
 import (
 	"context"
@@ -8,17 +8,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunbond/tunbond/lab"
 	"github.com/tunbond/tunbond/lab/netns"
 	"github.com/tunbond/tunbond/lab/traffic"
 )
 
-func startBond(t *testing.T, spec BondSpec) *Bond {
+func startBond(t *testing.T, spec lab.BondSpec) *lab.Bond {
 	t.Helper()
 	requireRoot(t)
 	id := newID(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	b, err := StartBond(ctx, id, spec)
+	b, err := lab.StartBond(ctx, id, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,11 +34,11 @@ func startBond(t *testing.T, spec BondSpec) *Bond {
 func TestBondPingAndTransfer(t *testing.T) {
 	for _, weights := range [][]int64{{100, 30}, {100, 50, 20}} {
 		t.Run(fmt.Sprintf("%d-uplinks", len(weights)), func(t *testing.T) {
-			b := startBond(t, BondSpec{Weights: weights})
+			b := startBond(t, lab.BondSpec{Weights: weights})
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 
-			rtts, err := traffic.Ping(ctx, b.Net.NS("a"), BondAddrB, 5, 20*time.Millisecond)
+			rtts, err := traffic.Ping(ctx, b.Net.NS("a"), lab.BondAddrB, 5, 20*time.Millisecond)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -48,7 +49,7 @@ func TestBondPingAndTransfer(t *testing.T) {
 			}
 
 			before := b.A.Engine().Status()
-			res, err := traffic.Transfer(ctx, b.Net.NS("a"), b.Net.NS("b"), BondAddrB, 200<<20, nil)
+			res, err := traffic.Transfer(ctx, b.Net.NS("a"), b.Net.NS("b"), lab.BondAddrB, 200<<20, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -74,7 +75,7 @@ func TestBondPingAndTransfer(t *testing.T) {
 }
 
 func TestBondSurvivesUplinkDown(t *testing.T) {
-	b := startBond(t, BondSpec{Weights: []int64{1, 1}})
+	b := startBond(t, lab.BondSpec{Weights: []int64{1, 1}})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var progress atomic.Int64
@@ -84,7 +85,7 @@ func TestBondSurvivesUplinkDown(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		r, err := traffic.Transfer(ctx, b.Net.NS("a"), b.Net.NS("b"), BondAddrB, 200<<20, &progress)
+		r, err := traffic.Transfer(ctx, b.Net.NS("a"), b.Net.NS("b"), lab.BondAddrB, 200<<20, &progress)
 		done <- result{r, err}
 	}()
 	// Wait until the transfer is well under way (a quarter of it), then
@@ -103,7 +104,7 @@ func TestBondSurvivesUplinkDown(t *testing.T) {
 	}
 	downAt := time.Now()
 	detect := make(chan time.Duration, 2)
-	for _, ep := range []*Bond{b} {
+	for _, ep := range []*lab.Bond{b} {
 		for _, e := range []interface {
 			WaitPath(context.Context, string, bool) error
 		}{ep.A.Engine(), ep.B.Engine()} {
@@ -137,10 +138,10 @@ func TestBondSurvivesUplinkDown(t *testing.T) {
 // sequence, no reordering) with flowhash: ping, and a transfer that arrives
 // intact.
 func TestIPIPBond(t *testing.T) {
-	b := startBond(t, BondSpec{Weights: []int64{1, 1}, Encap: "ipip", Scheduler: "flowhash"})
+	b := startBond(t, lab.BondSpec{Weights: []int64{1, 1}, Encap: "ipip", Scheduler: "flowhash"})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	rtts, err := traffic.Ping(ctx, b.Net.NS("a"), BondAddrB, 3, 20*time.Millisecond)
+	rtts, err := traffic.Ping(ctx, b.Net.NS("a"), lab.BondAddrB, 3, 20*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +150,7 @@ func TestIPIPBond(t *testing.T) {
 			t.Fatalf("ping %d over IPIP got no reply", i)
 		}
 	}
-	res, err := traffic.Transfer(ctx, b.Net.NS("a"), b.Net.NS("b"), BondAddrB, 20<<20, nil)
+	res, err := traffic.Transfer(ctx, b.Net.NS("a"), b.Net.NS("b"), lab.BondAddrB, 20<<20, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

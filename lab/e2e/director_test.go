@@ -1,4 +1,4 @@
-package lab
+package e2e
 
 import (
 	"bufio"
@@ -12,16 +12,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunbond/tunbond/lab"
 	"github.com/tunbond/tunbond/tunnel/header"
 
 	"github.com/tunbond/tunbond/endpoints/director"
 	"github.com/tunbond/tunbond/endpoints/realserver"
 )
 
-func startDirectorLab(t *testing.T, s DirectorSpec) *DirectorLab {
+func startDirectorLab(t *testing.T, s lab.DirectorSpec) *lab.DirectorLab {
 	t.Helper()
 	requireRoot(t)
-	l, err := StartDirectorLab(newID(t), s)
+	l, err := lab.StartDirectorLab(newID(t), s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +34,7 @@ func startDirectorLab(t *testing.T, s DirectorSpec) *DirectorLab {
 // connection each, to the VIP: rr spreads them within 1%, every response
 // comes from its real server straight to the client, not via the director.
 func TestDirectorHTTPSpreadAndDirectReturn(t *testing.T) {
-	l := startDirectorLab(t, DirectorSpec{Reals: 3, Scheduler: "rr", Body: 20000})
+	l := startDirectorLab(t, lab.DirectorSpec{Reals: 3, Scheduler: "rr", Body: 20000})
 	c := l.Client()
 	eth, _ := l.Net.NS("director").NL.LinkByName("eth0")
 	rx0 := eth.Attrs().Statistics.RxBytes
@@ -41,7 +42,7 @@ func TestDirectorHTTPSpreadAndDirectReturn(t *testing.T) {
 	const n = 3000
 	var bodyBytes int64
 	for i := 0; i < n; i++ {
-		resp, err := c.Get(fmt.Sprintf("http://%s/", DirectorVIP))
+		resp, err := c.Get(fmt.Sprintf("http://%s/", lab.DirectorVIP))
 		if err != nil {
 			t.Fatalf("request %d: %v", i, err)
 		}
@@ -68,7 +69,7 @@ func TestDirectorHTTPSpreadAndDirectReturn(t *testing.T) {
 }
 
 func get(t *testing.T, c *http.Client) (string, error) {
-	resp, err := c.Get(fmt.Sprintf("http://%s/", DirectorVIP))
+	resp, err := c.Get(fmt.Sprintf("http://%s/", lab.DirectorVIP))
 	if err != nil {
 		return "", err
 	}
@@ -80,7 +81,7 @@ func get(t *testing.T, c *http.Client) (string, error) {
 }
 
 func TestDirectorWRRByWeight(t *testing.T) {
-	l := startDirectorLab(t, DirectorSpec{Reals: 3, Scheduler: "wrr", Weights: []int{3, 2, 1}})
+	l := startDirectorLab(t, lab.DirectorSpec{Reals: 3, Scheduler: "wrr", Weights: []int{3, 2, 1}})
 	c := l.Client()
 	count := map[string]int{}
 	const n = 3000
@@ -102,9 +103,9 @@ func TestDirectorWRRByWeight(t *testing.T) {
 // TestDirectorLongConnectionStays: a connection keeps its server while
 // weights change and servers are added.
 func TestDirectorLongConnectionStays(t *testing.T) {
-	l := startDirectorLab(t, DirectorSpec{Reals: 3, Scheduler: "wlc"})
+	l := startDirectorLab(t, lab.DirectorSpec{Reals: 3, Scheduler: "wlc"})
 	var conn net.Conn
-	if err := l.Net.NS("client").Do(func() (err error) { conn, err = net.Dial("tcp4", DirectorVIP+":80"); return }); err != nil {
+	if err := l.Net.NS("client").Do(func() (err error) { conn, err = net.Dial("tcp4", lab.DirectorVIP+":80"); return }); err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
@@ -122,9 +123,9 @@ func TestDirectorLongConnectionStays(t *testing.T) {
 	first := ask()
 	idx := first[len(first)-1] - '0'
 	for _, cmd := range []string{
-		fmt.Sprintf("-e -t %s:80 -r %s:80 -w 0", DirectorVIP, RealAddr(int(idx))),
-		fmt.Sprintf("-e -t %s:80 -r %s:80 -w 9", DirectorVIP, RealAddr(int(idx+1)%3)),
-		fmt.Sprintf("-a -t %s:80 -r 10.30.9.9:80 -w 5", DirectorVIP),
+		fmt.Sprintf("-e -t %s:80 -r %s:80 -w 0", lab.DirectorVIP, lab.RealAddr(int(idx))),
+		fmt.Sprintf("-e -t %s:80 -r %s:80 -w 9", lab.DirectorVIP, lab.RealAddr(int(idx+1)%3)),
+		fmt.Sprintf("-a -t %s:80 -r 10.30.9.9:80 -w 5", lab.DirectorVIP),
 	} {
 		if _, err := l.Director.Admin(strings.Fields(cmd), "", time.Now()); err != nil {
 			t.Fatal(err)
@@ -139,15 +140,15 @@ func TestDirectorLongConnectionStays(t *testing.T) {
 // within interval × fall, after which no request fails; restarted, it is back.
 func TestDirectorHealthCheck(t *testing.T) {
 	check := director.Check{Type: "http", Path: "/", Interval: 200 * time.Millisecond, Timeout: 200 * time.Millisecond, Rise: 2, Fall: 2}
-	l := startDirectorLab(t, DirectorSpec{Reals: 3, Scheduler: "rr", Check: check})
+	l := startDirectorLab(t, lab.DirectorSpec{Reals: 3, Scheduler: "rr", Check: check})
 	c := l.Client()
 	if err := l.StopServer(1); err != nil {
 		t.Fatal(err)
 	}
 	stopped := time.Now()
 	// Await the director's verdict (interval × fall), then no request may fail.
-	vip := netip.MustParseAddrPort(DirectorVIP + ":80")
-	rip := netip.MustParseAddrPort(RealAddr(1) + ":80")
+	vip := netip.MustParseAddrPort(lab.DirectorVIP + ":80")
+	rip := netip.MustParseAddrPort(lab.RealAddr(1) + ":80")
 	deadline := stopped.Add(check.Interval*time.Duration(check.Fall) + time.Second)
 	for l.Director.RealUp(6, vip, rip) {
 		if time.Now().After(deadline) {
@@ -189,9 +190,9 @@ func TestDirectorHealthCheck(t *testing.T) {
 // TestDirectorPMTU: a full-size DF segment to the VIP gets "fragmentation
 // needed" with MTU 1480 (1500 − IPIP), and the client's kernel adopts it.
 func TestDirectorPMTU(t *testing.T) {
-	l := startDirectorLab(t, DirectorSpec{Reals: 1, Scheduler: "rr", Body: 10})
+	l := startDirectorLab(t, lab.DirectorSpec{Reals: 1, Scheduler: "rr", Body: 10})
 	var conn net.Conn
-	if err := l.Net.NS("client").Do(func() (err error) { conn, err = net.Dial("tcp4", DirectorVIP+":80"); return }); err != nil {
+	if err := l.Net.NS("client").Do(func() (err error) { conn, err = net.Dial("tcp4", lab.DirectorVIP+":80"); return }); err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
@@ -210,7 +211,7 @@ func TestDirectorPMTU(t *testing.T) {
 	if got := l.Director.Drops()[director.DropFragNeeded]; got == 0 || l.Director.Replies.Load() == 0 {
 		t.Fatalf("no fragmentation-needed sent (%d decided, %d written)", got, l.Director.Replies.Load())
 	}
-	routes, err := l.Net.NS("client").NL.RouteGet(net.ParseIP(DirectorVIP))
+	routes, err := l.Net.NS("client").NL.RouteGet(net.ParseIP(lab.DirectorVIP))
 	if err != nil || len(routes) == 0 {
 		t.Fatal(err)
 	}
@@ -223,14 +224,14 @@ func TestDirectorPMTU(t *testing.T) {
 // director is counted and dropped at the real server, a malformed packet is
 // counted at the director, and both keep working.
 func TestMalformedAndStrangePacketsAreCounted(t *testing.T) {
-	l := startDirectorLab(t, DirectorSpec{Reals: 1, Scheduler: "rr"})
+	l := startDirectorLab(t, lab.DirectorSpec{Reals: 1, Scheduler: "rr"})
 	var raw net.PacketConn
 	if err := l.Net.NS("client").Do(func() (err error) { raw, err = net.ListenPacket("ip4:4", "0.0.0.0"); return }); err != nil {
 		t.Fatal(err)
 	}
 	defer raw.Close()
 	junk := []byte{0x45, 0, 0, 20, 0, 0, 0, 0, 64, 6, 0, 0, 1, 2, 3, 4, 10, 99, 0, 10}
-	if _, err := raw.WriteTo(junk, &net.IPAddr{IP: net.ParseIP(RealAddr(0))}); err != nil {
+	if _, err := raw.WriteTo(junk, &net.IPAddr{IP: net.ParseIP(lab.RealAddr(0))}); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(3 * time.Second)
@@ -250,7 +251,7 @@ func TestMalformedAndStrangePacketsAreCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tcpRaw.Close()
-	if _, err := tcpRaw.WriteTo([]byte{0x9c, 0x40, 0, 80, 1, 2}, &net.IPAddr{IP: net.ParseIP(DirectorVIP)}); err != nil {
+	if _, err := tcpRaw.WriteTo([]byte{0x9c, 0x40, 0, 80, 1, 2}, &net.IPAddr{IP: net.ParseIP(lab.DirectorVIP)}); err != nil {
 		t.Fatal(err)
 	}
 	deadline = time.Now().Add(3 * time.Second)
@@ -268,7 +269,7 @@ func TestMalformedAndStrangePacketsAreCounted(t *testing.T) {
 // TestRealServerCheck: --check names what is wrong on the host in plain words.
 func TestRealServerCheck(t *testing.T) {
 	requireRoot(t)
-	n, err := DirectorTopology(1).Build(newID(t))
+	n, err := lab.DirectorTopology(1).Build(newID(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,14 +277,14 @@ func TestRealServerCheck(t *testing.T) {
 	ns := n.NS("rs0")
 	ns.Do(func() error { return os.WriteFile("/proc/sys/net/ipv4/conf/all/rp_filter", []byte("1"), 0o644) })
 	cfg := &realserver.Config{TUN: "vip0", Local: netip.MustParseAddr("10.30.0.99"),
-		Directors: []netip.Addr{netip.MustParseAddr(directorAddr)}, VIPs: []netip.Addr{netip.MustParseAddr(DirectorVIP)}}
+		Directors: []netip.Addr{netip.MustParseAddr(lab.DirectorAddr)}, VIPs: []netip.Addr{netip.MustParseAddr(lab.DirectorVIP)}}
 	problems := strings.Join(realserver.Check(cfg, ns.Host()), "\n")
 	for _, want := range []string{"10.30.0.99 is not on this host", "rp_filter is 1"} {
 		if !strings.Contains(problems, want) {
 			t.Errorf("check did not say %q:\n%s", want, problems)
 		}
 	}
-	cfg.Local = netip.MustParseAddr(RealAddr(0))
+	cfg.Local = netip.MustParseAddr(lab.RealAddr(0))
 	ns.Do(func() error { return os.WriteFile("/proc/sys/net/ipv4/conf/all/rp_filter", []byte("0"), 0o644) })
 	ns.Do(func() error { return os.WriteFile("/proc/sys/net/ipv4/conf/default/rp_filter", []byte("0"), 0o644) })
 	if p := realserver.Check(cfg, ns.Host()); len(p) != 0 {
@@ -293,7 +294,7 @@ func TestRealServerCheck(t *testing.T) {
 
 // TestDirectorGRE: the same service over GRE (key 9) instead of IPIP.
 func TestDirectorGRE(t *testing.T) {
-	l := startDirectorLab(t, DirectorSpec{Reals: 2, Scheduler: "rr", GRE: true})
+	l := startDirectorLab(t, lab.DirectorSpec{Reals: 2, Scheduler: "rr", GRE: true})
 	c := l.Client()
 	count := map[string]int{}
 	for i := 0; i < 100; i++ {

@@ -1,4 +1,4 @@
-package lab
+package e2e
 
 import (
 	"bufio"
@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunbond/tunbond/lab"
 	"github.com/tunbond/tunbond/lab/labtest"
 	"github.com/tunbond/tunbond/lab/netns"
 	"github.com/tunbond/tunbond/lab/traffic"
@@ -19,7 +20,7 @@ import (
 // inner ICMP, and keepalives as GRE with the key around protocol 253.
 func TestCaptureDecodesAsGRE(t *testing.T) {
 	tshark := labtest.RequireTool(t, "tshark")
-	b := startBond(t, BondSpec{Weights: []int64{1}})
+	b := startBond(t, lab.BondSpec{Weights: []int64{1}})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	pcap := filepath.Join(t.TempDir(), "ul0.pcap")
@@ -39,7 +40,7 @@ func TestCaptureDecodesAsGRE(t *testing.T) {
 		for sc.Scan() {
 		}
 	}()
-	if _, err := traffic.Ping(ctx, b.Net.NS("a"), BondAddrB, 20, 5*time.Millisecond); err != nil {
+	if _, err := traffic.Ping(ctx, b.Net.NS("a"), lab.BondAddrB, 20, 5*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Wait(); err != nil {
