@@ -4,8 +4,9 @@ import "encoding/binary"
 
 // Control message types.
 const (
-	ControlProbe uint8 = 1 // keepalive, asks for a reply
-	ControlReply uint8 = 2 // answer to a probe, echoes its seq and timestamp
+	ControlProbe    uint8 = 1 // keepalive, asks for a reply
+	ControlReply    uint8 = 2 // answer to a probe, echoes its seq and timestamp
+	ControlFeedback uint8 = 3 // the receiver's report on a path's data (Feedback); always with epochs
 )
 
 // ControlMagic starts every control message ("TBND").
@@ -14,16 +15,26 @@ const ControlMagic uint32 = 0x54424e44
 // ControlVersion is the only control message version.
 const ControlVersion = 1
 
-// ControlLen is the length of a control message body.
+// ControlLen is the length of a control message body without epochs: the
+// probe and reply every tunbond reads.
 const ControlLen = 32
 
 // ControlPacketLen is the length of the inner IPv4 packet carrying a control
-// message: a 20-byte IPv4 header (protocol 253) and the body.
+// message without epochs: a 20-byte IPv4 header (protocol 253) and the body.
 const ControlPacketLen = IPv4HeaderLen + ControlLen
+
+// ControlEpochLen is the length of a control message with epochs
+// (ControlFlagEpochs): the 32 bytes of ControlLen, then epoch and peer epoch.
+const ControlEpochLen = ControlLen + 16
+
+// ControlEpochPacketLen is the length of the inner IPv4 packet carrying a
+// control message with epochs.
+const ControlEpochPacketLen = IPv4HeaderLen + ControlEpochLen
 
 // Control flags.
 const (
 	ControlFlagWatermark = 0x0001 // the Watermark field is valid
+	ControlFlagEpochs    = 0x0002 // bytes 32-47 hold epoch and peer epoch
 )
 
 // Control is a view of a tunbond control message. Layout (big endian):
@@ -32,6 +43,12 @@ const (
 //	8  probe sequence    12 watermark: last bond sequence sent on this path
 //	16 timestamp (ns, sender's clock, echoed by a reply)
 //	24 packets sent on this path so far
+//	with ControlFlagEpochs:
+//	32 epoch: the sender's session epoch (random, non-zero)
+//	40 peer epoch: the other end's epoch as the sender last heard it (0: none)
+//
+// A reader that knows only the first 32 bytes (an older tunbond) reads a
+// longer message as its first 32 bytes. Feedback (type 3) continues it.
 type Control []byte
 
 func (c Control) Magic() uint32     { return binary.BigEndian.Uint32(c[0:4]) }
@@ -46,7 +63,31 @@ func (c Control) HasWatermark() bool {
 	return c.Flags()&ControlFlagWatermark != 0
 }
 
-// ControlFields are the values of a control message.
+// HasEpochs reports whether the message carries epochs (bytes 32-47).
+func (c Control) HasEpochs() bool { return c.Flags()&ControlFlagEpochs != 0 }
+
+// Epoch is the sender's session epoch; only with HasEpochs.
+func (c Control) Epoch() uint64 { return binary.BigEndian.Uint64(c[32:40]) }
+
+// PeerEpoch is the receiver's epoch as the sender last heard it (0: none
+// yet); only with HasEpochs.
+func (c Control) PeerEpoch() uint64 { return binary.BigEndian.Uint64(c[40:48]) }
+
+// Len is the length the message's type and flags call for: FeedbackLen for
+// feedback, ControlEpochLen with epochs, ControlLen otherwise. c must hold
+// at least the 8 bytes up to the flags.
+func (c Control) Len() int {
+	switch {
+	case c.Type() == ControlFeedback:
+		return FeedbackLen
+	case c.HasEpochs():
+		return ControlEpochLen
+	}
+	return ControlLen
+}
+
+// ControlFields are the values of a control message (probe or reply; a
+// feedback message is written from FeedbackFields).
 type ControlFields struct {
 	Type         uint8
 	ProbeSeq     uint32
@@ -54,9 +95,22 @@ type ControlFields struct {
 	HasWatermark bool
 	Timestamp    int64
 	TxPackets    uint64
+	HasEpochs    bool   // write Epoch and PeerEpoch (a 48-byte message)
+	Epoch        uint64 // the sender's session epoch, non-zero
+	PeerEpoch    uint64 // the peer's epoch as last heard, 0 if none
 }
 
-// Encode writes f into the first ControlLen bytes of c.
+// Len is the length Encode writes: ControlEpochLen with epochs, else
+// ControlLen.
+func (f ControlFields) Len() int {
+	if f.HasEpochs {
+		return ControlEpochLen
+	}
+	return ControlLen
+}
+
+// Encode writes f into the first f.Len() bytes of c. Without epochs it
+// writes exactly the 32 bytes every tunbond reads.
 func (f ControlFields) Encode(c Control) {
 	binary.BigEndian.PutUint32(c[0:4], ControlMagic)
 	c[4] = ControlVersion
@@ -65,36 +119,62 @@ func (f ControlFields) Encode(c Control) {
 	if f.HasWatermark {
 		fl |= ControlFlagWatermark
 	}
+	if f.HasEpochs {
+		fl |= ControlFlagEpochs
+	}
 	binary.BigEndian.PutUint16(c[6:8], fl)
 	binary.BigEndian.PutUint32(c[8:12], f.ProbeSeq)
 	binary.BigEndian.PutUint32(c[12:16], f.Watermark)
 	binary.BigEndian.PutUint64(c[16:24], uint64(f.Timestamp))
 	binary.BigEndian.PutUint64(c[24:32], f.TxPackets)
+	if f.HasEpochs {
+		binary.BigEndian.PutUint64(c[32:40], f.Epoch)
+		binary.BigEndian.PutUint64(c[40:48], f.PeerEpoch)
+	}
 }
 
-// Validate checks length, magic, version and type.
+// Validate checks magic, version and type, and that c is as long as its
+// type and flags call for (Len). Feedback must carry epochs, and a message
+// with epochs a non-zero epoch. Unknown flag bits are ignored, as older
+// readers ignore the epochs flag.
 func (c Control) Validate() error {
 	if len(c) < ControlLen || c.Magic() != ControlMagic || c.Version() != ControlVersion {
 		return ErrControl
 	}
-	if t := c.Type(); t != ControlProbe && t != ControlReply {
+	switch c.Type() {
+	case ControlProbe, ControlReply:
+	case ControlFeedback:
+		if !c.HasEpochs() {
+			return ErrControl
+		}
+	default:
+		return ErrControl
+	}
+	if len(c) < c.Len() || c.HasEpochs() && c.Epoch() == 0 {
 		return ErrControl
 	}
 	return nil
 }
 
-// Fields decodes c; c must be valid.
+// Fields decodes the first Len() bytes but the feedback part; c must be
+// valid. A view cut to ControlLen bytes decodes as a message without epochs
+// (what an older reader sees), never reading past len(c).
 func (c Control) Fields() ControlFields {
-	return ControlFields{
+	f := ControlFields{
 		Type: c.Type(), ProbeSeq: c.ProbeSeq(), Watermark: c.Watermark(),
 		HasWatermark: c.HasWatermark(), Timestamp: c.Timestamp(), TxPackets: c.TxPackets(),
 	}
+	if c.HasEpochs() && len(c) >= ControlEpochLen {
+		f.HasEpochs, f.Epoch, f.PeerEpoch = true, c.Epoch(), c.PeerEpoch()
+	}
+	return f
 }
 
 // EncodeControlPacket writes the inner IPv4 packet carrying f (from src to
-// dst, protocol 253, TTL 1) into the first ControlPacketLen bytes of b.
+// dst, protocol 253, TTL 1) into the first IPv4HeaderLen+f.Len() bytes of b:
+// ControlPacketLen without epochs, ControlEpochPacketLen with them.
 func EncodeControlPacket(b []byte, src, dst [4]byte, f ControlFields) {
-	EncodeIPv4(b, ControlPacketLen, 1, ProtoControl, src, dst)
+	EncodeIPv4(b, IPv4HeaderLen+f.Len(), 1, ProtoControl, src, dst)
 	f.Encode(Control(b[IPv4HeaderLen:]))
 }
 
