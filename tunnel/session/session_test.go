@@ -55,10 +55,12 @@ func TestSealNoRoom(t *testing.T) {
 	s := a.t.Current()
 	buf, off := sealBuf(goldenInner)
 	for name, f := range map[string]func() ([]byte, error){
-		"headroom for GRE": func() ([]byte, error) { return s.Seal(buf, off, len(goldenInner), off-header.SealedHeaderLen+1, 0x0800) },
-		"headroom sealed":  func() ([]byte, error) { return s.Seal(buf, header.SealedHeaderLen-1, 4, 0, 0x0800) },
-		"tailroom":         func() ([]byte, error) { return s.Seal(buf, off, len(goldenInner)+1, len(greHdr), 0x0800) },
-		"negative":         func() ([]byte, error) { return s.Seal(buf, off, -1, len(greHdr), 0x0800) },
+		"headroom for GRE": func() ([]byte, error) {
+			return s.Seal(buf, off, len(goldenInner), off-header.SealedHeaderLen+1, 0x0800)
+		},
+		"headroom sealed": func() ([]byte, error) { return s.Seal(buf, header.SealedHeaderLen-1, 4, 0, 0x0800) },
+		"tailroom":        func() ([]byte, error) { return s.Seal(buf, off, len(goldenInner)+1, len(greHdr), 0x0800) },
+		"negative":        func() ([]byte, error) { return s.Seal(buf, off, -1, len(greHdr), 0x0800) },
 	} {
 		if p, err := f(); !errors.Is(err, ErrNoRoom) || p != nil {
 			t.Errorf("%s: %x, %v; want ErrNoRoom", name, p, err)
