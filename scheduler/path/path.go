@@ -1,7 +1,8 @@
 // Package path holds the bond's per-packet path schedulers (rr, wrr by
-// bytes, flowhash, delay) and the path state they share with the engine
+// bytes, flowhash, delay), the path state they share with the engine
 // (up, weight, delay: atomics, so the control API and health checks change
-// them while the TX goroutine picks).
+// them while the TX goroutine picks), and what the sender learns of each
+// path from the receiver's feedback (SendLog, Estimate).
 // Package scheduler chooses where traffic goes: per packet among the
 // uplinks of a bond (Scheduler), and per connection among the real
 // servers of a virtual service (director mode).
