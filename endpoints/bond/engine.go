@@ -255,17 +255,17 @@ func (e *Engine) Err() error { return e.life.Err() }
 // end, its paths are reported down (the peer's go down too, as the
 // keepalives stop), and Done and Err tell the owner, who then calls Close.
 func (e *Engine) fail(err error) {
-	if !e.life.Fail(err) {
-		return // closing (errors are expected), or stopped already
-	}
-	e.log.Error("the bond stops", "err", err)
-	now := e.now()
-	for _, p := range e.paths {
-		p.mu.Lock()
-		if p.upNow.Load() {
-			p.health.up = false
-			e.setState(p, false, now)
+	stopping := func() { // before Done: the owner sees the log line and the paths down
+		e.log.Error("the bond stops", "err", err)
+		now := e.now()
+		for _, p := range e.paths {
+			p.mu.Lock()
+			if p.upNow.Load() {
+				p.health.up = false
+				e.setState(p, false, now)
+			}
+			p.mu.Unlock()
 		}
-		p.mu.Unlock()
 	}
+	e.life.Fail(err, stopping) // closing already: errors are expected
 }

@@ -213,9 +213,8 @@ func (r *Running) Err() error { return r.life.Err() }
 // fail stops the director by itself with err, once; Close still has to
 // be called to restore the host.
 func (r *Running) fail(err error) {
-	if r.life.Fail(err) {
-		r.log.Error("director stopped", "err", err)
-	}
+	// Logged before Done, so whoever waits on Done finds the reason logged.
+	r.life.Fail(err, func() { r.log.Error("director stopped", "err", err) })
 }
 
 // follow brings the VIP routes and the health checks in line with the

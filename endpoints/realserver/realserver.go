@@ -202,9 +202,8 @@ func (a *Agent) Done() <-chan struct{} { return a.life.Done() }
 func (a *Agent) Err() error { return a.life.Err() }
 
 func (a *Agent) fail(err error) {
-	if a.life.Fail(err) {
-		a.log.Error("real server agent stopped", "err", err)
-	}
+	// Logged before Done, so whoever waits on Done finds the reason logged.
+	a.life.Fail(err, func() { a.log.Error("real server agent stopped", "err", err) })
 }
 
 // tunLoop reads what the host routes into the TUN (nothing the agent

@@ -41,12 +41,14 @@ func (s *Stop) Closing() bool { return s.closing.Load() }
 
 // Fail stops the role with err unless it has stopped already or is
 // closing. It reports whether this call stopped it (so the caller logs
-// why, once); the owner still has to Close to restore the host.
-func (s *Stop) Fail(err error) bool {
+// why, once); the owner still has to Close to restore the host. before,
+// if given, runs once Closing is true and before Done is closed, so what
+// the owner sees at Done (paths down, say) is already so.
+func (s *Stop) Fail(err error, before ...func()) bool {
 	if s.closing.Load() {
 		return false
 	}
-	return s.stop(err)
+	return s.stop(err, before...)
 }
 
 // Close marks the stop as Close's. It reports whether the role was still
@@ -56,12 +58,15 @@ func (s *Stop) Close() bool {
 	return s.stop(nil)
 }
 
-func (s *Stop) stop(err error) (first bool) {
+func (s *Stop) stop(err error, before ...func()) (first bool) {
 	s.once.Do(func() {
 		s.mu.Lock()
 		s.err = err
 		s.mu.Unlock()
 		s.closing.Store(true)
+		for _, f := range before {
+			f()
+		}
 		close(s.ch())
 		first = true
 	})

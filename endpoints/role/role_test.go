@@ -22,8 +22,22 @@ func TestFailThenClose(t *testing.T) {
 	default:
 	}
 	boom := errors.New("tun gone")
-	if !s.Fail(boom) {
+	ran := false
+	if !s.Fail(boom, func() {
+		ran = true
+		select {
+		case <-s.Done():
+			t.Error("Done closed before the before-hook ran")
+		default:
+		}
+		if !s.Closing() {
+			t.Error("not Closing in the before-hook")
+		}
+	}) {
 		t.Fatal("the first Fail did not stop it")
+	}
+	if !ran {
+		t.Fatal("the before-hook did not run")
 	}
 	if s.Fail(errors.New("again")) {
 		t.Fatal("a second Fail stopped it again")
