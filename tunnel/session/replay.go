@@ -11,8 +11,9 @@ package session
 const WindowSize = 2048
 
 // RejectAfterMessages is the first counter never sent nor accepted. It
-// stays below 2^64 by more than any number of concurrent senders, so a
-// counter cannot wrap around to a used value.
+// stays 2^13 below 2^64, more than the senders that can race past it
+// before one of them stops the counter, so a counter never wraps around
+// to a used value.
 const RejectAfterMessages = 1<<64 - 1<<13 - 1
 
 const (
