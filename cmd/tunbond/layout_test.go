@@ -26,7 +26,7 @@ func TestLayering(t *testing.T) {
 			}
 		}
 	}
-	for _, must := range []string{"tunnel/header", "tunnel/encap", "tunnel/conn", "scheduler/path", "scheduler/lb",
+	for _, must := range []string{"tunnel/header", "tunnel/encap", "tunnel/conn", "tunnel/session", "scheduler/path", "scheduler/lb",
 		"reorder", "endpoints/host", "endpoints/config", "endpoints/ctlsock", "endpoints/role", "endpoints/bond", "endpoints/director", "endpoints/realserver",
 		"lab", "lab/netns", "lab/emulator", "lab/traffic"} {
 		if _, ok := deps[must]; !ok {
