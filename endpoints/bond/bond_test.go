@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/tunbond/tunbond/endpoints/host"
 	"github.com/tunbond/tunbond/endpoints/host/hosttest"
+	"github.com/tunbond/tunbond/endpoints/role/roletest"
 	"github.com/tunbond/tunbond/tunnel/conn"
 	"github.com/tunbond/tunbond/tunnel/conn/conntest"
 	"github.com/tunbond/tunbond/tunnel/encap"
@@ -35,24 +35,7 @@ type site struct {
 	uplinks map[netip.Addr]*conntest.ChannelUplink
 	tun     *hosttest.TUN
 	reg     *prometheus.Registry
-	logs    *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs    *roletest.Log
 }
 
 func (s *site) deps() Deps {
@@ -109,7 +92,7 @@ func newSite(t *testing.T, body string) *site {
 	t.Helper()
 	s := &site{rec: hosttest.New("eth0", "eth1"), cfg: loadConfig(t, body),
 		uplinks: map[netip.Addr]*conntest.ChannelUplink{},
-		reg:     prometheus.NewPedanticRegistry(), logs: &syncBuffer{}}
+		reg:     prometheus.NewPedanticRegistry(), logs: &roletest.Log{}}
 	s.tun = hosttest.NewTUN(s.rec)
 	// The system's own addresses and main-table routes.
 	for _, p := range s.cfg.Paths {

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/tunbond/tunbond/endpoints/host/hosttest"
+	"github.com/tunbond/tunbond/endpoints/role/roletest"
 	"github.com/tunbond/tunbond/tunnel/conn"
 	"github.com/tunbond/tunbond/tunnel/encap"
 	"github.com/tunbond/tunbond/tunnel/header"
@@ -52,44 +52,6 @@ func (f *fakeTransport) SendTo(pkts [][]byte, dsts []netip.Addr) (int, error) {
 
 func (f *fakeTransport) Close() error { return nil }
 
-// syncBuffer is a log sink safe for the role's goroutines; seen tells
-// when a line with a text has been written.
-type syncBuffer struct {
-	mu      sync.Mutex
-	b       bytes.Buffer
-	waiters map[string]chan struct{}
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for text, ch := range s.waiters {
-		if bytes.Contains(p, []byte(text)) {
-			close(ch)
-			delete(s.waiters, text)
-		}
-	}
-	return s.b.Write(p)
-}
-
-// seen is closed once a line containing text is logged (from now on).
-func (s *syncBuffer) seen(text string) <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.waiters == nil {
-		s.waiters = map[string]chan struct{}{}
-	}
-	ch := make(chan struct{})
-	s.waiters[text] = ch
-	return ch
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func await[T any](t *testing.T, ch <-chan T, what string) T {
 	t.Helper()
 	select {
@@ -106,7 +68,7 @@ type rig struct {
 	rec   *hosttest.Recorder
 	tun   *hosttest.TUN
 	tr    *fakeTransport
-	logs  *syncBuffer
+	logs  *roletest.Log
 	reg   *prometheus.Registry
 	cfg   RunConfig
 	deps  Deps
@@ -124,7 +86,7 @@ const (
 func newRig(t *testing.T) *rig {
 	rec := hosttest.New("eth0")
 	r := &rig{rec: rec, tun: hosttest.NewTUN(rec), tr: &fakeTransport{out: make(chan sent, 64)},
-		logs: &syncBuffer{}, reg: prometheus.NewPedanticRegistry()}
+		logs: &roletest.Log{}, reg: prometheus.NewPedanticRegistry()}
 	r.cfg = RunConfig{TUN: tunDev, Local: netip.MustParseAddr(local), Encap: encap.IPIP{}, Timeouts: DefaultTimeouts,
 		Connections: 1000, Check: Check{Type: "none"},
 		Rules: fmt.Sprintf("-A -t %s:80 -s rr\n-a -t %s:80 -r %s:80 -i -w 1\n", vip, vip, realA)}
@@ -260,7 +222,7 @@ func (r *rig) tunPending(i int) []byte { return syn(uint16(1001 + i)) }
 func TestDirectorStopsWhenItsTUNIsDeleted(t *testing.T) {
 	r := newRig(t)
 	before := r.rec.State()
-	started := r.logs.seen("director started")
+	started := r.logs.Seen("director started")
 	errc := make(chan error, 1)
 	go func() { errc <- Run(context.Background(), r.cfg, r.deps) }()
 	await(t, started, "start")

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tunbond/tunbond/endpoints/host/hosttest"
+	"github.com/tunbond/tunbond/endpoints/role/roletest"
 	"github.com/tunbond/tunbond/tunnel/conn"
 	"github.com/tunbond/tunbond/tunnel/encap"
 	"github.com/tunbond/tunbond/tunnel/header"
@@ -80,46 +81,9 @@ type rig struct {
 	tun  *hosttest.TUN
 	tr   *fakeTransport
 	reg  *prometheus.Registry
-	logs *logSink
+	logs *roletest.Log
 	cfg  Config
 	deps Deps
-}
-
-// logSink is a log sink safe for the agent's goroutines; seen tells when
-// a line with a text has been written.
-type logSink struct {
-	mu      sync.Mutex
-	b       strings.Builder
-	waiters map[string]chan struct{}
-}
-
-func (l *logSink) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for text, ch := range l.waiters {
-		if bytes.Contains(p, []byte(text)) {
-			close(ch)
-			delete(l.waiters, text)
-		}
-	}
-	return l.b.Write(p)
-}
-
-func (l *logSink) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logSink) seen(text string) <-chan struct{} {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.waiters == nil {
-		l.waiters = map[string]chan struct{}{}
-	}
-	ch := make(chan struct{})
-	l.waiters[text] = ch
-	return ch
 }
 
 func newRig(allRPFilter string) *rig {
@@ -128,7 +92,7 @@ func newRig(allRPFilter string) *rig {
 	// The kernel gives a new interface default's value (the Recorder does too).
 	rec.SetSysctlValue(rpFilterKey("default"), "1")
 	r := &rig{rec: rec, tun: hosttest.NewTUN(rec), tr: newFakeTransport(),
-		reg: prometheus.NewPedanticRegistry(), logs: &logSink{}}
+		reg: prometheus.NewPedanticRegistry(), logs: &roletest.Log{}}
 	r.cfg = Config{TUN: tunName, Local: netip.MustParseAddr(local), Directors: []netip.Addr{netip.MustParseAddr(director)},
 		VIPs: []netip.Addr{netip.MustParseAddr(vip)}, Encap: encap.IPIP{}}
 	r.deps = Deps{Host: rec, OpenTUN: r.tun.Open, OpenUplink: r.tr.open, Metrics: r.reg,
@@ -233,7 +197,7 @@ func TestAgentHostChanges(t *testing.T) {
 // line (defect 4), and `all`'s rp_filter is restored.
 func TestAgentStopsWhenItsTUNIsDeleted(t *testing.T) {
 	r := newRig("1")
-	started := r.logs.seen("real server agent started")
+	started := r.logs.Seen("real server agent started")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	errc := make(chan error, 1)
