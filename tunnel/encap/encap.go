@@ -33,8 +33,9 @@ type Encapsulation interface {
 	// buf[off:off+n] and returns the packet to send. off must be ≥ Headroom.
 	// It returns nil if the payload is not an IP packet.
 	EncapData(buf []byte, off, n int, seq uint32) []byte
-	// EncapControl writes a control packet (inner IPv4, protocol 253) at
-	// buf[Headroom-HeaderLen():] and returns it.
+	// EncapControl writes a control packet (inner IPv4, protocol 253, with
+	// the f.Len() bytes of the message) at buf[Headroom-HeaderLen():] and
+	// returns it.
 	EncapControl(buf []byte, src, dst [4]byte, f header.ControlFields) []byte
 	// Decap parses a packet as read from a raw socket (outer IPv4 header
 	// included) that must come from remote. It returns where the inner
@@ -94,8 +95,14 @@ func control(pkt []byte, off, end int, remote [4]byte) (Decoded, bool, error) {
 		return Decoded{}, false, nil
 	}
 	in := header.IPv4(inner)
-	if in.Validate() != nil || header.Control(in.Payload()).Validate() != nil {
+	if in.Validate() != nil {
 		return Decoded{}, true, header.ErrControl
 	}
-	return Decoded{Kind: KindControl, Off: off + in.HeaderLen(), Len: header.ControlLen}, true, nil
+	c := header.Control(in.Payload())
+	if c.Validate() != nil {
+		return Decoded{}, true, header.ErrControl
+	}
+	// The whole message its type and flags call for (32 bytes from an older
+	// peer, 48 with epochs); Validate made sure it is all there.
+	return Decoded{Kind: KindControl, Off: off + in.HeaderLen(), Len: c.Len()}, true, nil
 }

@@ -182,3 +182,47 @@ func TestEncapRejectsNonIP(t *testing.T) {
 		}
 	}
 }
+
+// TestDecapControlLen: Decap hands over the whole control message, 48 bytes
+// with epochs and 32 from an older peer, and EncapControl sends all of it.
+func TestDecapControlLen(t *testing.T) {
+	remote, local := [4]byte{198, 51, 100, 1}, [4]byte{192, 0, 2, 1}
+	old := header.ControlFields{Type: header.ControlProbe, ProbeSeq: 9, Watermark: 5, HasWatermark: true}
+	ep := old
+	ep.HasEpochs, ep.Epoch, ep.PeerEpoch = true, 0x0102030405060708, 0x1112131415161718
+	for _, c := range []Encapsulation{GRE{Key: 7}, IPIP{}} {
+		for _, f := range []header.ControlFields{old, ep} {
+			pkt := c.EncapControl(make([]byte, 128), remote, local, f)
+			// The inner IPv4 packet's length is that of the message, and the packet ends with it.
+			in := header.IPv4(pkt[len(pkt)-header.IPv4HeaderLen-f.Len():])
+			if in.TotalLen() != len(in) || header.Control(in[header.IPv4HeaderLen:]).Magic() != header.ControlMagic {
+				t.Fatalf("%s: control packet %x does not end with a %d-byte message", c.Name(), pkt, f.Len())
+			}
+			proto := c.Protocols()[0]
+			d, err := c.Decap(outerPkt(remote, proto, pkt), remote)
+			if err != nil || d.Kind != KindControl || d.Len != f.Len() {
+				t.Fatalf("%s: %+v %v, want a control message of %d bytes", c.Name(), d, err, f.Len())
+			}
+			o := outerPkt(remote, proto, pkt)
+			if got := header.Control(o[d.Off : d.Off+d.Len]).Fields(); got != f {
+				t.Fatalf("%s: decoded %+v, want %+v", c.Name(), got, f)
+			}
+		}
+		if c.Name() != "gre" {
+			continue
+		}
+		// The epoch bytes on the wire, after the 32 every tunbond reads.
+		pkt := c.EncapControl(make([]byte, 128), remote, local, ep)
+		if got := hex.EncodeToString(pkt[len(pkt)-16:]); got != "01020304050607081112131415161718" {
+			t.Fatalf("epoch bytes %s", got)
+		}
+		// Epochs flagged but the packet cut to 32 bytes: refused.
+		short := append([]byte(nil), pkt[:len(pkt)-16]...)
+		header.EncodeIPv4(short[len(short)-header.IPv4HeaderLen-header.ControlLen:], header.IPv4HeaderLen+header.ControlLen, 1, header.ProtoControl, remote, local)
+		if _, err := c.Decap(outerPkt(remote, proto(c), short), remote); !errors.Is(err, header.ErrControl) {
+			t.Fatalf("truncated epoch message: %v, want ErrControl", err)
+		}
+	}
+}
+
+func proto(c Encapsulation) uint8 { return c.Protocols()[0] }

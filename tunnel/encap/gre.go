@@ -34,7 +34,7 @@ func (g GRE) EncapData(buf []byte, off, n int, seq uint32) []byte {
 func (g GRE) EncapControl(buf []byte, src, dst [4]byte, f header.ControlFields) []byte {
 	header.EncodeControlPacket(buf[Headroom:], src, dst, f)
 	gf := header.GREFields{Protocol: header.EtherTypeIPv4, Checksum: g.Checksum, Key: g.Key, HasKey: true}
-	pkt := buf[Headroom-gf.HeaderLen() : Headroom+header.ControlPacketLen]
+	pkt := buf[Headroom-gf.HeaderLen() : Headroom+header.IPv4HeaderLen+f.Len()]
 	gf.Encode(header.GRE(pkt))
 	return pkt
 }

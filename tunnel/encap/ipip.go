@@ -23,7 +23,7 @@ func (IPIP) EncapData(buf []byte, off, n int, _ uint32) []byte {
 
 func (IPIP) EncapControl(buf []byte, src, dst [4]byte, f header.ControlFields) []byte {
 	header.EncodeControlPacket(buf[Headroom:], src, dst, f)
-	return buf[Headroom : Headroom+header.ControlPacketLen]
+	return buf[Headroom : Headroom+header.IPv4HeaderLen+f.Len()]
 }
 
 func (IPIP) Decap(pkt []byte, remote [4]byte) (Decoded, error) {
