@@ -38,6 +38,10 @@ type BenchConfig struct {
 	// CongestionControl is every row's inner TCP congestion control, set
 	// per socket; "": site A's default (what iperf3 got before the choice).
 	CongestionControl string
+	dropProg          *dropProg // the blackholes' program, loaded once per run
+	// Faults happen in every method's run at the same offsets from the
+	// start of its measured interval (tool go only).
+	Faults []Fault
 }
 
 // Report is a whole run, in the shape `--json` writes.
@@ -50,6 +54,8 @@ type Report struct {
 	// CongestionControl is the rows' inner TCP congestion control.
 	CongestionControl string        `json:"congestion_control"`
 	Results           []BenchResult `json:"results"`
+	// Faults are the faults of every run (Fault.String), if any.
+	Faults []string `json:"faults,omitempty"`
 }
 
 // LinkReport describes one emulated uplink.
@@ -63,21 +69,38 @@ type LinkReport struct {
 
 // BenchResult is one method's row.
 type BenchResult struct {
-	Method      string      `json:"method"`
-	GoodputMbps float64     `json:"goodput_mbps"`
-	SumPct      float64     `json:"sum_pct"`
-	VsBestLink  float64     `json:"vs_best_link"`
-	RTTP50Ms    float64     `json:"rtt_p50_ms"` // the sender's smoothed RTT while loaded (tool go), or ICMP probes (tool iperf3)
-	RTTP99Ms    float64     `json:"rtt_p99_ms"`
-	Retransmits int64       `json:"retransmits"` // TCP segments site A's kernel retransmitted (-1: unknown)
-	CPUPct      float64     `json:"tunbond_cpu_pct,omitempty"`
-	Reorder     *Reorder    `json:"reorder,omitempty"`
-	Error       string      `json:"error,omitempty"`    // the method could not be measured
-	Skipped     string      `json:"skipped,omitempty"`  // why the method was not measured (e.g. no mptcpize for iperf3)
-	Subflows    int         `json:"subflows,omitempty"` // MPTCP: the most subflows the connection had (tool go)
-	PerSecond   []float64   `json:"per_second_mbps"`
-	LinkShare   []float64   `json:"link_share"`           // fraction of A→B bytes each uplink carried
-	LinkPerSec  [][]float64 `json:"link_per_second_mbps"` // per second, per uplink, A→B
+	Method      string  `json:"method"`
+	GoodputMbps float64 `json:"goodput_mbps"`
+	SumPct      float64 `json:"sum_pct"`
+	VsBestLink  float64 `json:"vs_best_link"`
+	RTTP50Ms    float64 `json:"rtt_p50_ms"` // the sender's smoothed RTT while loaded (tool go), or ICMP probes (tool iperf3)
+	RTTP99Ms    float64 `json:"rtt_p99_ms"`
+	Retransmits int64   `json:"retransmits"` // TCP segments site A's kernel retransmitted (-1: unknown)
+	// IdleRTTMs is the path's RTT before the flow: the fastest of 5 ICMP
+	// echoes 20 ms apart, from the flow's source to its destination.
+	IdleRTTMs float64 `json:"idle_rtt_ms"`
+	// LatencyUnderLoadMs is RTTP99Ms minus IdleRTTMs: what the flow's
+	// queueing (and reordering) adds to the idle path (0: no idle RTT).
+	LatencyUnderLoadMs float64 `json:"latency_under_load_ms"`
+	// LongestGapMs is the longest run of 100 ms bins in which the receiver
+	// read nothing (tool go).
+	LongestGapMs float64 `json:"longest_gap_ms"`
+	// RTO is the retransmission timeouts of site A's kernel during the run
+	// (TcpExt TCPTimeouts; -1: unknown).
+	RTO int64 `json:"rto"`
+	// RateDuringFaultMbps is the goodput from the first fault's start to
+	// the last one's end; RateAfterFaultMbps from then to the run's end
+	// (absent when no time is left after the faults).
+	RateDuringFaultMbps *float64    `json:"rate_during_fault_mbps,omitempty"`
+	RateAfterFaultMbps  *float64    `json:"rate_after_fault_mbps,omitempty"`
+	CPUPct              float64     `json:"tunbond_cpu_pct,omitempty"`
+	Reorder             *Reorder    `json:"reorder,omitempty"`
+	Error               string      `json:"error,omitempty"`    // the method could not be measured
+	Skipped             string      `json:"skipped,omitempty"`  // why the method was not measured (e.g. no mptcpize for iperf3)
+	Subflows            int         `json:"subflows,omitempty"` // MPTCP: the most subflows the connection had (tool go)
+	PerSecond           []float64   `json:"per_second_mbps"`
+	LinkShare           []float64   `json:"link_share"`           // fraction of A→B bytes each uplink carried
+	LinkPerSec          [][]float64 `json:"link_per_second_mbps"` // per second, per uplink, A→B
 
 	congestion string // what the flow's sender used
 }
@@ -120,6 +143,25 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 		return nil, err
 	}
 	rep := &Report{Profile: p.Name, Duration: cfg.Duration.Seconds(), Flows: max(cfg.Flows, 1), Tool: cfg.Tool}
+	if len(cfg.Faults) > 0 {
+		if cfg.Tool != traffic.ToolGo {
+			return nil, errors.New("faults need the built-in Go tool: its receiver gives the 100 ms bins and the clock the faults keep")
+		}
+		if err := checkFaults(cfg.Faults, n, cfg.Duration); err != nil {
+			return nil, err
+		}
+		for _, f := range cfg.Faults {
+			rep.Faults = append(rep.Faults, f.String())
+			if f.Kind == FaultBlackhole && cfg.dropProg == nil {
+				prog, err := loadDropProg()
+				if err != nil {
+					return nil, err
+				}
+				defer prog.Close()
+				cfg.dropProg = prog
+			}
+		}
+	}
 	params := make([][2]emulator.Params, n)
 	sumRate := 0.0
 	for i, l := range p.Links {
@@ -205,7 +247,7 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 	}
 	for k, m := range methods {
 		if m.skipped != "" {
-			rep.Results = append(rep.Results, BenchResult{Method: m.name, Skipped: m.skipped, Retransmits: -1})
+			rep.Results = append(rep.Results, BenchResult{Method: m.name, Skipped: m.skipped, Retransmits: -1, RTO: -1})
 			if cfg.Note != nil {
 				cfg.Note(m.name + ": skipped: " + m.skipped)
 			}
@@ -228,7 +270,7 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 			return rep, ctx.Err()
 		}
 		if err != nil {
-			r = BenchResult{Method: m.name, Error: err.Error(), Retransmits: -1}
+			r = BenchResult{Method: m.name, Error: err.Error(), Retransmits: -1, RTO: -1}
 			if cfg.Note != nil {
 				cfg.Note(fmt.Sprintf("%s: %v", m.name, err))
 			}
@@ -305,27 +347,63 @@ func runMethod(ctx context.Context, net *netns.Net, counters linkCounters, m met
 			rttc <- r
 		}()
 	}
-	samples := make(chan [][]float64, 1)
-	go func() { samples <- sampleLinks(mctx, counters, cfg.Duration) }()
-	re0, reErr := traffic.RetransSegs(net.NS("a"))
-	cpu0, t0 := cpuTime(), time.Now()
-	fr, err := traffic.Throughput(mctx, traffic.Flow{Src: net.NS("a"), Dst: net.NS("b"), SrcAddr: m.srcAddr, DstAddr: m.dstAddr,
-		Duration: cfg.Duration, Flows: cfg.Flows, MPTCP: m.mptcp, Tool: cfg.Tool, CongestionControl: cfg.CongestionControl})
-	cpu, wall := cpuTime()-cpu0, time.Since(t0)
-	cancel()
-	rtts := <-rttc
-	row.LinkPerSec = <-samples
+	idle, err := idleRTT(ctx, net.NS("a"), probeSrc, m.dstAddr)
 	if err != nil {
 		return row, err
 	}
-	row.GoodputMbps, row.Retransmits, row.PerSecond = fr.GoodputMbps, -1, fr.PerSecond
+	row.IdleRTTMs = ms(idle)
+	flow := traffic.Flow{Src: net.NS("a"), Dst: net.NS("b"), SrcAddr: m.srcAddr, DstAddr: m.dstAddr,
+		Duration: cfg.Duration, Flows: cfg.Flows, MPTCP: m.mptcp, Tool: cfg.Tool, CongestionControl: cfg.CongestionControl}
+	faultc := make(chan error, 1)
+	if len(cfg.Faults) > 0 {
+		t0c := make(chan time.Time, 1)
+		flow.Measuring = func(t0 time.Time) { t0c <- t0 }
+		fs := &faults{net: net, prog: cfg.dropProg, list: cfg.Faults}
+		go func() { faultc <- fs.Run(mctx, t0c) }()
+	} else {
+		faultc <- nil
+	}
+	samples := make(chan [][]float64, 1)
+	go func() { samples <- sampleLinks(mctx, counters, cfg.Duration) }()
+	re0, reErr := traffic.RetransSegs(net.NS("a"))
+	rto0, rtoErr := traffic.TCPTimeouts(net.NS("a"))
+	cpu0, t0 := cpuTime(), time.Now()
+	fr, err := traffic.Throughput(mctx, flow)
+	cpu, wall := cpuTime()-cpu0, time.Since(t0)
+	cancel()
+	ferr := <-faultc // every fault undone
+	rtts := <-rttc
+	row.LinkPerSec = <-samples
+	if err == nil && ferr != nil {
+		err = ferr
+	}
+	if err != nil {
+		return row, err
+	}
+	row.GoodputMbps, row.Retransmits, row.RTO, row.PerSecond = fr.GoodputMbps, -1, -1, fr.PerSecond
 	if re1, err := traffic.RetransSegs(net.NS("a")); err == nil && reErr == nil {
 		row.Retransmits = re1 - re0 // the sender's, counted by its kernel
+	}
+	if rto1, err := traffic.TCPTimeouts(net.NS("a")); err == nil && rtoErr == nil {
+		row.RTO = rto1 - rto0
 	}
 	if len(fr.RTTs) > 0 {
 		rtts = fr.RTTs
 	}
 	row.RTTP50Ms, row.RTTP99Ms = percentiles(rtts)
+	if row.IdleRTTMs > 0 && row.RTTP99Ms > 0 {
+		row.LatencyUnderLoadMs = row.RTTP99Ms - row.IdleRTTMs
+	}
+	row.LongestGapMs = ms(longestGap(fr.Bins))
+	if len(cfg.Faults) > 0 {
+		from, to := faultWindow(cfg.Faults, cfg.Duration)
+		if r, ok := binRate(fr.Bins, from, to); ok {
+			row.RateDuringFaultMbps = &r
+		}
+		if r, ok := binRate(fr.Bins, to, cfg.Duration); ok {
+			row.RateAfterFaultMbps = &r
+		}
+	}
 	row.LinkShare = shares(row.LinkPerSec, len(weights))
 	row.congestion = fr.CongestionControl
 	if m.mptcp && fr.Tool == traffic.ToolGo {
@@ -345,6 +423,54 @@ func runMethod(ctx context.Context, net *netns.Net, counters linkCounters, m met
 		}
 	}
 	return row, nil
+}
+
+// idleRTT is the idle path's RTT from src to dst: the fastest of 5 ICMP
+// echoes 20 ms apart (the fastest, so a first echo that waits for ARP or a
+// path that is still coming up does not count).
+func idleRTT(ctx context.Context, ns *netns.Namespace, src, dst string) (time.Duration, error) {
+	rtts, err := traffic.PingFrom(ctx, ns, src, dst, 5, 20*time.Millisecond)
+	if err != nil {
+		return 0, fmt.Errorf("idle RTT: %w", err)
+	}
+	var best time.Duration
+	for _, r := range rtts {
+		if r > 0 && (best == 0 || r < best) {
+			best = r
+		}
+	}
+	return best, nil
+}
+
+// longestGap is the longest run of empty bins (traffic.BinEvery each).
+func longestGap(bins []int64) time.Duration {
+	run, longest := 0, 0
+	for _, b := range bins {
+		if b == 0 {
+			run++
+			longest = max(longest, run)
+		} else {
+			run = 0
+		}
+	}
+	return time.Duration(longest) * traffic.BinEvery
+}
+
+// binRate is the mean goodput, Mbit/s, of the bins within [from, to) of the
+// measured interval; false if none is.
+func binRate(bins []int64, from, to time.Duration) (float64, bool) {
+	var sum int64
+	n := 0
+	for k, b := range bins {
+		if at := time.Duration(k) * traffic.BinEvery; at >= from && at+traffic.BinEvery <= to {
+			sum += b
+			n++
+		}
+	}
+	if n == 0 {
+		return 0, false
+	}
+	return float64(sum) * 8 / (float64(n) * traffic.BinEvery.Seconds()) / 1e6, true
 }
 
 // linkCounters reads the A→B bytes each uplink has carried so far.

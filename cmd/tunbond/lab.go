@@ -24,7 +24,7 @@ import (
 	"github.com/tunbond/tunbond/lab"
 )
 
-const labUsage = `usage: tunbond lab bond [--profile NAME | --links SPEC] [--duration 10s] [--flows 1] [--tool go|iperf3] [--cc NAME] [--json FILE] [--plot FILE.svg]
+const labUsage = `usage: tunbond lab bond [--profile NAME | --links SPEC] [--duration 10s] [--flows 1] [--tool go|iperf3] [--cc NAME] [--fault SPEC]... [--json FILE] [--plot FILE.svg]
        tunbond lab director [--reals 3] [--scheduler rr] [--requests 3000] [--clients 16] [--body 262144] [--duration 10s] [--json FILE]`
 
 func runLab(args []string) error {
@@ -41,6 +41,7 @@ func runLab(args []string) error {
 	flows := fs.Int("flows", 1, "parallel TCP flows")
 	tool := fs.String("tool", traffic.ToolGo, "traffic tool of every TCP row: go (built in; opens MPTCP natively) or iperf3 (MPTCP through mptcpize, or that row is skipped)")
 	cc := fs.String("cc", "", "inner TCP congestion control of every row, set per socket (e.g. cubic, bbr, reno); default: the kernel's default")
+	faultSpecs := fs.StringArray("fault", nil, "a fault in every method's run, at offsets from the measured start (repeatable or comma-separated): blackhole:link1@8s-16s (drop all arriving on uplink 1, carrier kept), down:link2@8s[-12s] (uplink 2 down)")
 	scheds := fs.String("schedulers", strings.Join(path.Names, ","), "tunbond schedulers to measure")
 	jsonOut := fs.String("json", "", "write the results as JSON to FILE")
 	plotOut := fs.String("plot", "", "draw goodput over time and uplink shares to FILE (.svg)")
@@ -65,6 +66,13 @@ func runLab(args []string) error {
 	}
 	if err := traffic.ToolCanRun(*tool, false); err != nil {
 		return fmt.Errorf("lab: --tool: %w", err)
+	}
+	faults, err := lab.ParseFaults(*faultSpecs)
+	if err != nil {
+		return fmt.Errorf("lab: --fault: %w", err)
+	}
+	if len(faults) > 0 && *tool != traffic.ToolGo {
+		return errors.New("lab: --fault needs --tool go (its receiver gives the 100 ms bins)")
 	}
 	if *plotOut != "" && !strings.HasSuffix(*plotOut, ".svg") {
 		return errors.New("lab: --plot writes SVG: name the file .svg")
@@ -108,9 +116,12 @@ func runLab(args []string) error {
 	}
 	fmt.Fprintf(os.Stderr, "lab bond: profile %s (%s), %v per method, %d flow(s), traffic from %s, congestion control %s\n",
 		p.Name, p.Description, *duration, *flows, toolName, ccName)
+	for _, f := range faults {
+		fmt.Fprintf(os.Stderr, "lab bond: fault %s in every run\n", f)
+	}
 	rep, err := lab.RunBondBench(ctx, netns.RunID(), lab.BenchConfig{
 		Profile: p, Duration: *duration, Flows: *flows, Schedulers: ss, Log: log, Direct: *direct,
-		Tool: *tool, CongestionControl: *cc,
+		Tool: *tool, CongestionControl: *cc, Faults: faults,
 		Progress: func(phase string, left time.Duration) {
 			fmt.Fprintf(os.Stderr, "  measuring %-18s about %v left\n", phase, left.Round(time.Second))
 		},
@@ -142,9 +153,30 @@ func runLab(args []string) error {
 
 func printReport(w io.Writer, rep *lab.Report) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "method\tgoodput Mbit/s\t% of sum\tvs best link\tRTT p50 ms\tRTT p99 ms\tretransmits\tuplink shares\ttunbond CPU %\treorder lost/timeout/late\t")
+	faults := len(rep.Faults) > 0
+	head := []string{"method", "goodput Mbit/s", "% of sum", "vs best link", "RTT p50 ms", "RTT p99 ms", "load +ms", "retransmits"}
+	if faults {
+		head = append(head, "gap ms", "RTOs", "in fault Mbit/s", "after Mbit/s")
+	}
+	head = append(head, "uplink shares", "tunbond CPU %", "reorder lost/timeout/late")
+	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
+	orDash := func(v *float64) string {
+		if v == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f", *v)
+	}
 	for _, r := range rep.Results {
-		cpu, ro, rt := "-", "-", "-"
+		if r.Error != "" || r.Skipped != "" {
+			// The reason trails the row: text after the last cell widens no column.
+			why := "failed: " + r.Error
+			if r.Skipped != "" {
+				why = "skipped: " + r.Skipped
+			}
+			fmt.Fprintf(tw, "%s%s\t  %s\n", r.Method, strings.Repeat("\t-", len(head)-1), why)
+			continue
+		}
+		cpu, ro, rt, rto := "-", "-", "-", "-"
 		if r.CPUPct > 0 {
 			cpu = fmt.Sprintf("%.0f", r.CPUPct)
 		}
@@ -154,21 +186,24 @@ func printReport(w io.Writer, rep *lab.Report) {
 		if r.Retransmits >= 0 {
 			rt = fmt.Sprint(r.Retransmits)
 		}
-		if r.Error != "" || r.Skipped != "" {
-			// The reason trails the row: text after the last cell widens no column.
-			why := "failed: " + r.Error
-			if r.Skipped != "" {
-				why = "skipped: " + r.Skipped
-			}
-			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t  %s\n", r.Method, why)
-			continue
+		if r.RTO >= 0 {
+			rto = fmt.Sprint(r.RTO)
+		}
+		load := "-"
+		if r.IdleRTTMs > 0 {
+			load = fmt.Sprintf("%.1f", r.LatencyUnderLoadMs)
 		}
 		var sh []string
 		for _, s := range r.LinkShare {
 			sh = append(sh, fmt.Sprintf("%.0f", 100*s))
 		}
-		fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%.2f\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t\n", r.Method, r.GoodputMbps, r.SumPct, r.VsBestLink,
-			r.RTTP50Ms, r.RTTP99Ms, rt, strings.Join(sh, "/"), cpu, ro)
+		cells := []string{r.Method, fmt.Sprintf("%.1f", r.GoodputMbps), fmt.Sprintf("%.1f", r.SumPct), fmt.Sprintf("%.2f", r.VsBestLink),
+			fmt.Sprintf("%.1f", r.RTTP50Ms), fmt.Sprintf("%.1f", r.RTTP99Ms), load, rt}
+		if faults {
+			cells = append(cells, fmt.Sprintf("%.0f", r.LongestGapMs), rto, orDash(r.RateDuringFaultMbps), orDash(r.RateAfterFaultMbps))
+		}
+		cells = append(cells, strings.Join(sh, "/"), cpu, ro)
+		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
 	}
 	tw.Flush()
 }

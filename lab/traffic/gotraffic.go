@@ -37,6 +37,8 @@ const (
 	RTTEvery = 100 * time.Millisecond
 	// sendBuf is the size of each write and read.
 	sendBuf = 256 << 10
+	// BinEvery is the width of FlowResult.Bins.
+	BinEvery = 100 * time.Millisecond
 )
 
 // From include/uapi/linux/mptcp.h.
@@ -200,12 +202,25 @@ func goFlow(ctx context.Context, f Flow) (res FlowResult, err error) {
 		return FlowResult{}, ctx.Err()
 	}
 	t0, b0 := time.Now(), g.received.Load()
+	if f.Measuring != nil {
+		f.Measuring(t0)
+	}
 	end := time.NewTimer(f.Duration)
 	defer end.Stop()
 	tick := time.NewTicker(RTTEvery)
 	defer tick.Stop()
 	secs := int(f.Duration / time.Second)
 	lastT, lastB := t0, b0
+	// Bin k holds what was read between t0+k·BinEvery and the next: the
+	// tick that ends it reads the counter (the ticker keeps its phase).
+	nbins := int(f.Duration / BinEvery)
+	lastBinB := b0
+	bins := func(now time.Time, b int64) {
+		if k := len(res.Bins); k < nbins && now.Sub(t0) >= time.Duration(k+1)*BinEvery-BinEvery/2 {
+			res.Bins = append(res.Bins, b-lastBinB)
+			lastBinB = b
+		}
+	}
 	perSecond := func(now time.Time) {
 		b := g.received.Load()
 		res.PerSecond = append(res.PerSecond, float64(b-lastB)*8/now.Sub(lastT).Seconds()/1e6)
@@ -214,6 +229,7 @@ func goFlow(ctx context.Context, f Flow) (res FlowResult, err error) {
 	for {
 		select {
 		case now := <-tick.C:
+			bins(now, g.received.Load())
 			for _, s := range conns {
 				rtts, subflows, _ := senderInfo(s, f.MPTCP)
 				res.RTTs = append(res.RTTs, rtts...)
@@ -225,6 +241,7 @@ func goFlow(ctx context.Context, f Flow) (res FlowResult, err error) {
 			}
 		case <-end.C:
 			t1, b1 := time.Now(), g.received.Load()
+			bins(t1, b1)
 			if len(res.PerSecond) < secs {
 				perSecond(t1)
 			}

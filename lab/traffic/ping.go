@@ -39,7 +39,8 @@ func PingFrom(ctx context.Context, ns *netns.Namespace, src, dst string, count i
 	go func() { // replies
 		defer close(done)
 		buf := make([]byte, 1500)
-		for {
+		got := 0
+		for got < count { // every reply in: done, without the last second's wait
 			n, _, err := c.ReadFrom(buf)
 			if err != nil {
 				return
@@ -49,8 +50,9 @@ func PingFrom(ctx context.Context, ns *netns.Namespace, src, dst string, count i
 			if err != nil || m.Type != ipv4.ICMPTypeEchoReply {
 				continue
 			}
-			if e, ok := m.Body.(*icmp.Echo); ok && e.ID == id && e.Seq < count && !sent[e.Seq].IsZero() {
+			if e, ok := m.Body.(*icmp.Echo); ok && e.ID == id && e.Seq < count && !sent[e.Seq].IsZero() && rtts[e.Seq] == 0 {
 				rtts[e.Seq] = now.Sub(sent[e.Seq])
+				got++
 			}
 		}
 	}()

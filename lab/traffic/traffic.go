@@ -41,6 +41,9 @@ type Flow struct {
 	// CongestionControl is the flows' TCP congestion control, set on each
 	// socket (TCP_CONGESTION); "": the namespace's default.
 	CongestionControl string
+	// Measuring, if set, is called with the start of the measured
+	// interval (after the warm-up); the Go tool only.
+	Measuring func(t0 time.Time)
 }
 
 // FlowResult is what one timed TCP test measured.
@@ -49,6 +52,9 @@ type FlowResult struct {
 	Retransmits int64 // -1 if unknown
 	Tool        string
 	PerSecond   []float64 // Mbit/s each second
+	// Bins are the bytes the receivers read in each BinEvery of the
+	// measured interval; the Go tool only.
+	Bins []int64
 	// RTTs are the sender's smoothed RTT (tcpi_rtt) sampled while loaded,
 	// every subflow's for MPTCP; the Go tool only.
 	RTTs []time.Duration
@@ -220,21 +226,34 @@ func freePort(ns *netns.Namespace, addr string) (int, error) {
 	return port, err
 }
 
+// TCPTimeouts reads the namespace's TcpExt TCPTimeouts counter (what
+// `nstat TcpExtTCPTimeouts` shows): retransmission timeouts of every TCP
+// socket in it.
+func TCPTimeouts(ns *netns.Namespace) (int64, error) {
+	return ProcCounter(ns, "netstat", "TcpExt:", "TCPTimeouts")
+}
+
 // RetransSegs reads the namespace's TCP RetransSegs counter (what
 // `nstat TcpRetransSegs` shows): every retransmitted segment of every TCP
 // and MPTCP-subflow socket in it, whatever tool made the traffic.
 func RetransSegs(ns *netns.Namespace) (int64, error) {
+	return ProcCounter(ns, "snmp", "Tcp:", "RetransSegs")
+}
+
+// ProcCounter reads one counter of /proc/net/FILE (snmp, netstat: a line
+// of names, then a line of values, per section) in the namespace.
+func ProcCounter(ns *netns.Namespace, file, section, counter string) (int64, error) {
 	var v int64 = -1
 	err := ns.Do(func() error {
 		// thread-self: /proc/self/net would show the main thread's namespace.
-		b, err := os.ReadFile("/proc/thread-self/net/snmp")
+		b, err := os.ReadFile("/proc/thread-self/net/" + file)
 		if err != nil {
 			return err
 		}
 		var names []string
 		for _, line := range strings.Split(string(b), "\n") {
 			f := strings.Fields(line)
-			if len(f) < 2 || f[0] != "Tcp:" {
+			if len(f) < 2 || f[0] != section {
 				continue
 			}
 			if names == nil {
@@ -242,13 +261,13 @@ func RetransSegs(ns *netns.Namespace) (int64, error) {
 				continue
 			}
 			for i, name := range names {
-				if name == "RetransSegs" && i < len(f) {
+				if name == counter && i < len(f) {
 					v, err = strconv.ParseInt(f[i], 10, 64)
 					return err
 				}
 			}
 		}
-		return fmt.Errorf("no Tcp RetransSegs in /proc/net/snmp")
+		return fmt.Errorf("no %s %s in /proc/net/%s", section, counter, file)
 	})
 	return v, err
 }
