@@ -35,7 +35,8 @@ type Stats struct {
 	Overflow      atomic.Uint64 // packets released early because the window was full
 	Late          atomic.Uint64 // dropped: older than what was already released
 	Duplicate     atomic.Uint64 // dropped: already held
-	Resync        atomic.Uint64 // sequence restarted (peer restart): buffer flushed
+	Resync        atomic.Uint64 // sequence restarted (peer restart guessed, without epochs): buffer flushed
+	OutOfWindow   atomic.Uint64 // dropped: far outside the window within one epoch (SetStrict): a bug or a forgery
 	Spurious      atomic.Uint64 // holes given up as lost whose packet arrived after all
 	GraceNs       atomic.Int64  // the current loss grace
 	TimeoutNs     atomic.Int64  // the current timeout
@@ -57,6 +58,12 @@ type Buffer[T any] struct {
 	release func(T)
 	next    uint32 // next sequence number to release
 	started bool
+	// top is the highest sequence accepted or announced by a watermark;
+	// valid once started.
+	top uint32
+	// strict: the sender's epoch is known (SetStrict), so a sequence far
+	// outside the window is dropped, never taken for a restart.
+	strict bool
 	held    int
 	// holeSince is when the hole at next was first seen (the earliest
 	// arrival of a held packet); valid while held > 0.
@@ -112,17 +119,28 @@ func (b *Buffer[T]) Held() int { return b.held }
 // (late or duplicate); the item then still belongs to the caller.
 func (b *Buffer[T]) Push(seq uint32, path int, item T, now time.Time) bool {
 	if !b.started {
-		b.started, b.next = true, seq
+		b.started, b.next, b.top = true, seq, seq
 	}
-	b.noteWatermark(path, seq)
 	d := int64(int32(seq - b.next))
 	w := int64(len(b.slots))
+	if b.strict && (d < -w || int64(int32(seq-b.top)) >= w) {
+		// Within one epoch nothing legitimate is this far behind what was
+		// released, or a window beyond everything seen or announced: drop
+		// it before it moves the window or a path's watermark.
+		b.Stats.OutOfWindow.Add(1)
+		return false
+	}
+	b.noteWatermark(path, seq)
+	if int32(seq-b.top) > 0 {
+		b.top = seq
+	}
 	switch {
 	case d < -w:
-		// Far behind what we released: the sender restarted its sequence.
+		// Far behind what we released, and the sender sends no epochs:
+		// guess that it restarted its sequence.
 		b.Stats.Resync.Add(1)
 		b.Flush(now)
-		b.next = seq
+		b.next, b.top = seq, seq
 		d = 0
 	case d < 0:
 		b.Stats.Late.Add(1)
@@ -152,10 +170,37 @@ func (b *Buffer[T]) Push(seq uint32, path int, item T, now time.Time) bool {
 // first packets are not judged by whichever happens to arrive first.
 func (b *Buffer[T]) Watermark(path int, seq uint32, now time.Time) {
 	if !b.started {
-		b.started, b.next = true, seq+1
+		b.started, b.next, b.top = true, seq+1, seq
+	}
+	if int32(seq-b.top) > 0 {
+		b.top = seq // the sender has sent this far: data up to a window beyond is in the stream
 	}
 	b.noteWatermark(path, seq)
 	b.advance(now)
+}
+
+// SetStrict says whether the sender's epoch is known (its keepalives carry
+// epochs). Then a sequence more than a window behind what was released, or
+// a window ahead of the highest sequence accepted or announced by a
+// watermark, is a bug or a forgery: it is dropped and counted (OutOfWindow)
+// and never waited for. A real jump of the stream (every path lost more
+// than a window) is accepted once a keepalive's watermark announces it.
+// Without epochs a sequence far behind is taken for a restart (Resync).
+func (b *Buffer[T]) SetStrict(strict bool) { b.strict = strict }
+
+// Reset forgets the sender's stream, when it restarted (a new epoch): what
+// is held is released in order (packets the sender did send), holes are
+// skipped without being counted, and the paths' watermarks, the give-ups
+// remembered and the start of the sequence are forgotten; the next Push or
+// Watermark starts the stream again. The adaptive grace and timeout, and
+// which paths are active, stay: they describe the paths, not the sender.
+func (b *Buffer[T]) Reset(now time.Time) {
+	b.Flush(now)
+	b.started, b.next, b.top = false, 0, 0
+	for i := range b.wm {
+		b.wm[i], b.wmOK[i] = 0, false
+	}
+	b.gaveUp = [len(b.gaveUp)]gaveUp{}
 }
 
 // SetActive includes or excludes a path from fast loss detection: a silent

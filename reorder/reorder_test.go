@@ -373,3 +373,115 @@ func TestSetTimeout(t *testing.T) {
 		t.Fatal("timeout stat")
 	}
 }
+
+func (r *rig) counters() (holes, late, resync, oow uint64) {
+	s := &r.b.Stats
+	return s.Holes.Load(), s.Late.Load(), s.Resync.Load(), s.OutOfWindow.Load()
+}
+
+// TestStrictForgedJumps: with the sender's epoch known, a sequence a window
+// beyond everything seen, or far behind, is dropped and counted once; the
+// stream is delivered on at once and no other counter moves.
+func TestStrictForgedJumps(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		seq  uint32
+	}{
+		{"just ahead", 5 + 64},
+		{"far ahead", 5 + 1<<30},
+		{"far behind", 5 + 3<<30},
+		{"just behind the window", 1<<32 + 6 - 64 - 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(t, 64, 2)
+			r.b.SetStrict(true)
+			r.push(0, 1, 2, 3, 4, 5)
+			r.expect(1, 2, 3, 4, 5)
+			if r.b.Push(tt.seq, 0, tt.seq, r.now) {
+				t.Fatalf("forged %d accepted", tt.seq)
+			}
+			r.push(0, 6, 7)
+			r.push(1, 8)
+			r.expect(6, 7, 8) // at once: nothing waited for, nothing skipped
+			if holes, late, resync, oow := r.counters(); holes != 0 || late != 0 || resync != 0 || oow != 1 {
+				t.Fatalf("holes %d late %d resync %d out of window %d; want 0 0 0 1", holes, late, resync, oow)
+			}
+			// The forged sequence moved no watermark of path 0: a hole that
+			// path 1 passed is still waited for.
+			r.push(1, 10)
+			r.expect()
+			r.push(0, 9)
+			r.expect(9, 10)
+			if r.b.Stats.HolesLost.Load() != 0 {
+				t.Fatal("a hole given up on a forged watermark")
+			}
+		})
+	}
+}
+
+// TestStrictWindowOverflowStays: a real stream running a window ahead of a
+// hole still forces the oldest out, as without epochs.
+func TestStrictWindowOverflowStays(t *testing.T) {
+	r := newRig(t, 4, 2)
+	r.b.SetStrict(true)
+	r.push(0, 1)
+	r.push(0, 3, 4, 5, 6, 7) // 6 is a window beyond the hole at 2
+	r.expect(1, 3, 4, 5, 6, 7)
+	if r.b.Stats.HolesOverflow.Load() != 1 || r.b.Stats.OutOfWindow.Load() != 0 {
+		t.Fatalf("holes overflow %d out of window %d", r.b.Stats.HolesOverflow.Load(), r.b.Stats.OutOfWindow.Load())
+	}
+}
+
+// TestStrictWatermarkAnnouncesJump: a keepalive's watermark far ahead (every
+// path lost more than a window) makes the data after it acceptable.
+func TestStrictWatermarkAnnouncesJump(t *testing.T) {
+	r := newRig(t, 16, 1)
+	r.b.SetStrict(true)
+	r.push(0, 1, 2)
+	r.expect(1, 2)
+	if r.b.Push(5000, 0, 5000, r.now) {
+		t.Fatal("unannounced jump accepted")
+	}
+	r.b.Watermark(0, 4999, r.now)
+	r.push(0, 5000, 5001)
+	r.expect(5000, 5001)
+}
+
+// TestWithoutEpochsFarBehindIsARestart: the guess older peers need stays.
+func TestWithoutEpochsFarBehindIsARestart(t *testing.T) {
+	r := newRig(t, 16, 1)
+	r.push(0, 1<<30, 1<<30+1)
+	r.push(0, 7)
+	r.expect(1<<30, 1<<30+1, 7)
+	if _, _, resync, oow := r.counters(); resync != 1 || oow != 0 {
+		t.Fatalf("resync %d out of window %d", resync, oow)
+	}
+}
+
+// TestReset: what is held is released, holes are not counted, the paths'
+// watermarks are forgotten and the next packet starts a new stream.
+func TestReset(t *testing.T) {
+	r := newRig(t, 64, 2)
+	r.b.SetStrict(true)
+	r.push(0, 1000)
+	r.push(1, 1002)
+	r.b.Watermark(1, 1010, r.now)
+	r.expect(1000)
+	r.b.Reset(r.now)
+	r.expect(1002)
+	if holes, late, resync, oow := r.counters(); holes != 0 || late != 0 || resync != 0 || oow != 0 || r.b.Held() != 0 {
+		t.Fatalf("after Reset: holes %d late %d resync %d out of window %d held %d", holes, late, resync, oow, r.b.Held())
+	}
+	// The new stream starts anywhere (here far behind, still strict).
+	r.push(0, 5, 7)
+	r.expect(5)
+	// Path 1's old watermark (1010) is gone: hole 6 is still waited for.
+	if r.b.Stats.HolesLost.Load() != 0 || r.b.Held() != 1 {
+		t.Fatalf("hole given up on an old watermark: lost %d held %d", r.b.Stats.HolesLost.Load(), r.b.Held())
+	}
+	r.push(1, 6)
+	r.expect(6, 7)
+	if holes, _, resync, oow := r.counters(); holes != 0 || resync != 0 || oow != 0 {
+		t.Fatalf("holes %d resync %d out of window %d", holes, resync, oow)
+	}
+}
