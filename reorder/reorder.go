@@ -64,7 +64,7 @@ type Buffer[T any] struct {
 	// strict: the sender's epoch is known (SetStrict), so a sequence far
 	// outside the window is dropped, never taken for a restart.
 	strict bool
-	held    int
+	held   int
 	// holeSince is when the hole at next was first seen (the earliest
 	// arrival of a held packet); valid while held > 0.
 	holeSince time.Time
