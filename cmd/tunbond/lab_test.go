@@ -86,6 +86,57 @@ func TestLabBondJSON(t *testing.T) {
 	}
 }
 
+// TestLabBondFault: tunbond lab bond --fault blackhole:link1@2s-4s
+// --duration 6s --schedulers wrr: link-1 alone stops for the blackhole
+// (a goodput gap), every row has the fault's fields, and the report names
+// the fault.
+func TestLabBondFault(t *testing.T) {
+	requireRoot(t)
+	out := filepath.Join(t.TempDir(), "out.json")
+	if err := runLab([]string{"bond", "--profile", "symmetric", "--duration", "6s", "--schedulers", "wrr",
+		"--fault", "blackhole:link1@2s-4s", "--json", out}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Faults  []string `json:"faults"`
+		Results []struct {
+			Method       string   `json:"method"`
+			Error        string   `json:"error"`
+			Skipped      string   `json:"skipped"`
+			LongestGapMs *float64 `json:"longest_gap_ms"`
+			RTO          *int64   `json:"rto"`
+			During       *float64 `json:"rate_during_fault_mbps"`
+			After        *float64 `json:"rate_after_fault_mbps"`
+			LoadMs       *float64 `json:"latency_under_load_ms"`
+			IdleMs       float64  `json:"idle_rtt_ms"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(rep.Faults, ",") != "blackhole:link1@2s-4s" {
+		t.Errorf("faults %v", rep.Faults)
+	}
+	for _, r := range rep.Results {
+		if r.Skipped != "" {
+			continue
+		}
+		if r.Error != "" || r.LongestGapMs == nil || r.RTO == nil || *r.RTO < 0 || r.During == nil || r.After == nil || r.LoadMs == nil || r.IdleMs <= 0 {
+			t.Errorf("%s: %s", r.Method, b)
+			continue
+		}
+		t.Logf("%-12s gap %4.0f ms, %d RTOs, %.1f Mbit/s in the fault, %.1f after, +%.1f ms under load",
+			r.Method, *r.LongestGapMs, *r.RTO, *r.During, *r.After, *r.LoadMs)
+		if r.Method == "link-1" && (*r.LongestGapMs <= 0 || *r.RTO == 0) {
+			t.Errorf("link-1 alone: gap %v ms, %d RTOs through a 2 s blackhole; want a gap and an RTO", *r.LongestGapMs, *r.RTO)
+		}
+	}
+}
+
 func TestLabClearErrors(t *testing.T) {
 	for _, tt := range []struct {
 		args []string
@@ -96,6 +147,8 @@ func TestLabClearErrors(t *testing.T) {
 		{[]string{"bond", "--schedulers", "best"}, "not a path scheduler"},
 		{[]string{"bond", "--plot", "x.png"}, ".svg"},
 		{[]string{"bond", "--tool", "netperf"}, `no traffic tool "netperf"`},
+		{[]string{"bond", "--fault", "blackhole:link1"}, `--fault: fault "blackhole:link1": no @START`},
+		{[]string{"bond", "--fault", "down:link1@2s", "--tool", "iperf3"}, "--fault needs --tool go"},
 		{[]string{"other"}, "usage"},
 	} {
 		err := runLab(tt.args)
