@@ -41,7 +41,7 @@ func handleControl(e *Engine, req ControlRequest) ControlResponse {
 			r.Reorder = map[string]any{
 				"depth": s.Depth.Load(), "released": s.Released.Load(), "holes_lost": s.HolesLost.Load(),
 				"holes_timeout": s.HolesTimeout.Load(), "holes_overflow": s.HolesOverflow.Load(),
-				"late": s.Late.Load(), "duplicate": s.Duplicate.Load(),
+				"late": s.Late.Load(), "duplicate": s.Duplicate.Load(), "out_of_window": s.OutOfWindow.Load(),
 			}
 		}
 		return r

@@ -13,6 +13,11 @@ func (e *Engine) reorderLoop() {
 			now := e.now()
 			for _, it := range b.items {
 				switch {
+				case it.path == itemRestart:
+					e.reorderBuf.Reset(now)
+					e.reorderBuf.SetStrict(it.seq != 0)
+				case it.path == itemEpochs:
+					e.reorderBuf.SetStrict(it.seq != 0)
 				case it.pkt == nil:
 					e.reorderBuf.Watermark(it.path, it.seq, now)
 				case e.reorderBuf == nil:

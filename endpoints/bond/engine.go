@@ -1,6 +1,8 @@
 package bond
 
 import (
+	crand "crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,6 +48,11 @@ type EngineConfig struct {
 	// the paths' one-way delays (half their RTTs) differ by more: a packet on
 	// the slowest path arrives that much after the ones that passed it.
 	AdaptiveTimeout bool
+	// Epoch is this start's session epoch, sent in every keepalive so the
+	// peer tells a restart from a jump; 0 (the default) draws a random one.
+	Epoch uint64
+
+	firstSeq uint32 // tests: the sequence before the first packet's; 0 draws a random one
 }
 
 // Engine is the bond's data plane: TUN → scheduler → uplinks on the way
@@ -76,6 +83,10 @@ type Engine struct {
 	seq      uint32        // last sequence number used (TX goroutine)
 	sentUpTo atomic.Uint32 // every packet up to here has been handed to its socket
 
+	epoch     uint64        // ours, in every keepalive
+	peerEpoch atomic.Uint64 // the peer's as last heard; 0: none yet, or a peer that sends none
+	epochMu   sync.Mutex    // orders a change of peerEpoch with the reorder buffer's reset
+
 	// TUN write batch (reorder goroutine)
 	tunBufs     [][]byte
 	tunBatch    [][]byte
@@ -95,6 +106,7 @@ type EngineStats struct {
 	NotIP                    atomic.Uint64 // dropped: TUN gave a non-IP packet
 	TUNReadErrors            atomic.Uint64
 	TUNWriteErrors           atomic.Uint64
+	PeerRestarts             atomic.Uint64 // the peer's epoch changed
 }
 
 type enginePath struct {
@@ -125,7 +137,9 @@ type packet struct {
 	path int
 }
 
-// rxItem is a data packet, or (pkt == nil) a watermark from a keepalive.
+// rxItem is a data packet, or (pkt == nil) a watermark from a keepalive,
+// or (path itemEpochs, itemRestart) news of the peer's epoch for the reorder
+// buffer: seq is 1 if the peer sends epochs.
 type rxItem struct {
 	pkt  *packet
 	seq  uint32
@@ -133,6 +147,11 @@ type rxItem struct {
 }
 
 type rxBatch struct{ items []rxItem }
+
+const (
+	itemEpochs  = -1 // the peer's first epoch heard (or none): SetStrict
+	itemRestart = -2 // the peer restarted: Reset, then SetStrict
+)
 
 // reorderChange is a change for the reorder goroutine: a path leaving fast
 // loss detection, or (path < 0) a new timeout.
@@ -155,7 +174,18 @@ func NewEngine(cfg EngineConfig, dev tun.Device) (*Engine, error) {
 		cfg: cfg, log: cfg.Log, now: cfg.Now, dev: dev, codec: cfg.Encap,
 		delivery: make(chan *rxBatch, 256), reorderChanges: make(chan reorderChange, 64),
 		stateCh: make(chan struct{}),
-		seq:     rand.Uint32(),
+		seq:     cfg.firstSeq,
+		epoch:   cfg.Epoch,
+	}
+	if e.seq == 0 {
+		e.seq = rand.Uint32()
+	}
+	for e.epoch == 0 {
+		var b [8]byte
+		if _, err := crand.Read(b[:]); err != nil {
+			return nil, fmt.Errorf("engine: epoch: %w", err)
+		}
+		e.epoch = binary.BigEndian.Uint64(b[:])
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.NewTextHandler(os.Stderr, nil))

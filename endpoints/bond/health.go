@@ -72,7 +72,7 @@ func (e *Engine) setState(p *enginePath, up bool, now time.Time) {
 // healthLoop probes every path each interval and takes silent paths down.
 func (e *Engine) healthLoop() {
 	defer e.wg.Done()
-	scratch := make([]byte, encap.Headroom+header.ControlPacketLen)
+	scratch := make([]byte, encap.Headroom+header.ControlEpochPacketLen)
 	t := time.NewTicker(e.cfg.Keepalive)
 	defer t.Stop()
 	for {

@@ -40,7 +40,9 @@ var (
 	dROLate        = desc("reorder_late_total", "Packets dropped as older than what was already released.")
 	dRODup         = desc("reorder_duplicate_total", "Duplicate packets dropped.")
 	dROOverflow    = desc("reorder_overflow_released_total", "Packets released early because the window was full.")
-	dROResync      = desc("reorder_resync_total", "Sequence restarts (peer restarted).")
+	dROResync      = desc("reorder_resync_total", "Sequence restarts guessed from a jump back (a peer that sends no epochs restarted).")
+	dROOutOfWindow = desc("reorder_out_of_window_total", "Packets dropped as far outside the reorder window within one peer epoch (a bug or a forgery).")
+	dPeerRestarts  = desc("peer_restarts_total", "Peer restarts, recognised by a new epoch in its keepalives.")
 	dROWait        = desc("reorder_wait_seconds", "Time released packets spent in the reorder buffer.")
 	dROSpurious    = desc("reorder_spurious_loss_total", "Holes given up as lost whose packet arrived after all (each widens the loss grace).")
 	dROGrace       = desc("reorder_loss_grace_seconds", "Current adaptive wait for a hole every path has moved past.")
@@ -51,7 +53,7 @@ func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dPathTxPackets, dPathTxBytes, dPathRxPackets, dPathRxBytes, dPathTxErrors,
 		dPathUp, dPathRTT, dPathWeight, dPathPeerTx, dPathChanges, dDecode, dTUNRxPackets, dTUNRxBytes, dTUNTxPackets,
 		dTUNTxBytes, dNoPath, dNotIP, dTUNErrors, dRODepth, dROReleased, dROHoles, dROLate, dRODup, dROOverflow,
-		dROResync, dROWait, dROSpurious, dROGrace, dROTimeout} {
+		dROResync, dROOutOfWindow, dPeerRestarts, dROWait, dROSpurious, dROGrace, dROTimeout} {
 		ch <- d
 	}
 }
@@ -91,6 +93,7 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(dNotIP, e.Stats.NotIP.Load())
 	counter(dTUNErrors, e.Stats.TUNReadErrors.Load(), "read")
 	counter(dTUNErrors, e.Stats.TUNWriteErrors.Load(), "write")
+	counter(dPeerRestarts, e.Stats.PeerRestarts.Load())
 	if s := e.ReorderStats(); s != nil {
 		gauge(dRODepth, float64(s.Depth.Load()))
 		counter(dROReleased, s.Released.Load())
@@ -101,6 +104,7 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(dRODup, s.Duplicate.Load())
 		counter(dROOverflow, s.Overflow.Load())
 		counter(dROResync, s.Resync.Load())
+		counter(dROOutOfWindow, s.OutOfWindow.Load())
 		counter(dROSpurious, s.Spurious.Load())
 		gauge(dROGrace, float64(s.GraceNs.Load())/1e9)
 		gauge(dROTimeout, float64(s.TimeoutNs.Load())/1e9)

@@ -2,6 +2,7 @@ package bond
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/tunbond/tunbond/tunnel/conn"
@@ -26,7 +27,7 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 			e.packetPool.Put(x)
 		}
 	}()
-	scratch := make([]byte, encap.Headroom+header.ControlPacketLen)
+	scratch := make([]byte, encap.Headroom+header.ControlEpochPacketLen)
 	ctls := make([]header.ControlFields, 0, bs)
 	for {
 		n, err := recv(bufs, sizes)
@@ -64,6 +65,11 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 			heard = true
 			if d.Kind == encap.KindControl {
 				c := header.Control(bufs[i][d.Off : d.Off+d.Len]).Fields()
+				if c.Epoch != e.peerEpoch.Load() { // Epoch is 0 without epochs, as peerEpoch for such a peer
+					if batch = e.newPeerEpoch(p, c, batch); batch == nil {
+						return
+					}
+				}
 				if c.HasWatermark && e.reorderBuf != nil {
 					batch.items = append(batch.items, rxItem{seq: c.Watermark, path: p.idx})
 				}
@@ -100,6 +106,42 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 	}
 }
 
+// newPeerEpoch records the peer's epoch from a control message that
+// differs from the one known: the first heard, or a restart. The reorder
+// goroutine hears of it before anything after it on any path: the batch so
+// far (packets before the message) and the news go out now, under epochMu,
+// before the new epoch is known to the other receive loops (and so before
+// any reply tells the new peer a path is up). It returns the batch to go on
+// with, nil if the engine stops.
+func (e *Engine) newPeerEpoch(p *enginePath, c header.ControlFields, batch *rxBatch) *rxBatch {
+	e.epochMu.Lock()
+	defer e.epochMu.Unlock()
+	old := e.peerEpoch.Load()
+	if c.Epoch == old {
+		return batch // another path's loop was first
+	}
+	item := rxItem{path: itemEpochs}
+	if c.HasEpochs {
+		item.seq = 1
+	}
+	if old != 0 {
+		item.path = itemRestart
+		e.Stats.PeerRestarts.Add(1)
+		e.log.Warn("peer restarted", "path", p.Name, "old_epoch", fmt.Sprintf("%016x", old), "new_epoch", fmt.Sprintf("%016x", c.Epoch))
+	}
+	if e.reorderBuf != nil {
+		batch.items = append(batch.items, item)
+		select {
+		case e.delivery <- batch:
+		case <-e.life.Done():
+			return nil
+		}
+		batch = e.batchPool.Get().(*rxBatch)
+	}
+	e.peerEpoch.Store(c.Epoch)
+	return batch
+}
+
 // onControl answers a probe, or takes the RTT from a reply.
 func (e *Engine) onControl(p *enginePath, c header.ControlFields, now time.Time, scratch []byte) {
 	p.peerTx.Store(c.TxPackets)
@@ -109,6 +151,9 @@ func (e *Engine) onControl(p *enginePath, c header.ControlFields, now time.Time,
 		reply.ProbeSeq, reply.Timestamp = c.ProbeSeq, c.Timestamp
 		e.sendControl(p, scratch, reply)
 	case header.ControlReply:
+		if c.HasEpochs && c.PeerEpoch != e.epoch {
+			return // answers a probe of an earlier start of ours: the peer has not heard this one yet
+		}
 		rtt := now.Sub(time.Unix(0, c.Timestamp))
 		if rtt < 0 || rtt > time.Minute {
 			return // not one of our timestamps
@@ -127,7 +172,7 @@ func (e *Engine) onControl(p *enginePath, c header.ControlFields, now time.Time,
 
 func (e *Engine) controlFields(p *enginePath, typ uint8) header.ControlFields {
 	return header.ControlFields{Type: typ, Watermark: e.sentUpTo.Load(), HasWatermark: e.reorderBuf != nil,
-		TxPackets: p.txPackets.Load()}
+		TxPackets: p.txPackets.Load(), HasEpochs: true, Epoch: e.epoch, PeerEpoch: e.peerEpoch.Load()}
 }
 
 func (e *Engine) sendControl(p *enginePath, scratch []byte, f header.ControlFields) {
