@@ -135,7 +135,11 @@ func TestEnginePeerRestartRecognisedByEpoch(t *testing.T) {
 	defer cancel1()
 	waitPaths(t, ctx1, b2)
 	flow(t, tb2, ta, bAddr, aAddr, 300, start.Add(time.Second))
-	<-restarted
+	select {
+	case <-restarted:
+	case <-ctx.Done():
+		t.Fatalf("no restart logged; holes overflow %d, resync %d", a.ReorderStats().HolesOverflow.Load(), a.ReorderStats().Resync.Load())
+	}
 	if n := strings.Count(logA.String(), "peer restarted"); n != 1 || !strings.Contains(logA.String(), "old_epoch=00000000000000b1 new_epoch=00000000000000b2") {
 		t.Fatalf("%d restart lines:\n%s", n, logA.String())
 	}
