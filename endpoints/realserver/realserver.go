@@ -244,10 +244,13 @@ func (a *Agent) rxLoop(recv conn.ReceiveFunc) {
 			if a.life.Closing() {
 				return
 			}
+			// As the bond does: say so and back off, never spin on a
+			// socket that keeps failing.
+			a.log.Warn("receive failed", "local", a.cfg.Local, "err", err)
 			select {
 			case <-a.life.Done():
 				return
-			default:
+			case <-time.After(100 * time.Millisecond):
 			}
 			continue
 		}
