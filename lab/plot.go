@@ -53,8 +53,12 @@ func WriteSVG(w io.Writer, r *Report) error {
 		}
 		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", c, strings.Join(pts, " "))
 		ly := top + 10 + 18*k
-		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="14" height="4" fill="%s"/><text x="%d" y="%d">%s %.1f</text>`+"\n",
-			W-right+12, ly-4, c, W-right+32, ly+2, html.EscapeString(res.Method), res.GoodputMbps)
+		value := fmt.Sprintf("%.1f", res.GoodputMbps)
+		if res.Skipped != "" || res.Error != "" {
+			value = "not measured" // no 0.0 for a row that has no number
+		}
+		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="14" height="4" fill="%s"/><text x="%d" y="%d">%s %s</text>`+"\n",
+			W-right+12, ly-4, c, W-right+32, ly+2, html.EscapeString(res.Method), value)
 	}
 
 	// Uplink shares.
