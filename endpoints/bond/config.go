@@ -207,8 +207,11 @@ func (c *Config) Validate() error {
 	if c.Routing != "manage" && c.Routing != "none" {
 		bad("routing", "%q is not manage or none", c.Routing)
 	}
-	if c.RouteTable < 1 || c.RouteTable > 1<<31-1000 || c.RouteTable == 253 || c.RouteTable == 254 || c.RouteTable == 255 {
+	if c.RouteTable < 1 || c.RouteTable > 1<<31-1000 {
 		bad("route_table", "%d is not a free table number", c.RouteTable)
+	} else if last := c.RouteTable + max(len(c.Paths), 1) - 1; c.RouteTable <= 255 && last >= 253 {
+		// Path i uses table route_table+i: none may be the kernel's default (253), main (254) or local (255).
+		bad("route_table", "%d..%d (one table per path) takes in the kernel's tables 253..255; start at 256 or above, or end below 253", c.RouteTable, last)
 	}
 	if c.RulePriority < 1 || c.RulePriority > 32765 {
 		bad("rule_priority", "%d out of range 1..32765", c.RulePriority)

@@ -1,6 +1,7 @@
 package bond
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -167,5 +168,21 @@ func TestReorderKeysFromTheFile(t *testing.T) {
 	}
 	if c.Reorder.LossGrace != 2*time.Millisecond || c.Reorder.Adaptive {
 		t.Fatalf("reorder %+v", c.Reorder)
+	}
+}
+
+// TestRouteTablesAvoidTheKernels: path i uses table route_table+i, so a
+// range that reaches 253..255 (default, main, local) is refused, naming the key.
+func TestRouteTablesAvoidTheKernels(t *testing.T) {
+	paths := "paths:\n  - {name: a, local: 192.0.2.1, remote: 198.51.100.1}\n  - {name: b, local: 192.0.2.2, remote: 198.51.100.2}\n"
+	for table, ok := range map[int]bool{251: true, 252: false, 253: false, 254: false, 255: false, 256: true, 7700: true} {
+		body := "tun: {address: 10.77.0.1/30}\nroute_table: " + fmt.Sprint(table) + "\n" + paths
+		_, err := LoadConfig(writeConfig(t, body), nil)
+		if ok != (err == nil) {
+			t.Errorf("route_table %d with 2 paths: %v", table, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "route_table") {
+			t.Errorf("route_table %d: the error does not name the key: %v", table, err)
+		}
 	}
 }
