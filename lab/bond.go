@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"time"
 
 	"github.com/tunbond/tunbond/endpoints/bond"
 	"github.com/tunbond/tunbond/lab/netns"
@@ -18,8 +17,7 @@ type BondSpec struct {
 	Encap     string  // gre | ipip; the config default (gre) if empty
 	Scheduler string  // the config default (wrr) if empty
 	Key       int64
-	Reorder   time.Duration // reorder.timeout; 0: the config default (50ms)
-	Log       *slog.Logger  // nil: discard
+	Log       *slog.Logger // nil: discard
 }
 
 // Bond addresses: uplink i is 10.100.i.1/30 (site A) ↔ 10.100.i.2/30 (site
@@ -55,9 +53,6 @@ func (s BondSpec) EndpointConfig(side int) (*bond.Config, error) {
 	}
 	if s.Scheduler != "" {
 		c.Scheduler = s.Scheduler
-	}
-	if s.Reorder != 0 {
-		c.Reorder.Timeout = s.Reorder
 	}
 	c.Routing = "manage"  // each uplink's tunnel leaves by its own uplink
 	c.Control.Socket = "" // the two sites share one filesystem
