@@ -128,9 +128,11 @@ func TestEnginePeerRestartRecognisedByEpoch(t *testing.T) {
 
 	b.Close()
 	tb2 := tuntest.NewChannelTUN()
+	// Awaited from before the new B starts: its first keepalive may reach A
+	// (and A log the restart) before startEngine returns.
+	restarted := logA.Seen("peer restarted")
 	start := time.Now()
 	b2 := startEngine(t, upB, lb, la, tb2, 0xb2, 1000+1<<30, &roletest.Log{})
-	restarted := logA.Seen("peer restarted")
 	ctx1, cancel1 := context.WithDeadline(context.Background(), start.Add(time.Second))
 	defer cancel1()
 	waitPaths(t, ctx1, b2)
