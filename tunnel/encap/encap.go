@@ -37,6 +37,10 @@ type Encapsulation interface {
 	// the f.Len() bytes of the message) at buf[Headroom-HeaderLen():] and
 	// returns it.
 	EncapControl(buf []byte, src, dst [4]byte, f header.ControlFields) []byte
+	// WrapControl puts the tunnel header in front of an inner control
+	// packet of n bytes the caller wrote at buf[Headroom:] (a feedback
+	// message: header.EncodeFeedbackPacket) and returns the packet to send.
+	WrapControl(buf []byte, n int) []byte
 	// Decap parses a packet as read from a raw socket (outer IPv4 header
 	// included) that must come from remote. It returns where the inner
 	// packet or control message lies in pkt, or why the packet is dropped

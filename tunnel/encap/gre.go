@@ -33,8 +33,12 @@ func (g GRE) EncapData(buf []byte, off, n int, seq uint32) []byte {
 // inner IPv4 packet of protocol 253.
 func (g GRE) EncapControl(buf []byte, src, dst [4]byte, f header.ControlFields) []byte {
 	header.EncodeControlPacket(buf[Headroom:], src, dst, f)
+	return g.WrapControl(buf, header.IPv4HeaderLen+f.Len())
+}
+
+func (g GRE) WrapControl(buf []byte, n int) []byte {
 	gf := header.GREFields{Protocol: header.EtherTypeIPv4, Checksum: g.Checksum, Key: g.Key, HasKey: true}
-	pkt := buf[Headroom-gf.HeaderLen() : Headroom+header.IPv4HeaderLen+f.Len()]
+	pkt := buf[Headroom-gf.HeaderLen() : Headroom+n]
 	gf.Encode(header.GRE(pkt))
 	return pkt
 }

@@ -21,10 +21,12 @@ func (IPIP) EncapData(buf []byte, off, n int, _ uint32) []byte {
 	return inner
 }
 
-func (IPIP) EncapControl(buf []byte, src, dst [4]byte, f header.ControlFields) []byte {
+func (i IPIP) EncapControl(buf []byte, src, dst [4]byte, f header.ControlFields) []byte {
 	header.EncodeControlPacket(buf[Headroom:], src, dst, f)
-	return buf[Headroom : Headroom+header.IPv4HeaderLen+f.Len()]
+	return i.WrapControl(buf, header.IPv4HeaderLen+f.Len())
 }
+
+func (IPIP) WrapControl(buf []byte, n int) []byte { return buf[Headroom : Headroom+n] }
 
 func (IPIP) Decap(pkt []byte, remote [4]byte) (Decoded, error) {
 	proto, off, end, err := outer(pkt, remote)
