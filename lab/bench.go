@@ -20,13 +20,14 @@ import (
 
 // BenchConfig is one side-by-side run on one set of emulated uplinks.
 type BenchConfig struct {
-	Profile    *Profile
-	Duration   time.Duration
-	Flows      int
-	Schedulers []string                               // tunbond schedulers to measure
-	Progress   func(phase string, left time.Duration) // called as each method starts
-	Note       func(msg string)                       // skipped methods and such
-	Log        *slog.Logger
+	Profile     *Profile
+	Duration    time.Duration
+	Flows       int
+	Schedulers  []string                               // tunbond schedulers to measure
+	NoBaselines bool                                   // measure tunbond only: no link-N, ecmp or mptcp rows
+	Progress    func(phase string, left time.Duration) // called as each method starts
+	Note        func(msg string)                       // skipped methods and such
+	Log         *slog.Logger
 	// Direct joins the sites with plain veths, no WAN namespace: each link is
 	// shaped with TBF at its rate (`tbf rate R burst 32kbit latency 50ms` on
 	// both ends), or not at all if it has none. Delay, jitter and loss need the
@@ -227,17 +228,21 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 		return nil, err
 	}
 	methods := []method{}
-	for i := 0; i < n; i++ {
+	for i := 0; i < n && !cfg.NoBaselines; i++ {
 		methods = append(methods, method{name: fmt.Sprintf("link-%d", i+1), dstAddr: netns.UplinkAddr(i, 2)})
 	}
-	methods = append(methods, method{name: "ecmp", srcAddr: ecmpAddrA, dstAddr: ecmpAddrB})
+	if !cfg.NoBaselines {
+		methods = append(methods, method{name: "ecmp", srcAddr: ecmpAddrA, dstAddr: ecmpAddrB})
+	}
 	mptcp := method{name: "mptcp", dstAddr: netns.UplinkAddr(0, 2), mptcp: true}
 	if err := traffic.ToolCanRun(cfg.Tool, true); err != nil {
 		mptcp.skipped = err.Error()
 	} else if err := netns.SetupMPTCP(net, n); err != nil {
 		mptcp.skipped = err.Error()
 	}
-	methods = append(methods, mptcp)
+	if !cfg.NoBaselines {
+		methods = append(methods, mptcp)
+	}
 	for _, s := range cfg.Schedulers {
 		methods = append(methods, method{name: "tunbond-" + s, dstAddr: BondAddrB, sched: s})
 	}
@@ -278,7 +283,7 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 		rep.Results = append(rep.Results, r)
 	}
 	best := 0.0
-	for _, r := range rep.Results[:n] {
+	for _, r := range rep.Results[:n*btoi(!cfg.NoBaselines)] { // the links alone
 		best = max(best, r.GoodputMbps)
 	}
 	for i := range rep.Results {
@@ -293,6 +298,13 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
 
 // runMethodBounded runs a method with a deadline: a tool that hangs (it
 // happens to iperf3 over MPTCP now and then) must not stall the run.

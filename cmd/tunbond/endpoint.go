@@ -63,16 +63,29 @@ func runCtl(args []string) error {
 		return json.NewEncoder(os.Stdout).Encode(resp)
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "PATH\tSTATE\tWEIGHT\tRTT ms\tTX pkts\tTX bytes\tRX pkts\tRX bytes\tTX errs\tRX drops\t")
+	fmt.Fprintln(tw, "PATH\tSTATE\tWEIGHT\tRTT ms\tRATE Mbit/s\tOWD +ms\tQUEUE ms\tLOSS %\tTX pkts\tTX bytes\tRX pkts\tRX bytes\tTX errs\tRX drops\tSTALLS\t")
 	for _, p := range resp.Paths {
 		state := "down"
-		if p.Up {
+		switch {
+		case p.Up && p.Stalled:
+			state = "stalled"
+		case p.Up && p.Excluded != "":
+			state = "out:" + p.Excluded
+		case p.Up:
 			state = "up"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.2f\t%d\t%d\t%d\t%d\t%d\t%d\t\n", p.Name, state, p.Weight, p.RTTMs,
-			p.TxPackets, p.TxBytes, p.RxPackets, p.RxBytes, p.TxErrors, p.Dropped)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.2f\t%.1f\t%.1f\t%.1f\t%.2f\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", p.Name, state, p.Weight, p.RTTMs,
+			p.RateMbit, p.OneWayMs, p.QueueMs, p.LossPct,
+			p.TxPackets, p.TxBytes, p.RxPackets, p.RxBytes, p.TxErrors, p.Dropped, p.Stalls)
 	}
 	tw.Flush()
+	if resp.Scheduler != "" {
+		line := "scheduler: " + resp.Scheduler
+		if resp.Solo != "" {
+			line += " (single link: " + resp.Solo + "; the others are left out, see STATE)"
+		}
+		fmt.Println(line)
+	}
 	if resp.Reorder != nil {
 		fmt.Printf("reorder: %v\n", resp.Reorder)
 	}

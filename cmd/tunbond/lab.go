@@ -43,6 +43,7 @@ func runLab(args []string) error {
 	cc := fs.String("cc", "", "inner TCP congestion control of every row, set per socket (e.g. cubic, bbr, reno); default: the kernel's default")
 	faultSpecs := fs.StringArray("fault", nil, "a fault in every method's run, at offsets from the measured start (repeatable or comma-separated): blackhole:link1@8s-16s (drop all arriving on uplink 1, carrier kept), down:link2@8s[-12s] (uplink 2 down)")
 	scheds := fs.String("schedulers", strings.Join(path.Names, ","), "tunbond schedulers to measure")
+	noBase := fs.Bool("no-baselines", false, "measure tunbond only (no link-N, ecmp, mptcp rows; the ratios to them are then not reported)")
 	jsonOut := fs.String("json", "", "write the results as JSON to FILE")
 	plotOut := fs.String("plot", "", "draw goodput over time and uplink shares to FILE (.svg)")
 	direct := fs.Bool("direct", false, "join the sites with plain veths shaped by TBF at the link rates (no WAN emulator: rates only)")
@@ -120,7 +121,7 @@ func runLab(args []string) error {
 		fmt.Fprintf(os.Stderr, "lab bond: fault %s in every run\n", f)
 	}
 	rep, err := lab.RunBondBench(ctx, netns.RunID(), lab.BenchConfig{
-		Profile: p, Duration: *duration, Flows: *flows, Schedulers: ss, Log: log, Direct: *direct,
+		Profile: p, Duration: *duration, Flows: *flows, Schedulers: ss, NoBaselines: *noBase, Log: log, Direct: *direct,
 		Tool: *tool, CongestionControl: *cc, Faults: faults,
 		Progress: func(phase string, left time.Duration) {
 			fmt.Fprintf(os.Stderr, "  measuring %-18s about %v left\n", phase, left.Round(time.Second))

@@ -66,7 +66,7 @@ func TestLabBondJSON(t *testing.T) {
 	if rep.Tool != traffic.ToolGo || rep.CC == "" {
 		t.Errorf("tool %q congestion control %q, want go and a name", rep.Tool, rep.CC)
 	}
-	want := []string{"link-1", "link-2", "ecmp", "mptcp", "tunbond-rr", "tunbond-wrr", "tunbond-flowhash", "tunbond-delay"}
+	want := []string{"link-1", "link-2", "ecmp", "mptcp", "tunbond-adaptive", "tunbond-rr", "tunbond-wrr", "tunbond-flowhash", "tunbond-delay"}
 	var got []string
 	for _, r := range rep.Results {
 		got = append(got, r.Method)
@@ -87,13 +87,13 @@ func TestLabBondJSON(t *testing.T) {
 }
 
 // TestLabBondFault: tunbond lab bond --fault blackhole:link1@2s-4s
-// --duration 6s --schedulers wrr: link-1 alone stops for the blackhole
+// --duration 6s --schedulers adaptive: link-1 alone stops for the blackhole
 // (a goodput gap), every row has the fault's fields, and the report names
 // the fault.
 func TestLabBondFault(t *testing.T) {
 	requireRoot(t)
 	out := filepath.Join(t.TempDir(), "out.json")
-	if err := runLab([]string{"bond", "--profile", "symmetric", "--duration", "6s", "--schedulers", "wrr",
+	if err := runLab([]string{"bond", "--profile", "symmetric", "--duration", "6s", "--schedulers", "adaptive",
 		"--fault", "blackhole:link1@2s-4s", "--json", out}); err != nil {
 		t.Fatal(err)
 	}

@@ -143,7 +143,12 @@ func Start(cfg *Config, deps Deps) (_ *Bond, err error) {
 			return nil, fmt.Errorf("paths[%d] (%s): %w", i, p.Name, err)
 		}
 		owned = append(owned, u)
-		paths = append(paths, EnginePath{Name: p.Name, Weight: uint32(p.Weight), Local: rc.Local, Remote: rc.Remote, Uplink: u})
+		ceiling := 0.0
+		if p.Ceiling != "" {
+			bits, _ := ParseRate(p.Ceiling) // validated
+			ceiling = bits / 8
+		}
+		paths = append(paths, EnginePath{Name: p.Name, Weight: uint32(p.Weight), Local: rc.Local, Remote: rc.Remote, Uplink: u, Ceiling: ceiling})
 	}
 
 	openTUN := deps.OpenTUN

@@ -59,6 +59,30 @@ type PathConfig struct {
 	Device  string `mapstructure:"device"`
 	Gateway string `mapstructure:"gateway"`
 	Weight  int64  `mapstructure:"weight"`
+	// Ceiling caps the adaptive scheduler's rate on the path, in tc's
+	// words (20mbit, 500kbit, 1gbit): a metered or capped link. "": none.
+	Ceiling string `mapstructure:"ceiling"`
+}
+
+// ParseRate reads a rate in tc's words (bit, kbit, mbit, gbit; a bare
+// number is bit/s) as bits per second.
+func ParseRate(s string) (float64, error) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	mult := 1.0
+	for _, u := range []struct {
+		suffix string
+		m      float64
+	}{{"gbit", 1e9}, {"mbit", 1e6}, {"kbit", 1e3}, {"bit", 1}} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSuffix(t, u.suffix), u.m
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(t, 64)
+	if err != nil || v <= 0 || v*mult > 1e12 {
+		return 0, fmt.Errorf("%q is not a rate (like 20mbit, 500kbit, 1gbit)", s)
+	}
+	return v * mult, nil
 }
 
 // DefaultControlSocket is where the endpoint listens for `tunbond ctl`.
@@ -71,7 +95,7 @@ var defaults = map[string]any{
 	"encap":           "gre",
 	"key":             0,
 	"checksum":        false,
-	"scheduler":       "wrr",
+	"scheduler":       "adaptive",
 	"batch_size":      64,
 	"reorder.window":  4096,
 	"reorder.timeout": "50ms",
@@ -93,7 +117,7 @@ func EndpointFlags(fs *pflag.FlagSet) {
 	fs.String("tun-name", "", "TUN device name (tun.name)")
 	fs.String("tun-address", "", "TUN address/prefix (tun.address)")
 	fs.String("encap", "", "gre | ipip (encap)")
-	fs.String("scheduler", "", "rr | wrr | flowhash (scheduler)")
+	fs.String("scheduler", "", "adaptive | rr | wrr | flowhash | delay (scheduler)")
 	fs.String("routing", "", "manage | none (routing)")
 	fs.String("metrics-listen", "", "Prometheus listen address (metrics.listen)")
 	fs.String("control-socket", "", "control socket path (control.socket)")
@@ -257,6 +281,11 @@ func (c *Config) Validate() error {
 			}
 			pairs[[2]netip.Addr{local, remote}] = true
 		}
+		if p.Ceiling != "" {
+			if _, err := ParseRate(p.Ceiling); err != nil {
+				bad(key("ceiling"), "%v", err)
+			}
+		}
 		if p.Weight < 0 || p.Weight > 1<<20 {
 			bad(key("weight"), "%d out of range 0..1048576", p.Weight)
 		} else {
@@ -268,6 +297,10 @@ func (c *Config) Validate() error {
 	}
 	if _, ipip := enc.(encap.IPIP); ipip && c.Checksum {
 		bad("checksum", "only GRE has a checksum")
+	}
+	if enc != nil && !enc.Sequenced() && c.Scheduler == "adaptive" {
+		bad("scheduler", "adaptive (the default) learns the paths from the receiver's feedback, which needs sequence numbers: "+
+			"encap %s has none, so the far end cannot reorder either; use scheduler: flowhash", c.Encap)
 	}
 	return errs.Err()
 }

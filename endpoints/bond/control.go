@@ -20,6 +20,10 @@ type ControlResponse struct {
 	Error   string         `json:"error,omitempty"`
 	Paths   []PathStatus   `json:"paths,omitempty"`
 	Reorder map[string]any `json:"reorder,omitempty"`
+	// Scheduler is the bond's scheduler; Solo, for adaptive, the one path
+	// it runs the bond on, having left the others out (else "").
+	Scheduler string `json:"scheduler,omitempty"`
+	Solo      string `json:"solo,omitempty"`
 }
 
 // listenControl serves the control socket at path.
@@ -36,7 +40,7 @@ func listenControl(path string, e *Engine) (*ctlsock.Server, error) {
 func handleControl(e *Engine, req ControlRequest) ControlResponse {
 	switch req.Cmd {
 	case "status":
-		r := ControlResponse{Paths: e.Status()}
+		r := ControlResponse{Paths: e.Status(), Scheduler: e.cfg.Scheduler, Solo: e.Solo()}
 		if s := e.ReorderStats(); s != nil {
 			r.Reorder = map[string]any{
 				"depth": s.Depth.Load(), "released": s.Released.Load(), "holes_lost": s.HolesLost.Load(),

@@ -30,6 +30,9 @@ type EnginePath struct {
 	Weight        uint32
 	Local, Remote netip.Addr
 	Uplink        conn.Uplink
+	// Ceiling caps what the adaptive scheduler sends on the path, in inner
+	// bytes/s (a metered or capped link); 0: none.
+	Ceiling float64
 }
 
 // EngineConfig is what the data plane needs; the system around it (TUN
@@ -127,6 +130,17 @@ type enginePath struct {
 	rxActive                     bool         // in fast loss detection (health goroutine)
 	changes                      atomic.Uint64
 	decode                       [header.NumDecodeErrors]atomic.Uint64
+
+	// the receiver's side of feedback (what arrived on the path), and the
+	// sender's (what it sent, what feedback taught, what it keeps)
+	fbMu                   sync.Mutex
+	rx                     rxFeedback
+	fbScratch              []byte // the receive loop's feedback buffer
+	estMu                  sync.Mutex
+	tx                     txLearning
+	feedbackTx, feedbackRx atomic.Uint64
+	stalls, resent         atomic.Uint64
+	stalledAt              atomic.Int64 // when the latest stall began, ns
 }
 
 type packet struct {
@@ -197,15 +211,21 @@ func NewEngine(cfg EngineConfig, dev tun.Device) (*Engine, error) {
 	weights := make([]uint32, len(cfg.Paths))
 	for i, p := range cfg.Paths {
 		weights[i] = p.Weight
-		e.paths = append(e.paths, &enginePath{EnginePath: p, idx: i, local: p.Local.As4(), remote: p.Remote.As4(),
-			health: pathHealth{interval: cfg.Keepalive, misses: cfg.Misses}})
+		ep := &enginePath{EnginePath: p, idx: i, local: p.Local.As4(), remote: p.Remote.As4(),
+			health:    pathHealth{interval: cfg.Keepalive, misses: cfg.Misses},
+			fbScratch: make([]byte, encap.Headroom+header.FeedbackPacketLen)}
+		if cfg.Encap.Sequenced() {
+			ep.tx = txLearning{log: path.NewSendLog(sendLogSequences), keep: newResendRing()}
+		}
+		e.paths = append(e.paths, ep)
 	}
 	e.pathSet = path.NewPaths(weights)
-	for i := range e.paths {
+	for i, p := range cfg.Paths {
 		e.pathSet.SetUp(i, false) // up on the first keepalive reply
+		e.pathSet.SetCeiling(i, p.Ceiling)
 	}
 	var err error
-	if e.sched, err = path.New(cfg.Scheduler, e.pathSet); err != nil {
+	if e.sched, err = path.NewClocked(cfg.Scheduler, e.pathSet, e.now); err != nil {
 		return nil, err
 	}
 	if cfg.Encap.Sequenced() {
@@ -243,6 +263,10 @@ func (e *Engine) Start() {
 	go e.txLoop()
 	go e.reorderLoop()
 	go e.healthLoop()
+	if e.reorderBuf != nil { // feedback needs sequences
+		e.wg.Add(1)
+		go e.failoverLoop()
+	}
 	for _, p := range e.paths {
 		for _, recv := range p.Uplink.Receivers() {
 			e.wg.Add(1)

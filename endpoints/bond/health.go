@@ -72,7 +72,7 @@ func (e *Engine) setState(p *enginePath, up bool, now time.Time) {
 // healthLoop probes every path each interval and takes silent paths down.
 func (e *Engine) healthLoop() {
 	defer e.wg.Done()
-	scratch := make([]byte, encap.Headroom+header.ControlEpochPacketLen)
+	scratch := make([]byte, encap.Headroom+header.FeedbackPacketLen)
 	t := time.NewTicker(e.cfg.Keepalive)
 	defer t.Stop()
 	for {
@@ -88,6 +88,13 @@ func (e *Engine) healthLoop() {
 			p.mu.Unlock()
 			e.checkSilence(p, now)
 			e.sendControl(p, scratch, f)
+			// An idle path's feedback goes with its keepalives.
+			p.fbMu.Lock()
+			idle := now.UnixNano()-p.rx.lastSent >= int64(e.cfg.Keepalive)/2
+			p.fbMu.Unlock()
+			if idle {
+				e.sendFeedback(p, now.UnixNano(), scratch)
+			}
 		}
 		e.followDelaySkew()
 		select {

@@ -1,7 +1,11 @@
 package bond
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tunbond/tunbond/scheduler/path"
 	"github.com/tunbond/tunbond/tunnel/header"
 )
 
@@ -46,6 +50,16 @@ var (
 	dROWait        = desc("reorder_wait_seconds", "Time released packets spent in the reorder buffer.")
 	dROSpurious    = desc("reorder_spurious_loss_total", "Holes given up as lost whose packet arrived after all (each widens the loss grace).")
 	dROGrace       = desc("reorder_loss_grace_seconds", "Current adaptive wait for a hole every path has moved past.")
+	dPathRate      = desc("path_learned_rate_bits_per_second", "Delivery rate learned from the receiver's feedback (inner bits/s, windowed max).", "path")
+	dPathOWD       = desc("path_learned_owd_seconds", "Base one-way delay learned from feedback, above the fastest path's.", "path")
+	dPathQueue     = desc("path_learned_queue_seconds", "The latest feedback's one-way queueing on the path.", "path")
+	dPathLoss      = desc("path_learned_loss_ratio", "Smoothed packet loss on the path where it showed no queue.", "path")
+	dPathStalled   = desc("path_stalled", "1 while the path's feedback has stopped under traffic (out of the scheduler, not yet down).", "path")
+	dPathStalls    = desc("path_stalls_total", "Times the path's feedback stopped under traffic.", "path")
+	dPathResent    = desc("path_resent_packets_total", "The path's packets re-sent on another path after a stall.", "path")
+	dPathExcluded  = desc("path_excluded", "1 while the adaptive scheduler leaves the usable path out, by reason.", "path", "reason")
+	dPathFeedback  = desc("path_feedback_total", "Feedback messages on the path, by direction (tx: about the peer's data; rx: about ours).", "path", "dir")
+	dSolo          = desc("single_link", "1 while the adaptive scheduler runs the bond on one link alone (the others left out).")
 	dROTimeout     = desc("reorder_timeout_seconds", "Current longest wait for a missing packet (reorder.timeout, raised to cover the paths' delay difference).")
 )
 
@@ -53,7 +67,8 @@ func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dPathTxPackets, dPathTxBytes, dPathRxPackets, dPathRxBytes, dPathTxErrors,
 		dPathUp, dPathRTT, dPathWeight, dPathPeerTx, dPathChanges, dDecode, dTUNRxPackets, dTUNRxBytes, dTUNTxPackets,
 		dTUNTxBytes, dNoPath, dNotIP, dTUNErrors, dRODepth, dROReleased, dROHoles, dROLate, dRODup, dROOverflow,
-		dROResync, dROOutOfWindow, dPeerRestarts, dROWait, dROSpurious, dROGrace, dROTimeout} {
+		dROResync, dROOutOfWindow, dPeerRestarts, dROWait, dROSpurious, dROGrace, dROTimeout,
+		dPathRate, dPathOWD, dPathQueue, dPathLoss, dPathStalled, dPathStalls, dPathResent, dPathExcluded, dPathFeedback, dSolo} {
 		ch <- d
 	}
 }
@@ -81,6 +96,24 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(dPathWeight, float64(e.pathSet.Weight(i)), p.Name)
 		gauge(dPathPeerTx, float64(p.peerTx.Load()), p.Name)
 		counter(dPathChanges, p.changes.Load(), p.Name)
+		b2f := func(b bool) float64 {
+			if b {
+				return 1
+			}
+			return 0
+		}
+		gauge(dPathStalled, b2f(e.pathSet.Stalled(i)), p.Name)
+		counter(dPathStalls, p.stalls.Load(), p.Name)
+		counter(dPathResent, p.resent.Load(), p.Name)
+		gauge(dPathExcluded, b2f(e.pathSet.Excluded(i) == path.ExcludedLossy), p.Name, path.ExcludedLossy.String())
+		counter(dPathFeedback, p.feedbackTx.Load(), p.Name, "tx")
+		counter(dPathFeedback, p.feedbackRx.Load(), p.Name, "rx")
+		if l, ok := e.pathSet.Learned(i); ok {
+			gauge(dPathRate, l.Rate*8, p.Name)
+			gauge(dPathOWD, (l.BaseOWD - lowestOWD(e)).Seconds(), p.Name)
+			gauge(dPathQueue, l.Queue.Seconds(), p.Name)
+			gauge(dPathLoss, float64(l.LossPPM)/1e6, p.Name)
+		}
 		for r := header.DecodeError(1); r < header.NumDecodeErrors; r++ {
 			counter(dDecode, p.decode[r].Load(), p.Name, r.Reason())
 		}
@@ -94,6 +127,11 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(dTUNErrors, e.Stats.TUNReadErrors.Load(), "read")
 	counter(dTUNErrors, e.Stats.TUNWriteErrors.Load(), "write")
 	counter(dPeerRestarts, e.Stats.PeerRestarts.Load())
+	solo := 0.0
+	if e.pathSet.Solo() >= 0 {
+		solo = 1
+	}
+	gauge(dSolo, solo)
 	if s := e.ReorderStats(); s != nil {
 		gauge(dRODepth, float64(s.Depth.Load()))
 		counter(dROReleased, s.Released.Load())
@@ -116,3 +154,15 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 // Collector exports the engine's metrics (tunbond_path_*, tunbond_tun_*,
 // tunbond_tx_*, tunbond_rx_*, tunbond_reorder_*) for a Prometheus registry.
 func (e *Engine) Collector() prometheus.Collector { return engineCollector{e} }
+
+// lowestOWD is the least learned base one-way delay of the paths: the
+// learned delays carry the clocks' offset, so only differences are shown.
+func lowestOWD(e *Engine) time.Duration {
+	var lo time.Duration
+	for i := range e.paths {
+		if l, ok := e.pathSet.Learned(i); ok && (lo == 0 || l.BaseOWD < lo) {
+			lo = l.BaseOWD
+		}
+	}
+	return lo
+}

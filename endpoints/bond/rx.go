@@ -29,6 +29,7 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 	}()
 	scratch := make([]byte, encap.Headroom+header.ControlEpochPacketLen)
 	ctls := make([]header.ControlFields, 0, bs)
+	fbs := make([]header.FeedbackFields, 0, bs)
 	for {
 		n, err := recv(bufs, sizes)
 		if err != nil {
@@ -49,6 +50,8 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 		now := e.now()
 		batch := e.batchPool.Get().(*rxBatch)
 		heard := false
+		var dataBytes, dataPackets uint64
+		var highest uint32
 		for i := 0; i < n; i++ {
 			if sizes[i] == 0 {
 				p.decode[header.ErrTruncated].Add(1)
@@ -73,11 +76,20 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 				if c.HasWatermark && e.reorderBuf != nil {
 					batch.items = append(batch.items, rxItem{seq: c.Watermark, path: p.idx})
 				}
+				if c.Type == header.ControlFeedback {
+					fbs = append(fbs, header.Feedback(bufs[i][d.Off:d.Off+d.Len]).Fields())
+					continue
+				}
 				ctls = append(ctls, c)
 				continue
 			}
 			p.rxPackets.Add(1)
 			p.rxBytes.Add(uint64(d.Len))
+			if dataPackets == 0 || int32(d.Seq-highest) > 0 {
+				highest = d.Seq
+			}
+			dataPackets++
+			dataBytes += uint64(d.Len)
 			x := pk[i]
 			x.off, x.n, x.seq, x.path = d.Off, d.Len, d.Seq, p.idx
 			batch.items = append(batch.items, rxItem{pkt: x, seq: d.Seq, path: p.idx})
@@ -103,6 +115,13 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 			e.onControl(p, c, now, scratch)
 		}
 		ctls = ctls[:0]
+		for _, f := range fbs {
+			e.onFeedback(p, f, now)
+		}
+		fbs = fbs[:0]
+		if dataPackets > 0 && e.reorderBuf != nil {
+			e.noteData(p, highest, dataBytes, dataPackets, now.UnixNano())
+		}
 	}
 }
 
@@ -129,6 +148,7 @@ func (e *Engine) newPeerEpoch(p *enginePath, c header.ControlFields, batch *rxBa
 		e.Stats.PeerRestarts.Add(1)
 		e.log.Warn("peer restarted", "path", p.Name, "old_epoch", fmt.Sprintf("%016x", old), "new_epoch", fmt.Sprintf("%016x", c.Epoch))
 	}
+	e.forgetLearning() // the counters on both sides start again
 	if e.reorderBuf != nil {
 		batch.items = append(batch.items, item)
 		select {
@@ -167,6 +187,9 @@ func (e *Engine) onControl(p *enginePath, c header.ControlFields, now time.Time,
 			e.setState(p, true, now)
 		}
 		p.mu.Unlock()
+		if c.Timestamp > p.stalledAt.Load() { // probed after the stall began
+			e.unstall(p, "keepalive reply")
+		}
 	}
 }
 

@@ -71,11 +71,24 @@ type PathStatus struct {
 	PeerTx    uint64  `json:"peer_tx_packets"`
 	Changes   uint64  `json:"state_changes"`
 	Dropped   uint64  `json:"rx_dropped"`
+	// What the receiver's feedback taught (0 before the first), and what
+	// the scheduler makes of the path.
+	RateMbit     float64 `json:"learned_rate_mbit"`  // delivery rate, inner Mbit/s
+	OneWayMs     float64 `json:"learned_owd_ms"`     // base one-way delay above the fastest path's
+	QueueMs      float64 `json:"learned_queue_ms"`   // the latest one-way queueing
+	LossPct      float64 `json:"learned_loss_pct"`   // smoothed loss where the path showed no queue
+	Stalled      bool    `json:"stalled"`            // feedback stopped under traffic: out of the scheduler
+	Excluded     string  `json:"excluded,omitempty"` // why the adaptive scheduler leaves it out (lossy)
+	Stalls       uint64  `json:"stalls"`             // times its feedback stopped under traffic
+	Resent       uint64  `json:"resent_packets"`     // its packets re-sent on another path after a stall
+	FeedbackSent uint64  `json:"feedback_tx"`        // feedback messages sent on it
+	FeedbackRcvd uint64  `json:"feedback_rx"`        // feedback messages taken from it
 }
 
 // Status returns a snapshot of every path.
 func (e *Engine) Status() []PathStatus {
 	out := make([]PathStatus, len(e.paths))
+	lo := lowestOWD(e)
 	for i, p := range e.paths {
 		var dropped uint64
 		for j := range p.decode {
@@ -85,9 +98,24 @@ func (e *Engine) Status() []PathStatus {
 			RTTMs:     float64(p.rttNs.Load()) / 1e6,
 			TxPackets: p.txPackets.Load(), TxBytes: p.txBytes.Load(),
 			RxPackets: p.rxPackets.Load(), RxBytes: p.rxBytes.Load(), TxErrors: p.txErrors.Load(),
-			PeerTx: p.peerTx.Load(), Changes: p.changes.Load(), Dropped: dropped}
+			PeerTx: p.peerTx.Load(), Changes: p.changes.Load(), Dropped: dropped,
+			Stalled: e.pathSet.Stalled(i), Excluded: e.pathSet.Excluded(i).String(), Stalls: p.stalls.Load(),
+			Resent: p.resent.Load(), FeedbackSent: p.feedbackTx.Load(), FeedbackRcvd: p.feedbackRx.Load()}
+		if l, ok := e.pathSet.Learned(i); ok {
+			out[i].RateMbit, out[i].OneWayMs = l.Rate*8/1e6, float64(l.BaseOWD-lo)/1e6
+			out[i].QueueMs, out[i].LossPct = float64(l.Queue)/1e6, float64(l.LossPPM)/1e4
+		}
 	}
 	return out
+}
+
+// Solo names the one path the adaptive scheduler runs the bond on, having
+// left every other usable path out, or "".
+func (e *Engine) Solo() string {
+	if i := e.pathSet.Solo(); i >= 0 {
+		return e.paths[i].Name
+	}
+	return ""
 }
 
 // ReorderStats returns the reorder buffer's counters, or nil with IPIP.

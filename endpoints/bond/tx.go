@@ -19,8 +19,12 @@ func (e *Engine) txLoop() {
 		bufs[i] = make([]byte, e.bufLen)
 	}
 	out := make([][][]byte, len(e.paths))
+	seqs := make([][]uint32, len(e.paths))
+	lens := make([][]uint32, len(e.paths))
 	for i := range out {
 		out[i] = make([][]byte, 0, bs)
+		seqs[i] = make([]uint32, 0, bs)
+		lens[i] = make([]uint32, 0, bs)
 	}
 	for {
 		// Read may return packets and an error together: the packets are
@@ -41,13 +45,16 @@ func (e *Engine) txLoop() {
 			}
 			e.seq++
 			out[p] = append(out[p], pkt)
+			seqs[p] = append(seqs[p], e.seq)
+			lens[p] = append(lens[p], uint32(sizes[i]))
 		}
+		now := e.now().UnixNano()
 		for i, batch := range out {
 			if len(batch) == 0 {
 				continue
 			}
-			e.sendData(e.paths[i], batch)
-			out[i] = batch[:0]
+			e.sendData(e.paths[i], batch, seqs[i], lens[i], now)
+			out[i], seqs[i], lens[i] = batch[:0], seqs[i][:0], lens[i][:0]
 		}
 		e.sentUpTo.Store(e.seq)
 		if err != nil {
@@ -67,7 +74,22 @@ func (e *Engine) txLoop() {
 	}
 }
 
-func (e *Engine) sendData(p *enginePath, batch [][]byte) {
+// sendData sends a batch of data packets on p. With seqs (their bond
+// sequences) and sizes (their inner lengths), the packets are recorded in
+// p's SendLog and kept for re-sending; a batch re-sent after a stall has
+// neither.
+func (e *Engine) sendData(p *enginePath, batch [][]byte, seqs, sizes []uint32, now int64) {
+	if seqs != nil && p.tx.log != nil {
+		p.estMu.Lock()
+		for k, pkt := range batch {
+			p.tx.log.Record(seqs[k], sizes[k], now)
+			p.tx.keep.add(seqs[k], pkt)
+		}
+		if p.tx.firstUnfed == 0 {
+			p.tx.firstUnfed = now
+		}
+		p.estMu.Unlock()
+	}
 	sent, err := p.Uplink.Send(batch)
 	var bytes uint64
 	for _, b := range batch[:sent] {

@@ -23,12 +23,31 @@ type Paths struct {
 	delay  []atomic.Int64 // one-way delay estimate, ns
 	queue  []atomic.Int64 // unix ns until which the path's queue was measured busy
 	gen    atomic.Uint64  // bumped on every change
+
+	// learned from feedback (Learned), and the adaptive scheduler's verdicts
+	rate      []atomic.Uint64 // float64 bits, inner bytes/s
+	owd       []atomic.Int64
+	owdKnown  []atomic.Bool
+	loss      []atomic.Uint32
+	feedback  []atomic.Int64
+	stalled   []atomic.Bool
+	ceiling   []atomic.Uint64 // float64 bits, inner bytes/s
+	excluded  []atomic.Uint32 // Exclusion
+	idle      []atomic.Int64  // unix ns the scheduler last found the path's queue empty
+	qdelay    []atomic.Int64
+	delivered []atomic.Uint64
+	solo      atomic.Int32
 }
 
 // NewPaths returns n paths, all up, with the given weights (nil: all 1).
 func NewPaths(weights []uint32) *Paths {
-	p := &Paths{up: make([]atomic.Bool, len(weights)), weight: make([]atomic.Uint32, len(weights)),
-		delay: make([]atomic.Int64, len(weights)), queue: make([]atomic.Int64, len(weights))}
+	n := len(weights)
+	p := &Paths{up: make([]atomic.Bool, n), weight: make([]atomic.Uint32, n),
+		delay: make([]atomic.Int64, n), queue: make([]atomic.Int64, n),
+		rate: make([]atomic.Uint64, n), owd: make([]atomic.Int64, n), owdKnown: make([]atomic.Bool, n),
+		loss: make([]atomic.Uint32, n), feedback: make([]atomic.Int64, n), stalled: make([]atomic.Bool, n),
+		ceiling: make([]atomic.Uint64, n), excluded: make([]atomic.Uint32, n), idle: make([]atomic.Int64, n), qdelay: make([]atomic.Int64, n), delivered: make([]atomic.Uint64, n)}
+	p.solo.Store(-1)
 	for i, w := range weights {
 		p.up[i].Store(true)
 		p.weight[i].Store(w)
@@ -36,11 +55,13 @@ func NewPaths(weights []uint32) *Paths {
 	return p
 }
 
-func (p *Paths) Len() int             { return len(p.up) }
-func (p *Paths) Up(i int) bool        { return p.up[i].Load() }
-func (p *Paths) Weight(i int) uint32  { return p.weight[i].Load() }
-func (p *Paths) Generation() uint64   { return p.gen.Load() }
-func (p *Paths) usable(i int) bool    { return p.up[i].Load() && p.weight[i].Load() > 0 }
+func (p *Paths) Len() int            { return len(p.up) }
+func (p *Paths) Up(i int) bool       { return p.up[i].Load() }
+func (p *Paths) Weight(i int) uint32 { return p.weight[i].Load() }
+func (p *Paths) Generation() uint64  { return p.gen.Load() }
+func (p *Paths) usable(i int) bool {
+	return p.up[i].Load() && p.weight[i].Load() > 0 && !p.stalled[i].Load()
+}
 func (p *Paths) SetUp(i int, up bool) { p.up[i].Store(up); p.gen.Add(1) }
 
 // SetDelay records a path's one-way delay (without queueing), as measured.
@@ -66,9 +87,14 @@ type Scheduler interface {
 	Pick(pkt []byte) int
 }
 
-// New returns the scheduler named rr, wrr or flowhash.
-func New(name string, p *Paths) (Scheduler, error) {
+// New returns the scheduler of that name (Names), on the system clock.
+func New(name string, p *Paths) (Scheduler, error) { return NewClocked(name, p, time.Now) }
+
+// NewClocked returns the scheduler of that name on the clock now.
+func NewClocked(name string, p *Paths, now func() time.Time) (Scheduler, error) {
 	switch name {
+	case "adaptive":
+		return NewAdaptive(p, now), nil
 	case "rr":
 		return NewRoundRobin(p), nil
 	case "wrr":
@@ -76,13 +102,13 @@ func New(name string, p *Paths) (Scheduler, error) {
 	case "flowhash":
 		return NewFlowHash(p), nil
 	case "delay":
-		return NewEarliestArrival(p, time.Now), nil
+		return NewEarliestArrival(p, now), nil
 	}
-	return nil, fmt.Errorf("%q is not a path scheduler (rr | wrr | flowhash | delay)", name)
+	return nil, fmt.Errorf("%q is not a path scheduler (adaptive | rr | wrr | flowhash | delay)", name)
 }
 
 // Names lists the names New accepts.
-var Names = []string{"rr", "wrr", "flowhash", "delay"}
+var Names = []string{"adaptive", "rr", "wrr", "flowhash", "delay"}
 
 // RoundRobin sends packet after packet to the next usable path.
 type RoundRobin struct {
