@@ -35,16 +35,17 @@ type rxFeedback struct {
 // txLearning is the sender's side of one path: its SendLog, what its
 // feedback taught, and the packets kept for re-sending (estMu).
 type txLearning struct {
-	log        *path.SendLog
-	est        path.Estimate
-	keep       *resendRing
-	fedUpTo    uint32  // highest sequence the latest feedback covered
-	fed        bool    // a feedback of the current epochs arrived
-	firstUnfed int64   // ns: send time of the first packet after the latest feedback; 0: none
-	lossPPM    float64 // smoothed loss
-	lastLost   uint64
-	lastSent   uint64 // packets the path had carried up to the latest feedback's highest sequence
-	lastFbAt   int64
+	log           *path.SendLog
+	est           path.Estimate
+	keep          *resendRing
+	fedUpTo       uint32  // highest sequence the latest feedback covered
+	fed           bool    // a feedback of the current epochs arrived
+	firstUnfed    int64   // ns: send time of the first packet after the latest feedback; 0: none
+	lossPPM       float64 // smoothed loss
+	lastLost      uint64
+	lastSent      uint64 // packets the path had carried up to the latest feedback's highest sequence
+	lastFbAt      int64
+	lastDelivered uint64 // the latest feedback's DeliveredPackets
 }
 
 // noteData counts a batch of data packets that arrived on p; called by
@@ -111,6 +112,18 @@ func (e *Engine) onFeedback(p *enginePath, f header.FeedbackFields, now time.Tim
 	}
 	l.lastFbAt = t
 	sent, inLog := l.log.Lookup(f.HighestSeq)
+	// Only a feedback that reports more delivered shows the path carries
+	// data (an idle path's feedback goes on with the keepalives, repeating
+	// the counters): then what is still unreported was sent after
+	// HighestSeq, and gets a new allowance from now.
+	if f.DeliveredPackets > l.lastDelivered || !l.fed {
+		l.lastDelivered = f.DeliveredPackets
+		if hi, ok := l.log.Highest(); inLog && ok && hi == f.HighestSeq {
+			l.firstUnfed = 0
+		} else if l.firstUnfed != 0 {
+			l.firstUnfed = t
+		}
+	}
 	if inLog {
 		// Loss where the path shows no queue is the path's own (radio, a
 		// bad line); loss behind a queue is the flows' congestion, which
@@ -124,7 +137,6 @@ func (e *Engine) onFeedback(p *enginePath, f header.FeedbackFields, now time.Tim
 		l.lastLost, l.lastSent = s.Lost, sent.Packets
 		l.fedUpTo, l.fed = f.HighestSeq, true
 	}
-	l.firstUnfed = 0
 	learned := path.Learned{Feedback: now, LossPPM: uint32(min(l.lossPPM, 1e6)), Delivered: f.DeliveredBytes}
 	learned.Rate, _ = l.est.DeliveryRate()
 	learned.BaseOWD, _ = l.est.BaseOneWay()

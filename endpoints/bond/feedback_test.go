@@ -1,0 +1,97 @@
+package bond
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/tun/tuntest"
+
+	"github.com/tunbond/tunbond/tunnel/encap"
+)
+
+// await polls cond every millisecond until it holds or 5 s pass.
+func await(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// TestEngineLearnsPathsFromFeedback: data on two fake uplinks (rr, so both
+// carry it whatever the timing), the receiver sends feedback on each, and
+// the sender learns a delivery rate for each path and shows it.
+func TestEngineLearnsPathsFromFeedback(t *testing.T) {
+	ep := newEnginePair(t, encap.GRE{Key: 7}, "rr", 1, 1)
+	ep.send(t, 2000)
+	await(t, "a learned rate on both paths", func() bool {
+		for i := range ep.a.paths {
+			if l, ok := ep.a.pathSet.Learned(i); !ok || l.Rate <= 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for i, p := range ep.a.paths {
+		if p.feedbackRx.Load() == 0 || ep.b.paths[i].feedbackTx.Load() == 0 {
+			t.Errorf("%s: A took %d feedbacks, B sent %d", p.Name, p.feedbackRx.Load(), ep.b.paths[i].feedbackTx.Load())
+		}
+	}
+	st := ep.a.Status()
+	if st[0].RateMbit <= 0 || st[0].FeedbackRcvd == 0 {
+		t.Errorf("status shows nothing learned: %+v", st[0])
+	}
+}
+
+// TestEngineStalledPathIsResent: a path that stops carrying A's packets
+// (A's side drops everything on it, as a silent blackhole) under traffic
+// is taken out of the scheduler once its feedback is missing for
+// max(3 RTT, 50 ms), before the keepalives would take it down, and what it
+// was carrying is re-sent on the other path: every ping reaches B (a
+// re-sent packet may come after later ones: the reorder buffer may have
+// given its hole up by then).
+func TestEngineStalledPathIsResent(t *testing.T) {
+	ep := newEnginePair(t, encap.GRE{Key: 7}, "rr", 1, 1)
+	ep.send(t, 200) // feedback flows on both paths
+	await(t, "feedback on both paths", func() bool {
+		return ep.a.paths[0].feedbackRx.Load() > 0 && ep.a.paths[1].feedbackRx.Load() > 0
+	})
+	ep.upA[0].Down.Store(true)
+	const n = 500
+	go func() {
+		for i := 0; i < n; i++ {
+			p := tuntest.Ping(ep.bAddr, ep.aAddr)
+			p[len(p)-1], p[len(p)-2] = byte(i), byte(i>>8)
+			ep.ta.Outbound <- p
+			if i%50 == 49 {
+				time.Sleep(5 * time.Millisecond) // a transport's pace: the stall is found while packets flow
+			}
+		}
+	}()
+	seen := map[int]bool{}
+	timeout := time.After(10 * time.Second)
+	for len(seen) < n {
+		select {
+		case got := <-ep.tb.Inbound:
+			seen[int(got[len(got)-1])|int(got[len(got)-2])<<8] = true
+		case <-timeout:
+			t.Fatalf("%d of %d pings reached B; A: %+v", len(seen), n, ep.a.Status())
+		}
+	}
+	p := ep.a.paths[0]
+	if !ep.a.pathSet.Stalled(0) && p.stalls.Load() == 0 {
+		t.Fatal("path p0 carried nothing to B, yet it was never stalled")
+	}
+	if p.resent.Load() == 0 {
+		t.Error("nothing re-sent after the stall")
+	}
+	if st := ep.a.Status(); st[0].Stalls == 0 {
+		t.Errorf("status: %+v", st[0])
+	}
+}
