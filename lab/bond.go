@@ -14,8 +14,9 @@ import (
 // BondSpec describes a two-site bond over direct veth uplinks.
 type BondSpec struct {
 	Weights   []int64 // one per uplink
+	Uplinks   int     // without Weights: this many uplinks with no weight set (what a config that sets none gets)
 	Encap     string  // gre | ipip; the config default (gre) if empty
-	Scheduler string  // the config default (wrr) if empty
+	Scheduler string  // the config default (adaptive) if empty
 	Key       int64
 	Log       *slog.Logger // nil: discard
 }
@@ -56,7 +57,11 @@ func (s BondSpec) EndpointConfig(side int) (*bond.Config, error) {
 	}
 	c.Routing = "manage"  // each uplink's tunnel leaves by its own uplink
 	c.Control.Socket = "" // the two sites share one filesystem
-	for i, w := range s.Weights {
+	for i := 0; i < s.uplinks(); i++ {
+		w := int64(1) // a path without a weight
+		if i < len(s.Weights) {
+			w = s.Weights[i]
+		}
 		c.Paths = append(c.Paths, bond.PathConfig{
 			Name: netns.UplinkName(i), Local: netns.UplinkAddr(i, side), Remote: netns.UplinkAddr(i, 3-side),
 			Device: netns.UplinkName(i), Weight: w,
@@ -65,10 +70,12 @@ func (s BondSpec) EndpointConfig(side int) (*bond.Config, error) {
 	return c, c.Validate()
 }
 
+func (s BondSpec) uplinks() int { return max(len(s.Weights), s.Uplinks) }
+
 // StartBond builds the topology and starts both endpoints, and waits until
 // every path is up on both sides.
 func StartBond(ctx context.Context, id string, s BondSpec) (*Bond, error) {
-	net, err := netns.Sites(len(s.Weights)).Build(id)
+	net, err := netns.Sites(s.uplinks()).Build(id)
 	if err != nil {
 		return nil, err
 	}
@@ -111,7 +118,7 @@ func StartBondOn(ctx context.Context, net *netns.Net, s BondSpec) (_ *Bond, err 
 			b.B = ep
 		}
 	}
-	for i := range s.Weights {
+	for i := 0; i < s.uplinks(); i++ {
 		for _, ep := range []*bond.Bond{b.A, b.B} {
 			if err := ep.Engine().WaitPath(ctx, netns.UplinkName(i), true); err != nil {
 				return nil, err

@@ -167,6 +167,7 @@ func (p *dropProg) Close() error { return unix.Close(p.fd) }
 // sockets, before tc ingress could drop them).
 type Blackhole struct {
 	links []blackholed
+	prog  *dropProg // owned (BlackholeUplink), or nil
 }
 
 type blackholed struct {
@@ -202,9 +203,28 @@ func StartBlackhole(n *netns.Net, i int, prog *dropProg) (_ *Blackhole, err erro
 	return b, nil
 }
 
+// BlackholeUplink puts a blackhole on uplink i of the net's sites (as
+// StartBlackhole, with its own program, closed by Stop).
+func BlackholeUplink(n *netns.Net, i int) (*Blackhole, error) {
+	prog, err := loadDropProg()
+	if err != nil {
+		return nil, err
+	}
+	b, err := StartBlackhole(n, i, prog)
+	if err != nil {
+		prog.Close()
+		return nil, err
+	}
+	b.prog = prog
+	return b, nil
+}
+
 // Stop removes the filters (and their clsact qdiscs): the link carries again.
 func (b *Blackhole) Stop() error {
 	var errs []error
+	if b.prog != nil {
+		defer func() { b.prog.Close(); b.prog = nil }()
+	}
 	for _, l := range b.links {
 		q := &netlink.Clsact{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.link.Attrs().Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}}
 		errs = append(errs, l.ns.NL.QdiscDel(q))

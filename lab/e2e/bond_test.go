@@ -34,7 +34,7 @@ func startBond(t *testing.T, spec lab.BondSpec) *lab.Bond {
 func TestBondPingAndTransfer(t *testing.T) {
 	for _, weights := range [][]int64{{100, 30}, {100, 50, 20}} {
 		t.Run(fmt.Sprintf("%d-uplinks", len(weights)), func(t *testing.T) {
-			b := startBond(t, lab.BondSpec{Weights: weights})
+			b := startBond(t, lab.BondSpec{Weights: weights, Scheduler: "wrr"}) // the shares follow the weights
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 
