@@ -226,3 +226,40 @@ func TestDecapControlLen(t *testing.T) {
 }
 
 func proto(c Encapsulation) uint8 { return c.Protocols()[0] }
+
+// TestFeedbackPacketGolden: a feedback message in GRE, byte for byte: the
+// GRE header with the key and no sequence, the inner IPv4 header (protocol
+// 253, TTL 1, 100 bytes), and the 80-byte message (docs/wire-format.md).
+func TestFeedbackPacketGolden(t *testing.T) {
+	src, dst := [4]byte{192, 0, 2, 1}, [4]byte{198, 51, 100, 1}
+	f := header.FeedbackFields{
+		ControlFields: header.ControlFields{ProbeSeq: 3, Watermark: 0x10, HasWatermark: true, Timestamp: 0x0102030405060708,
+			TxPackets: 9, Epoch: 0xaaaa, PeerEpoch: 0xbbbb},
+		HighestSeq: 0x0a0b0c0d, ReceivedAt: 0x1112131415161718, DeliveredBytes: 0x2000, DeliveredPackets: 0x30,
+	}
+	buf := make([]byte, Headroom+header.FeedbackPacketLen)
+	header.EncodeFeedbackPacket(buf[Headroom:], src, dst, f)
+	pkt := GRE{Key: 7}.WrapControl(buf, header.FeedbackPacketLen)
+	want := "20000800" + "00000007" + // GRE: K, protocol IPv4; key 7
+		"45000064000000000" + "1fd" + "cc67" + "c0000201c6336401" + // IPv4: 100 bytes, TTL 1, protocol 253, checksum
+		"54424e44" + "01" + "03" + "0003" + // magic, version 1, type 3 (feedback), flags watermark|epochs
+		"00000003" + "00000010" + "0102030405060708" + "0000000000000009" + // feedback seq, watermark, timestamp, tx packets
+		"000000000000aaaa" + "000000000000bbbb" + // epoch, peer epoch
+		"0a0b0c0d" + "00000000" + "1112131415161718" + // highest sequence, reserved, received at
+		"0000000000002000" + "0000000000000030" // bytes, packets
+	if got := hex.EncodeToString(pkt); got != want {
+		t.Fatalf("feedback packet\n got %s\nwant %s", got, want)
+	}
+	d, err := GRE{Key: 7}.Decap(outerPkt(dst, header.ProtoGRE, pkt), dst)
+	if err == nil {
+		t.Fatalf("decapsulated from the wrong source: %+v", d)
+	}
+	d, err = GRE{Key: 7}.Decap(outerPkt(src, header.ProtoGRE, pkt), src)
+	o := outerPkt(src, header.ProtoGRE, pkt)
+	if err != nil || d.Kind != KindControl || d.Len != header.FeedbackLen {
+		t.Fatalf("%+v %v", d, err)
+	}
+	if got := header.Feedback(o[d.Off : d.Off+d.Len]).Fields(); got.HighestSeq != f.HighestSeq || got.DeliveredPackets != 0x30 || got.Epoch != 0xaaaa {
+		t.Fatalf("decoded %+v", got)
+	}
+}

@@ -15,6 +15,10 @@ func FuzzDecap(f *testing.F) {
 	f.Add(outerPkt(remote, header.ProtoGRE, greData(GRE{Key: 7, Checksum: true}, 1, innerV4)))
 	f.Add(outerPkt(remote, header.ProtoGRE, gre.EncapControl(make([]byte, 128), remote, [4]byte{}, header.ControlFields{Type: header.ControlProbe})))
 	f.Add(outerPkt(remote, header.ProtoIPIP, innerV4))
+	fb := make([]byte, Headroom+header.FeedbackPacketLen)
+	header.EncodeFeedbackPacket(fb[Headroom:], remote, [4]byte{}, header.FeedbackFields{
+		ControlFields: header.ControlFields{Epoch: 1}, HighestSeq: 5, DeliveredPackets: 2})
+	f.Add(outerPkt(remote, header.ProtoGRE, gre.WrapControl(fb, header.FeedbackPacketLen)))
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		for _, c := range []Encapsulation{gre, GRE{Key: 7, Checksum: true}, IPIP{}} {
 			d, err := c.Decap(pkt, remote)
@@ -25,7 +29,11 @@ func FuzzDecap(f *testing.F) {
 				t.Fatalf("decoded %+v outside a %d-byte packet", d, len(pkt))
 			}
 			if d.Kind == KindControl {
-				_ = header.Control(pkt[d.Off : d.Off+d.Len]).Fields()
+				c := header.Control(pkt[d.Off : d.Off+d.Len])
+				_ = c.Fields()
+				if c.Type() == header.ControlFeedback {
+					_ = header.Feedback(c).Fields() // what the engine reads of a feedback
+				}
 			}
 		}
 	})
