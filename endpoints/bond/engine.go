@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +52,8 @@ type EngineConfig struct {
 	// the paths' one-way delays (half their RTTs) differ by more: a packet on
 	// the slowest path arrives that much after the ones that passed it.
 	AdaptiveTimeout bool
+	// Redundancy is the class of packets sent on two paths at once.
+	Redundancy RedundancyConfig
 	// Epoch is this start's session epoch, sent in every keepalive so the
 	// peer tells a restart from a jump; 0 (the default) draws a random one.
 	Epoch uint64
@@ -95,6 +98,8 @@ type Engine struct {
 	tunBatch    [][]byte
 	tunBatchLen int
 
+	redundancy redundancy // compiled cfg.Redundancy
+
 	stateMu sync.Mutex
 	stateCh chan struct{} // closed and replaced on every path state change
 
@@ -110,6 +115,7 @@ type EngineStats struct {
 	TUNReadErrors            atomic.Uint64
 	TUNWriteErrors           atomic.Uint64
 	PeerRestarts             atomic.Uint64 // the peer's epoch changed
+	Redundant                atomic.Uint64 // packets also sent on a second path (redundancy)
 }
 
 type enginePath struct {
@@ -207,6 +213,11 @@ func NewEngine(cfg EngineConfig, dev tun.Device) (*Engine, error) {
 	if e.now == nil {
 		e.now = time.Now
 	}
+	red, problems := cfg.Redundancy.compile()
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("engine: %s", strings.Join(problems, "; "))
+	}
+	e.redundancy = red
 	e.sentUpTo.Store(e.seq)
 	weights := make([]uint32, len(cfg.Paths))
 	for i, p := range cfg.Paths {

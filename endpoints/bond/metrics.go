@@ -59,6 +59,7 @@ var (
 	dPathResent    = desc("path_resent_packets_total", "The path's packets re-sent on another path after a stall.", "path")
 	dPathExcluded  = desc("path_excluded", "1 while the adaptive scheduler leaves the usable path out, by reason.", "path", "reason")
 	dPathFeedback  = desc("path_feedback_total", "Feedback messages on the path, by direction (tx: about the peer's data; rx: about ours).", "path", "dir")
+	dRedundant     = desc("tx_redundant_total", "Packets of the redundancy class also sent on a second path.")
 	dSolo          = desc("single_link", "1 while the adaptive scheduler runs the bond on one link alone (the others left out).")
 	dROTimeout     = desc("reorder_timeout_seconds", "Current longest wait for a missing packet (reorder.timeout, raised to cover the paths' delay difference).")
 )
@@ -68,7 +69,7 @@ func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
 		dPathUp, dPathRTT, dPathWeight, dPathPeerTx, dPathChanges, dDecode, dTUNRxPackets, dTUNRxBytes, dTUNTxPackets,
 		dTUNTxBytes, dNoPath, dNotIP, dTUNErrors, dRODepth, dROReleased, dROHoles, dROLate, dRODup, dROOverflow,
 		dROResync, dROOutOfWindow, dPeerRestarts, dROWait, dROSpurious, dROGrace, dROTimeout,
-		dPathRate, dPathOWD, dPathQueue, dPathLoss, dPathStalled, dPathStalls, dPathResent, dPathExcluded, dPathFeedback, dSolo} {
+		dPathRate, dPathOWD, dPathQueue, dPathLoss, dPathStalled, dPathStalls, dPathResent, dPathExcluded, dPathFeedback, dSolo, dRedundant} {
 		ch <- d
 	}
 }
@@ -132,6 +133,7 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 		solo = 1
 	}
 	gauge(dSolo, solo)
+	counter(dRedundant, e.Stats.Redundant.Load())
 	if s := e.ReorderStats(); s != nil {
 		gauge(dRODepth, float64(s.Depth.Load()))
 		counter(dROReleased, s.Released.Load())

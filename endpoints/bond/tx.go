@@ -47,6 +47,14 @@ func (e *Engine) txLoop() {
 			out[p] = append(out[p], pkt)
 			seqs[p] = append(seqs[p], e.seq)
 			lens[p] = append(lens[p], uint32(sizes[i]))
+			if e.redundancy.on() && e.redundancy.matches(bufs[i][encap.Headroom:encap.Headroom+sizes[i]]) {
+				if q := e.secondPath(p); q >= 0 { // the same bytes, once more: the receiver keeps the first
+					out[q] = append(out[q], pkt)
+					seqs[q] = append(seqs[q], e.seq)
+					lens[q] = append(lens[q], uint32(sizes[i]))
+					e.Stats.Redundant.Add(1)
+				}
+			}
 		}
 		now := e.now().UnixNano()
 		for i, batch := range out {
@@ -100,4 +108,19 @@ func (e *Engine) sendData(p *enginePath, batch [][]byte, seqs, sizes []uint32, n
 	if err != nil {
 		p.txErrors.Add(uint64(len(batch) - sent))
 	}
+}
+
+// secondPath is the up, unstalled path other than p with the least RTT, for
+// a packet sent twice; -1 if there is none.
+func (e *Engine) secondPath(p int) int {
+	best := -1
+	for i, q := range e.paths {
+		if i == p || !q.upNow.Load() || e.pathSet.Stalled(i) || e.pathSet.Weight(i) == 0 {
+			continue
+		}
+		if best < 0 || q.rttNs.Load() < e.paths[best].rttNs.Load() {
+			best = i
+		}
+	}
+	return best
 }

@@ -23,9 +23,12 @@ const IPv4HeaderLen = 20
 // IPv4 is a view of an IPv4 header followed by its payload.
 type IPv4 []byte
 
-func (ip IPv4) Version() uint8     { return ip[0] >> 4 }
-func (ip IPv4) HeaderLen() int     { return int(ip[0]&0x0f) * 4 }
-func (ip IPv4) TotalLen() int      { return int(binary.BigEndian.Uint16(ip[2:4])) }
+func (ip IPv4) Version() uint8 { return ip[0] >> 4 }
+func (ip IPv4) HeaderLen() int { return int(ip[0]&0x0f) * 4 }
+func (ip IPv4) TotalLen() int  { return int(binary.BigEndian.Uint16(ip[2:4])) }
+
+// TOS is the DS field and ECN (byte 1); its top six bits are the DSCP.
+func (ip IPv4) TOS() uint8         { return ip[1] }
 func (ip IPv4) Flags() uint8       { return ip[6] >> 5 }
 func (ip IPv4) DontFragment() bool { return ip[6]&0x40 != 0 }
 

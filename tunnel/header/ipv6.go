@@ -12,8 +12,11 @@ const IPv6HeaderLen = 40
 // Extension headers are not walked: NextHeader is the first one's type.
 type IPv6 []byte
 
-func (ip IPv6) Version() uint8       { return ip[0] >> 4 }
-func (ip IPv6) PayloadLen() int      { return int(binary.BigEndian.Uint16(ip[4:6])) }
+func (ip IPv6) Version() uint8  { return ip[0] >> 4 }
+func (ip IPv6) PayloadLen() int { return int(binary.BigEndian.Uint16(ip[4:6])) }
+
+// TrafficClass is the DS field and ECN; its top six bits are the DSCP.
+func (ip IPv6) TrafficClass() uint8  { return ip[0]<<4 | ip[1]>>4 }
 func (ip IPv6) NextHeader() uint8    { return ip[6] }
 func (ip IPv6) HopLimit() uint8      { return ip[7] }
 func (ip IPv6) Src() netip.Addr      { return netip.AddrFrom16([16]byte(ip[8:24])) }
