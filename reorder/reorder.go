@@ -27,21 +27,33 @@ type Config struct {
 
 // Stats are counters read concurrently by the metrics collector.
 type Stats struct {
-	Released      atomic.Uint64 // packets handed on, in order
+	Released      atomic.Uint64 // packets handed on in order (late ones are LateDelivered, not here)
 	Holes         atomic.Uint64 // missing sequence numbers given up, for any reason
 	HolesTimeout  atomic.Uint64 // ... after waiting Timeout
 	HolesLost     atomic.Uint64 // ... because every path had moved past them (fast loss detection)
 	HolesOverflow atomic.Uint64 // ... because the window was full
 	Overflow      atomic.Uint64 // packets released early because the window was full
-	Late          atomic.Uint64 // dropped: older than what was already released
-	Duplicate     atomic.Uint64 // dropped: already held
-	Resync        atomic.Uint64 // sequence restarted (peer restart guessed, without epochs): buffer flushed
-	OutOfWindow   atomic.Uint64 // dropped: far outside the window within one epoch (SetStrict): a bug or a forgery
-	Spurious      atomic.Uint64 // holes given up as lost whose packet arrived after all
-	GraceNs       atomic.Int64  // the current loss grace
-	TimeoutNs     atomic.Int64  // the current timeout
-	Depth         atomic.Int64  // packets held now
-	Wait          Histogram     // time released packets spent held
+	// LateDelivered counts packets handed on at once, out of order, because
+	// their sequence had been given up as a hole (timeout, fast loss
+	// detection or overflow) within the last window and never delivered:
+	// the inner transport sees reordering instead of a loss. Each hole is
+	// delivered at most once; Released + LateDelivered is all handed on.
+	LateDelivered atomic.Uint64
+	// Late counts packets dropped because they were behind what was already
+	// released, by at most a window, and not a hole still owed: a copy of a
+	// packet already handed on (in order, or late and counted in
+	// LateDelivered), or a sequence never given up as a hole (before the
+	// stream's start, or skipped by Flush or Reset). Further behind is a
+	// Resync, or OutOfWindow with SetStrict.
+	Late        atomic.Uint64
+	Duplicate   atomic.Uint64 // dropped: already held
+	Resync      atomic.Uint64 // sequence restarted (peer restart guessed, without epochs): buffer flushed
+	OutOfWindow atomic.Uint64 // dropped: far outside the window within one epoch (SetStrict): a bug or a forgery
+	Spurious    atomic.Uint64 // holes fast loss detection gave up whose packet arrived after all (delivered late or not)
+	GraceNs     atomic.Int64  // the current loss grace
+	TimeoutNs   atomic.Int64  // the current timeout
+	Depth       atomic.Int64  // packets held now
+	Wait        Histogram     // time released packets spent held
 }
 
 type slot[T any] struct {
@@ -78,7 +90,15 @@ type Buffer[T any] struct {
 	grace   time.Duration
 	graceAt time.Time // last grow or shrink
 	gaveUp  [1024]gaveUp
-	Stats   Stats
+	// owed has a bit per sequence the window moved past, indexed by
+	// seq&owedMask: 1 if it was given up as a hole and its packet has not
+	// arrived since, 0 if it was handed on (or its late packet was). Every
+	// sequence passed is written, so a bit is never stale: it has more bits
+	// (a power of two, for a mapping that survives the uint32 wrap) than
+	// the window, and only sequences at most a window behind next are read.
+	owed     []uint64
+	owedMask uint32
+	Stats    Stats
 }
 
 type gaveUp struct {
@@ -98,8 +118,13 @@ func New[T any](cfg Config, release func(T)) (*Buffer[T], error) {
 	if cfg.LossGrace < 0 || cfg.LossGrace > cfg.Timeout {
 		return nil, fmt.Errorf("loss grace %v must be between 0 and the timeout %v", cfg.LossGrace, cfg.Timeout)
 	}
+	bits := uint32(64)
+	for bits < uint32(cfg.Window) {
+		bits <<= 1
+	}
 	b := &Buffer[T]{cfg: cfg, slots: make([]slot[T], cfg.Window), release: release,
-		wm: make([]uint32, cfg.Paths), wmOK: make([]bool, cfg.Paths), active: make([]bool, cfg.Paths)}
+		wm: make([]uint32, cfg.Paths), wmOK: make([]bool, cfg.Paths), active: make([]bool, cfg.Paths),
+		owed: make([]uint64, bits/64), owedMask: bits - 1}
 	for i := range b.active {
 		b.active[i] = true
 	}
@@ -111,12 +136,57 @@ func New[T any](cfg Config, release func(T)) (*Buffer[T], error) {
 
 func (b *Buffer[T]) slot(seq uint32) *slot[T] { return &b.slots[seq%uint32(len(b.slots))] }
 
+// skip gives up the hole at next: its packet, if it turns up within a
+// window, is still handed on (LateDelivered).
+func (b *Buffer[T]) skip() {
+	i := b.next & b.owedMask
+	b.owed[i/64] |= 1 << (i % 64)
+	b.next++
+}
+
+// skipTo gives up every hole from next to upTo (nothing is held there).
+func (b *Buffer[T]) skipTo(upTo uint32) {
+	n := upTo - b.next
+	if n > b.owedMask {
+		for i := range b.owed {
+			b.owed[i] = ^uint64(0)
+		}
+		b.next = upTo
+		return
+	}
+	for ; n > 0 && b.next&63 != 0; n-- {
+		b.skip()
+	}
+	for ; n >= 64; n -= 64 {
+		b.owed[(b.next&b.owedMask)/64] = ^uint64(0)
+		b.next += 64
+	}
+	for ; n > 0; n-- {
+		b.skip()
+	}
+}
+
+// owedLate reports whether seq, behind next by at most a window, was given
+// up as a hole and not delivered since, and clears that record.
+func (b *Buffer[T]) owedLate(seq uint32) bool {
+	i := seq & b.owedMask
+	w, bit := &b.owed[i/64], uint64(1)<<(i%64)
+	if *w&bit == 0 {
+		return false
+	}
+	*w &^= bit
+	return true
+}
+
 // Held returns the number of packets waiting.
 func (b *Buffer[T]) Held() int { return b.held }
 
 // Push adds a packet with sequence seq received on path at time now, and
-// releases what is now in order. It returns false if the packet was dropped
-// (late or duplicate); the item then still belongs to the caller.
+// releases what is now in order. A packet behind what was released is
+// handed on at once if its sequence was given up as a hole within the last
+// window and not delivered since (Stats.LateDelivered), else dropped. It
+// returns false if the packet was dropped (late, duplicate or out of
+// window); the item then still belongs to the caller.
 func (b *Buffer[T]) Push(seq uint32, path int, item T, now time.Time) bool {
 	if !b.started {
 		b.started, b.next, b.top = true, seq, seq
@@ -143,8 +213,16 @@ func (b *Buffer[T]) Push(seq uint32, path int, item T, now time.Time) bool {
 		b.next, b.top = seq, seq
 		d = 0
 	case d < 0:
-		b.Stats.Late.Add(1)
 		b.spurious(seq, now)
+		if b.owedLate(seq) {
+			// Its hole was given up: hand it on now, out of order, rather
+			// than turn a late packet into a loss.
+			b.Stats.LateDelivered.Add(1)
+			b.release(item)
+			b.advance(now)
+			return true
+		}
+		b.Stats.Late.Add(1)
 		b.advance(now)
 		return false
 	case d >= w:
@@ -254,7 +332,7 @@ func (b *Buffer[T]) advance(now time.Time) {
 		b.Stats.HolesLost.Add(1)
 		b.Stats.Holes.Add(1)
 		b.gaveUp[b.next%uint32(len(b.gaveUp))] = gaveUp{seq: b.next, since: b.holeSince, ok: true}
-		b.next++
+		b.skip()
 		moved = true
 	}
 	if moved && b.held > 0 {
@@ -291,6 +369,8 @@ func (b *Buffer[T]) pop(s *slot[T], now time.Time) {
 	var zero T
 	s.item, s.present = zero, false
 	b.held--
+	i := b.next & b.owedMask
+	b.owed[i/64] &^= 1 << (i % 64)
 	b.next++
 	b.Stats.Released.Add(1)
 	b.release(item)
@@ -347,7 +427,7 @@ func (b *Buffer[T]) Expire(now time.Time) {
 		for !b.slot(b.next).present {
 			b.Stats.HolesTimeout.Add(1)
 			b.Stats.Holes.Add(1)
-			b.next++
+			b.skip()
 		}
 		b.advance(now)
 	}
@@ -363,20 +443,21 @@ func (b *Buffer[T]) overflow(upTo uint32, now time.Time) {
 		} else {
 			b.Stats.HolesOverflow.Add(1)
 			b.Stats.Holes.Add(1)
-			b.next++
+			b.skip()
 		}
 	}
 	if int32(upTo-b.next) > 0 {
 		gap := uint64(upTo - b.next)
 		b.Stats.HolesOverflow.Add(gap)
 		b.Stats.Holes.Add(gap)
-		b.next = upTo
+		b.skipTo(upTo)
 	}
 	b.Stats.Depth.Store(int64(b.held))
 }
 
 // Flush releases everything held, in order, skipping holes (at stop, or on
-// a sequence restart).
+// a sequence restart). It forgets the holes given up so far: no packet from
+// before a Flush is delivered late.
 func (b *Buffer[T]) Flush(now time.Time) {
 	for b.held > 0 {
 		if s := b.slot(b.next); s.present {
@@ -385,5 +466,6 @@ func (b *Buffer[T]) Flush(now time.Time) {
 			b.next++
 		}
 	}
+	clear(b.owed)
 	b.Stats.Depth.Store(0)
 }
