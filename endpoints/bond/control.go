@@ -45,7 +45,7 @@ func handleControl(e *Engine, req ControlRequest) ControlResponse {
 			r.Reorder = map[string]any{
 				"depth": s.Depth.Load(), "released": s.Released.Load(), "holes_lost": s.HolesLost.Load(),
 				"holes_timeout": s.HolesTimeout.Load(), "holes_overflow": s.HolesOverflow.Load(),
-				"late": s.Late.Load(), "duplicate": s.Duplicate.Load(), "out_of_window": s.OutOfWindow.Load(),
+				"late": s.Late.Load(), "late_delivered": s.LateDelivered.Load(), "duplicate": s.Duplicate.Load(), "out_of_window": s.OutOfWindow.Load(),
 			}
 		}
 		return r
