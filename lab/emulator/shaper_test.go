@@ -1,8 +1,10 @@
 package emulator
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 )
@@ -136,5 +138,196 @@ func TestGilbertElliottIsBursty(t *testing.T) {
 	// bursts give markedly fewer, longer runs.
 	if mean := float64(lost) / float64(runs); mean < 1.2 {
 		t.Fatalf("mean loss burst %.2f frames: not bursty", mean)
+	}
+}
+
+func ms(n float64) time.Duration { return time.Duration(n * float64(time.Millisecond)) }
+
+func TestScheduleInForce(t *testing.T) {
+	base := Params{RateBps: 100e6, Delay: 10 * time.Millisecond}
+	steps := []Step{
+		{After: 15 * time.Second, RateBps: 50e6, Delay: 20 * time.Millisecond},
+		{After: 15 * time.Second, RateBps: 200e6, Delay: 30 * time.Millisecond, Loss: 0.01},
+		{After: 30 * time.Second, RateBps: 80e6, Delay: 40 * time.Millisecond},
+	}
+	// Steps take effect at 15 s, 30 s and 60 s; with repeat the cycle is
+	// 60 s, so the last step holds until 75 s, when the first comes back.
+	type want struct {
+		at   time.Duration
+		step int // -1: the base
+	}
+	for _, tt := range []struct {
+		repeat bool
+		want   []want
+	}{
+		{true, []want{{0, -1}, {15*time.Second - 1, -1}, {15 * time.Second, 0}, {30*time.Second - 1, 0},
+			{30 * time.Second, 1}, {60*time.Second - 1, 1}, {60 * time.Second, 2}, {75*time.Second - 1, 2},
+			{75 * time.Second, 0}, {90 * time.Second, 1}, {120 * time.Second, 2}, {135 * time.Second, 0},
+			{6080 * time.Second, 0}, {6110 * time.Second, 1}, {6130 * time.Second, 2},
+			{10 * time.Second, -1}}}, // back in time: the base again
+		{false, []want{{14 * time.Second, -1}, {15 * time.Second, 0}, {45 * time.Second, 1},
+			{60 * time.Second, 2}, {75 * time.Second, 2}, {3600 * time.Second, 2}}},
+	} {
+		p := base
+		p.Schedule = &Schedule{Steps: steps, Repeat: tt.repeat}
+		s := NewShaperAt(p, rng(), t0)
+		for _, w := range tt.want {
+			got := s.InForce(t0.Add(w.at))
+			wr, wd, wl := base.RateBps, base.Delay, base.Loss
+			if w.step >= 0 {
+				wr, wd, wl = steps[w.step].RateBps, steps[w.step].Delay, steps[w.step].Loss
+			}
+			if got.RateBps != wr || got.Delay != wd || got.Loss != wl {
+				t.Errorf("repeat=%v at %v: rate %g delay %v loss %g, want step %d (%g %v %g)",
+					tt.repeat, w.at, got.RateBps, got.Delay, got.Loss, w.step, wr, wd, wl)
+			}
+		}
+	}
+}
+
+func TestScheduleShapesFrames(t *testing.T) {
+	// 12 Mbit/s (1 ms a 1500-byte frame) and 10 ms; from 1 s, 6 Mbit/s and
+	// 30 ms; from 2 s, everything lost; from 3 s, back to the first step.
+	p := Params{RateBps: 12e6, Delay: 10 * time.Millisecond, Schedule: &Schedule{Repeat: true, Steps: []Step{
+		{After: time.Second, RateBps: 6e6, Delay: 30 * time.Millisecond},
+		{After: time.Second, RateBps: 12e6, Delay: 10 * time.Millisecond, Loss: 1},
+	}}}
+	s := NewShaperAt(p, rng(), t0)
+	for _, tt := range []struct {
+		at, depart time.Duration // depart < 0: lost
+	}{
+		{ms(500), ms(500 + 1 + 10)},
+		{ms(1500), ms(1500 + 2 + 30)},
+		{ms(2500), -1},
+		{ms(3500), ms(3500 + 2 + 30)},
+	} {
+		d, v := s.Admit(t0.Add(tt.at), 1500)
+		if tt.depart < 0 {
+			if v != DropLoss {
+				t.Errorf("at %v: %v, want lost", tt.at, v)
+			}
+			continue
+		}
+		if v != Pass || d.Sub(t0) != tt.depart {
+			t.Errorf("at %v: departs at %v (%v), want %v", tt.at, d.Sub(t0), v, tt.depart)
+		}
+	}
+}
+
+func TestTraceDepartures(t *testing.T) {
+	// Opportunities at 1, 1, 3, 10 ms, repeating every 10 ms.
+	tr, err := ParseTrace("t", []byte("1\n1\n3\n10\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewShaperAt(Params{Trace: tr, Delay: 5 * time.Millisecond, Queue: 100 * time.Millisecond}, rng(), t0)
+	for i, tt := range []struct {
+		at     time.Duration
+		size   int
+		depart time.Duration
+	}{
+		{0, 1500, ms(1 + 5)},     // opportunity 1 ms
+		{0, 100, ms(1 + 5)},      // the other one at 1 ms: a frame never shares
+		{0, 3000, ms(10 + 5)},    // two: 3 and 10 ms
+		{0, 3001, ms(13 + 5)},    // three: 11, 11, 13 ms
+		{ms(50), 1500, ms(55)},   // idle till 50 ms: the 4th cycle's last one, at 50
+		{ms(50), 1500, ms(56)},   // 51
+		{ms(51), 1, ms(56)},      // the other one at 51 ms
+		{ms(52), 0, ms(58)},      // 53
+		{ms(54), 1500, ms(65)},   // 60
+		{ms(61.5), 1500, ms(68)}, // the two at 61 ms passed unused: 63
+	} {
+		d, v := s.Admit(t0.Add(tt.at), tt.size)
+		if v != Pass || d.Sub(t0) != tt.depart {
+			t.Errorf("frame %d (%d bytes at %v): departs at %v (%v), want %v", i, tt.size, tt.at, d.Sub(t0), v, tt.depart)
+		}
+	}
+}
+
+func TestTraceQueueLimit(t *testing.T) {
+	tr, _ := ParseTrace("t", []byte("1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n")) // 12 Mbit/s
+	s := NewShaperAt(Params{Trace: tr, Queue: 5 * time.Millisecond}, rng(), t0)
+	var verdicts []Verdict
+	for i := 0; i < 8; i++ { // a burst at once: 1..5 ms wait ≤ 5 ms, the rest drop
+		_, v := s.Admit(t0, 1500)
+		verdicts = append(verdicts, v)
+	}
+	want := []Verdict{Pass, Pass, Pass, Pass, Pass, DropQueue, DropQueue, DropQueue}
+	for i := range want {
+		if verdicts[i] != want[i] {
+			t.Fatalf("burst verdicts %v, want %v", verdicts, want)
+		}
+	}
+	// A dropped frame uses no opportunity: the next one, at 3 ms, gets 6 ms.
+	if d, v := s.Admit(t0.Add(ms(3)), 1500); v != Pass || d.Sub(t0) != ms(6) {
+		t.Fatalf("after the drops: %v at %v, want pass at 6ms", v, d.Sub(t0))
+	}
+}
+
+func TestTraceRateOverTime(t *testing.T) {
+	// 2 s repeating: 1..4 opportunities a ms, changing every 100 ms.
+	var b []byte
+	for m := 1; m <= 2000; m++ {
+		for j := 0; j <= (m/100)%4; j++ {
+			b = fmt.Appendf(b, "%d\n", m)
+		}
+	}
+	tr, err := ParseTrace("t", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mean := tr.MeanBps()
+	if math.Abs(mean-30e6) > 0.01*30e6 { // 2.5 opportunities a ms on average
+		t.Fatalf("trace mean %.2f Mbit/s, want 30", mean/1e6)
+	}
+	s := NewShaperAt(Params{Trace: tr}, rng(), t0)
+	const periods = 3
+	end := t0.Add(periods * tr.Period())
+	sent := 0
+	for now := t0; now.Before(end); now = now.Add(50 * time.Microsecond) { // offered: 240 Mbit/s
+		if d, v := s.Admit(now, 1500); v == Pass && !d.After(end) {
+			sent += 1500
+		}
+	}
+	got := float64(sent*8) / (periods * tr.Period().Seconds())
+	if math.Abs(got-mean) > 0.02*mean {
+		t.Fatalf("replayed %.2f Mbit/s, trace mean %.2f", got/1e6, mean/1e6)
+	}
+}
+
+func TestParseTraceErrors(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"1\nx\n", "line 2"},
+		{"5\n3\n", "line 2"},
+		{"", "no delivery"},
+		{"0\n0\n", "no delivery"},
+	} {
+		if _, err := ParseTrace("t", []byte(tt.in)); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: %v, want an error naming %s", tt.in, err, tt.want)
+		}
+	}
+}
+
+func TestAdmitDoesNotAllocate(t *testing.T) {
+	tr, _ := ParseTrace("t", []byte("1\n1\n3\n10\n"))
+	sc := &Schedule{Repeat: true, Steps: []Step{{After: ms(3), RateBps: 1e6}, {After: ms(7), RateBps: 5e6, Delay: ms(2)}}}
+	for _, p := range []Params{{RateBps: 10e6, Schedule: sc}, {Trace: tr, Schedule: sc}} {
+		s := NewShaperAt(p, rng(), t0)
+		now := t0
+		if a := testing.AllocsPerRun(10000, func() { now = now.Add(ms(0.3)); s.Admit(now, 1500) }); a != 0 {
+			t.Errorf("%+v: %v allocations an Admit", p, a)
+		}
+	}
+}
+
+func TestMeanRate(t *testing.T) {
+	sc := &Schedule{Repeat: true, Steps: []Step{{After: time.Second, RateBps: 10e6}, {After: 3 * time.Second, RateBps: 20e6}}}
+	// 10 Mbit/s holds 3 s (until the second step), 20 Mbit/s 1 s (until the first again).
+	if got := (Params{RateBps: 99e6, Schedule: sc}).MeanRateBps(); math.Abs(got-12.5e6) > 1 {
+		t.Fatalf("mean %g, want 12.5e6", got)
+	}
+	sc.Repeat = false
+	if got := (Params{RateBps: 99e6, Schedule: sc}).MeanRateBps(); got != 20e6 {
+		t.Fatalf("mean without repeat %g, want the last step's 20e6", got)
 	}
 }

@@ -64,8 +64,9 @@ func StartWire(do func(func() error) error, a, b string, ab, ba Params, seed uin
 		return nil, err
 	}
 	w.socks = []*os.File{fa, fb}
-	w.AB = newDirection(fa, fb, ab, seed)
-	w.BA = newDirection(fb, fa, ba, seed+1)
+	start := time.Now() // time 0 of both directions' schedules and traces
+	w.AB = newDirection(fa, fb, ab, seed, start)
+	w.BA = newDirection(fb, fa, ba, seed+1, start)
 	for _, d := range []*Direction{w.AB, w.BA} {
 		w.wg.Add(2)
 		go func() { defer w.wg.Done(); d.readLoop() }()
@@ -74,10 +75,11 @@ func StartWire(do func(func() error) error, a, b string, ab, ba Params, seed uin
 	return w, nil
 }
 
-// SetParams changes a direction's link at run time.
+// SetParams changes a direction's link at run time; p's schedule and trace
+// start now.
 func (d *Direction) SetParams(p Params) {
 	d.mu.Lock()
-	d.shaper = NewShaper(p, d.shaper.rng)
+	d.shaper = NewShaperAt(p, d.shaper.rng, time.Now())
 	d.reorder = p.Reorder
 	d.mu.Unlock()
 }
@@ -98,8 +100,8 @@ func (w *Wire) Close() error {
 	return errors.Join(errs...)
 }
 
-func newDirection(in, out *os.File, p Params, seed uint64) *Direction {
-	d := &Direction{in: in, out: out, shaper: NewShaper(p, rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))), reorder: p.Reorder}
+func newDirection(in, out *os.File, p Params, seed uint64, start time.Time) *Direction {
+	d := &Direction{in: in, out: out, shaper: NewShaperAt(p, rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), start), reorder: p.Reorder}
 	d.cond = sync.NewCond(&d.mu)
 	return d
 }
