@@ -43,6 +43,9 @@ type BenchConfig struct {
 	// Faults happen in every method's run at the same offsets from the
 	// start of its measured interval (tool go only).
 	Faults []Fault
+	// UDP > 0 adds a UDP row per method but MPTCP after the TCP rows, at
+	// this fraction of the sum of the link rates (udpbench.go).
+	UDP float64
 }
 
 // Report is a whole run, in the shape `--json` writes.
@@ -102,6 +105,8 @@ type BenchResult struct {
 	PerSecond           []float64   `json:"per_second_mbps"`
 	LinkShare           []float64   `json:"link_share"`           // fraction of A→B bytes each uplink carried
 	LinkPerSec          [][]float64 `json:"link_per_second_mbps"` // per second, per uplink, A→B
+
+	*UDPStats // a UDP row's (udpbench.go); nil in a TCP row
 
 	congestion string // what the flow's sender used
 }
@@ -281,6 +286,11 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 			}
 		}
 		rep.Results = append(rep.Results, r)
+	}
+	if cfg.UDP > 0 {
+		if err := runUDPRows(ctx, net, counters, methods, cfg, weights, params, rep); err != nil {
+			return rep, err
+		}
 	}
 	best := 0.0
 	for _, r := range rep.Results[:n*btoi(!cfg.NoBaselines)] { // the links alone

@@ -24,7 +24,7 @@ import (
 	"github.com/tunbond/tunbond/lab"
 )
 
-const labUsage = `usage: tunbond lab bond [--profile NAME | --links SPEC] [--duration 10s] [--flows 1] [--tool go|iperf3] [--cc NAME] [--fault SPEC]... [--json FILE] [--plot FILE.svg]
+const labUsage = `usage: tunbond lab bond [--profile NAME | --links SPEC] [--duration 10s] [--flows 1] [--tool go|iperf3] [--cc NAME] [--fault SPEC]... [--udp FRACTION] [--json FILE] [--plot FILE.svg]
        tunbond lab director [--reals 3] [--scheduler rr] [--requests 3000] [--clients 16] [--body 262144] [--duration 10s] [--json FILE]`
 
 func runLab(args []string) error {
@@ -43,6 +43,7 @@ func runLab(args []string) error {
 	cc := fs.String("cc", "", "inner TCP congestion control of every row, set per socket (e.g. cubic, bbr, reno); default: the kernel's default")
 	faultSpecs := fs.StringArray("fault", nil, "a fault in every method's run, at offsets from the measured start (repeatable or comma-separated): blackhole:link1@8s-16s (drop all arriving on uplink 1, carrier kept), down:link2@8s[-12s] (uplink 2 down)")
 	scheds := fs.String("schedulers", strings.Join(path.Names, ","), "tunbond schedulers to measure")
+	udp := fs.Float64("udp", 0, "after the TCP rows, one UDP row per method but mptcp (\"<method>/udp\"): a paced flow of 1200-byte datagrams at FRACTION of the sum of the link rates (e.g. 0.9), received %, out of order, one-way delay; 0: none")
 	noBase := fs.Bool("no-baselines", false, "measure tunbond only (no link-N, ecmp, mptcp rows; the ratios to them are then not reported)")
 	jsonOut := fs.String("json", "", "write the results as JSON to FILE")
 	plotOut := fs.String("plot", "", "draw goodput over time and uplink shares to FILE (.svg)")
@@ -74,6 +75,16 @@ func runLab(args []string) error {
 	}
 	if len(faults) > 0 && *tool != traffic.ToolGo {
 		return errors.New("lab: --fault needs --tool go (its receiver gives the 100 ms bins)")
+	}
+	if *udp < 0 || *udp > 2 {
+		return errors.New("lab: --udp is a fraction of the sum of the link rates, 0 (off) to 2")
+	}
+	if *udp > 0 {
+		for i, l := range p.Links {
+			if l.RateMbit() <= 0 {
+				return fmt.Errorf("lab: --udp: links[%d] has no rate, and the UDP rate is a fraction of their sum", i)
+			}
+		}
 	}
 	if *plotOut != "" && !strings.HasSuffix(*plotOut, ".svg") {
 		return errors.New("lab: --plot writes SVG: name the file .svg")
@@ -122,7 +133,7 @@ func runLab(args []string) error {
 	}
 	rep, err := lab.RunBondBench(ctx, netns.RunID(), lab.BenchConfig{
 		Profile: p, Duration: *duration, Flows: *flows, Schedulers: ss, NoBaselines: *noBase, Log: log, Direct: *direct,
-		Tool: *tool, CongestionControl: *cc, Faults: faults,
+		Tool: *tool, CongestionControl: *cc, Faults: faults, UDP: *udp,
 		Progress: func(phase string, left time.Duration) {
 			fmt.Fprintf(os.Stderr, "  measuring %-18s about %v left\n", phase, left.Round(time.Second))
 		},
@@ -167,7 +178,12 @@ func printReport(w io.Writer, rep *lab.Report) {
 		}
 		return fmt.Sprintf("%.1f", *v)
 	}
+	var udpRows []lab.BenchResult
 	for _, r := range rep.Results {
+		if r.IsUDP() {
+			udpRows = append(udpRows, r)
+			continue
+		}
 		if r.Error != "" || r.Skipped != "" {
 			// The reason trails the row: text after the last cell widens no column.
 			why := "failed: " + r.Error
@@ -207,6 +223,46 @@ func printReport(w io.Writer, rep *lab.Report) {
 		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
 	}
 	tw.Flush()
+	if len(udpRows) > 0 {
+		fmt.Fprintln(w)
+		printUDP(w, udpRows)
+	}
+}
+
+// printUDP is the table of the UDP rows (--udp).
+func printUDP(w io.Writer, rows []lab.BenchResult) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	head := []string{"UDP", "offered Mbit/s", "goodput Mbit/s", "sent", "received %", "out of order", "duplicates", "delay p50 ms", "delay p99 ms", "uplink shares", "reorder lost/timeout/late"}
+	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
+	for _, r := range rows {
+		if r.UDPStats == nil {
+			why := "failed: " + r.Error
+			if r.Skipped != "" {
+				why = "skipped: " + r.Skipped
+			}
+			fmt.Fprintf(tw, "%s%s\t  %s\n", r.Method, strings.Repeat("\t-", len(head)-1), why)
+			continue
+		}
+		u := r.UDPStats
+		var sh []string
+		for _, s := range r.LinkShare {
+			sh = append(sh, fmt.Sprintf("%.0f", 100*s))
+		}
+		ro := "-"
+		if r.Reorder != nil {
+			ro = fmt.Sprintf("%d/%d/%d", r.Reorder.HolesLost, r.Reorder.HolesTimeout, r.Reorder.Late)
+		}
+		cells := []string{r.Method, fmt.Sprintf("%.1f", u.RateMbit), fmt.Sprintf("%.1f", r.GoodputMbps), fmt.Sprint(u.Sent),
+			fmt.Sprintf("%.2f", u.ReceivedPct), fmt.Sprint(u.OutOfOrder), fmt.Sprint(u.Duplicates),
+			fmt.Sprintf("%.1f", u.DelayP50Ms), fmt.Sprintf("%.1f", u.DelayP99Ms), strings.Join(sh, "/"), ro}
+		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+	}
+	tw.Flush()
+	for _, r := range rows {
+		if u := r.UDPStats; u != nil && (u.RcvbufDrops > 0 || u.Skipped > 0) {
+			fmt.Fprintf(w, "%s: %d datagrams dropped by the receiving socket, %d not sent (sender stalled): not the path's loss\n", r.Method, u.RcvbufDrops, u.Skipped)
+		}
+	}
 }
 
 func runLabDirector(args []string) error {
