@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -17,7 +18,7 @@ import (
 	"github.com/tunbond/tunbond/lab/emulator"
 )
 
-//go:embed profiles/*.yaml
+//go:embed profiles/*.yaml profiles/traces/*.trace
 var profileFS embed.FS
 
 // Profile is a set of emulated uplinks.
@@ -45,6 +46,25 @@ type Shape struct {
 	BurstLoss *BurstLoss `yaml:"burst_loss"`
 	Queue     string     `yaml:"queue"` // longest wait for the rate: 50ms
 	Reorder   bool       `yaml:"reorder"`
+	// Schedule makes the link vary: each step, its after elapsed since the
+	// previous one (the first: since the emulator's start), sets the rate,
+	// delay and loss it names; what it does not name is the shape's own.
+	// The shape's own values hold before the first step; then the steps
+	// cycle (the first again its after past the last), unless repeat is
+	// false, when the last step stays.
+	Schedule []Step `yaml:"schedule"`
+	Repeat   *bool  `yaml:"repeat"` // the schedule cycles; default true
+	// Trace replays profiles/traces/NAME.trace (mahimahi's format) in
+	// place of the rate.
+	Trace string `yaml:"trace"`
+}
+
+// Step is one change of a scheduled link.
+type Step struct {
+	After string `yaml:"after"` // since the previous step: 15s
+	Rate  string `yaml:"rate"`
+	Delay string `yaml:"delay"`
+	Loss  string `yaml:"loss"`
 }
 
 // BurstLoss is Gilbert-Elliott loss, in percent.
@@ -60,7 +80,9 @@ func Profiles() []string {
 	ents, _ := profileFS.ReadDir("profiles")
 	var out []string
 	for _, e := range ents {
-		out = append(out, strings.TrimSuffix(e.Name(), ".yaml"))
+		if name, ok := strings.CutSuffix(e.Name(), ".yaml"); ok && !e.IsDir() {
+			out = append(out, name)
+		}
 	}
 	sort.Strings(out)
 	return out
@@ -142,13 +164,27 @@ func (l LinkSpec) Params() ([2]emulator.Params, error) {
 	return out, nil
 }
 
-// RateMbit is the A→B rate in Mbit/s (0: unlimited).
+// RateMbit is the A→B rate in Mbit/s (0: unlimited); a scheduled or
+// traced link's mean rate.
 func (l LinkSpec) RateMbit() float64 {
 	p, _ := l.Params()
-	return p[0].RateBps / 1e6
+	return p[0].MeanRateBps() / 1e6
 }
 
 func (s Shape) merge(o Shape) Shape {
+	// A direction's rate replaces the link's trace, and its trace the rate.
+	if o.Rate != "" {
+		s.Trace = ""
+	}
+	if o.Trace != "" {
+		s.Trace, s.Rate = o.Trace, ""
+	}
+	if o.Schedule != nil {
+		s.Schedule = o.Schedule
+	}
+	if o.Repeat != nil {
+		s.Repeat = o.Repeat
+	}
 	for _, f := range []struct{ dst, src *string }{{&s.Rate, &o.Rate}, {&s.Delay, &o.Delay}, {&s.Jitter, &o.Jitter}, {&s.Loss, &o.Loss}, {&s.Queue, &o.Queue}} {
 		if *f.src != "" {
 			*f.dst = *f.src
@@ -182,11 +218,9 @@ func (s Shape) params() (emulator.Params, error) {
 		}
 	}
 	if s.Loss != "" {
-		v, err := strconv.ParseFloat(strings.TrimSuffix(s.Loss, "%"), 64)
-		if err != nil || !strings.HasSuffix(s.Loss, "%") || v < 0 || v > 100 {
-			return p, fmt.Errorf("loss: %q is not a percentage (like 2%%)", s.Loss)
+		if p.Loss, err = parsePercent(s.Loss); err != nil {
+			return p, fmt.Errorf("loss: %w", err)
 		}
-		p.Loss = v / 100
 	}
 	if b := s.BurstLoss; b != nil {
 		for _, v := range []float64{b.P, b.R, b.LossGood, b.LossBad} {
@@ -197,7 +231,102 @@ func (s Shape) params() (emulator.Params, error) {
 		p.GE = &emulator.GilbertElliott{P: b.P / 100, R: b.R / 100, LossGood: b.LossGood / 100, LossBad: b.LossBad / 100}
 	}
 	p.Reorder = s.Reorder
+	if s.Trace != "" {
+		if s.Rate != "" {
+			return p, fmt.Errorf("trace: a trace replaces the rate: set rate or trace, not both")
+		}
+		tr, err := loadTrace(s.Trace)
+		if err != nil {
+			return p, fmt.Errorf("trace: %w", err)
+		}
+		// A Trace of its own for each direction, sharing the timestamps:
+		// the two directions' Params then differ, as a --direct run
+		// (which has only TBF rates) checks.
+		p.Trace = &emulator.Trace{Name: tr.Name, Ms: tr.Ms}
+		p.RateBps = tr.MeanBps() // describes the link; the trace shapes it
+	}
+	if s.Repeat != nil && len(s.Schedule) == 0 {
+		return p, fmt.Errorf("repeat: there is no schedule to repeat")
+	}
+	if len(s.Schedule) > 0 {
+		sc := &emulator.Schedule{Repeat: s.Repeat == nil || *s.Repeat}
+		for i, st := range s.Schedule {
+			e := emulator.Step{RateBps: p.RateBps, Delay: p.Delay, Loss: p.Loss}
+			field := func(f string) string { return fmt.Sprintf("schedule[%d].%s", i, f) }
+			if st.After == "" {
+				return p, fmt.Errorf("%s: each step needs one (like 15s)", field("after"))
+			}
+			if e.After, err = time.ParseDuration(st.After); err != nil || e.After <= 0 {
+				return p, fmt.Errorf("%s: %q is not a duration > 0 (like 15s)", field("after"), st.After)
+			}
+			if st.Rate != "" {
+				if p.Trace != nil {
+					return p, fmt.Errorf("%s: a traced link's rate is its trace's", field("rate"))
+				}
+				if e.RateBps, err = ParseRate(st.Rate); err != nil {
+					return p, fmt.Errorf("%s: %w", field("rate"), err)
+				}
+			}
+			if st.Delay != "" {
+				if e.Delay, err = time.ParseDuration(st.Delay); err != nil || e.Delay < 0 {
+					return p, fmt.Errorf("%s: %q is not a duration (like 10ms)", field("delay"), st.Delay)
+				}
+			}
+			if st.Loss != "" {
+				if e.Loss, err = parsePercent(st.Loss); err != nil {
+					return p, fmt.Errorf("%s: %w", field("loss"), err)
+				}
+			}
+			sc.Steps = append(sc.Steps, e)
+		}
+		p.Schedule = sc
+	}
 	return p, nil
+}
+
+func parsePercent(s string) (float64, error) {
+	v, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
+	if err != nil || !strings.HasSuffix(s, "%") || v < 0 || v > 100 {
+		return 0, fmt.Errorf("%q is not a percentage (like 2%%)", s)
+	}
+	return v / 100, nil
+}
+
+var traces = struct {
+	sync.Mutex
+	m map[string]*emulator.Trace
+}{m: map[string]*emulator.Trace{}}
+
+// loadTrace reads a built-in trace once.
+func loadTrace(name string) (*emulator.Trace, error) {
+	traces.Lock()
+	defer traces.Unlock()
+	if t := traces.m[name]; t != nil {
+		return t, nil
+	}
+	b, err := profileFS.ReadFile(path.Join("profiles", "traces", name+".trace"))
+	if err != nil || strings.ContainsAny(name, "/\\") {
+		return nil, fmt.Errorf("no trace %q (have: %s)", name, strings.Join(Traces(), ", "))
+	}
+	t, err := emulator.ParseTrace(name, b)
+	if err != nil {
+		return nil, err
+	}
+	traces.m[name] = t
+	return t, nil
+}
+
+// Traces lists the built-in trace names.
+func Traces() []string {
+	ents, _ := profileFS.ReadDir("profiles/traces")
+	var out []string
+	for _, e := range ents {
+		if name, ok := strings.CutSuffix(e.Name(), ".trace"); ok {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // ParseRate reads a rate in tc's units: bit, kbit, mbit, gbit; or
