@@ -99,6 +99,21 @@ func NewShaperAt(p Params, rng *rand.Rand, start time.Time) *Shaper {
 	return s
 }
 
+// Restart moves the schedule's and the trace's time 0 to start, keeping
+// the frames already queued (a trace's opportunities before their
+// departures stay used).
+func (s *Shaper) Restart(start time.Time) {
+	s.start = start
+	s.segFrom, s.segUntil = 0, 0
+	if s.p.Schedule == nil || len(s.offs) == 0 {
+		s.segFrom, s.segUntil = math.MinInt64, math.MaxInt64
+	}
+	s.nextOpp = 0
+	if tr := s.p.Trace; tr != nil && s.txFree.After(start) {
+		s.nextOpp = tr.firstAt(s.txFree.Sub(start)) // not before the queue drains
+	}
+}
+
 // InForce returns the params in force at now: the base ones with the
 // schedule's step at now applied.
 func (s *Shaper) InForce(now time.Time) Params {
@@ -155,6 +170,7 @@ func (s *Shaper) Admit(now time.Time, size int) (time.Time, Verdict) {
 		}
 		s.nextOpp += int64(max(1, (size+TraceMTU-1)/TraceMTU))
 		start = s.start.Add(tr.oppAt(s.nextOpp - 1)) // its last byte's
+		s.txFree = start
 	} else {
 		if s.txFree.After(start) {
 			if s.txFree.Sub(now) > s.p.Queue {

@@ -331,3 +331,36 @@ func TestMeanRate(t *testing.T) {
 		t.Fatalf("mean without repeat %g, want the last step's 20e6", got)
 	}
 }
+
+func TestRestart(t *testing.T) {
+	p := Params{RateBps: 12e6, Delay: 10 * time.Millisecond, Schedule: &Schedule{Repeat: true, Steps: []Step{
+		{After: time.Second, RateBps: 6e6, Delay: 30 * time.Millisecond},
+	}}}
+	s := NewShaperAt(p, rng(), t0)
+	if got := s.InForce(t0.Add(ms(1500))); got.Delay != 30*time.Millisecond {
+		t.Fatalf("before the restart, at 1.5 s: %v, want the step's 30ms", got.Delay)
+	}
+	s.Restart(t0.Add(ms(1200)))
+	for _, tt := range []struct {
+		at    time.Duration
+		delay time.Duration
+	}{{ms(1500), 10 * time.Millisecond}, {ms(2199), 10 * time.Millisecond}, {ms(2200), 30 * time.Millisecond}} {
+		if got := s.InForce(t0.Add(tt.at)); got.Delay != tt.delay {
+			t.Errorf("restarted at 1.2 s, at %v: %v, want %v", tt.at, got.Delay, tt.delay)
+		}
+	}
+
+	// A trace restarts at its first opportunity, but not before the frames
+	// queued have left.
+	tr, _ := ParseTrace("t", []byte("1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n"))
+	s = NewShaperAt(Params{Trace: tr}, rng(), t0)
+	for i := 0; i < 4; i++ {
+		s.Admit(t0.Add(ms(5)), 1500) // opportunities 5..8 ms
+	}
+	s.Restart(t0.Add(ms(5.5))) // its opportunities now at 6.5, 7.5, … ms
+	for _, want := range []time.Duration{ms(8.5), ms(9.5)} {
+		if d, v := s.Admit(t0.Add(ms(5.5)), 1500); v != Pass || d.Sub(t0) != want {
+			t.Errorf("after the restart: departs at %v (%v), want %v", d.Sub(t0), v, want)
+		}
+	}
+}
