@@ -364,3 +364,23 @@ func TestRestart(t *testing.T) {
 		}
 	}
 }
+
+func TestScheduleCheck(t *testing.T) {
+	for _, tt := range []struct {
+		s  Schedule
+		ok bool
+	}{
+		{Schedule{}, false},
+		{Schedule{Steps: []Step{{After: time.Second}, {After: 0}}}, false},
+		{Schedule{Steps: []Step{{After: time.Second}}, Repeat: true}, true},
+	} {
+		if err := tt.s.Check(); (err == nil) != tt.ok {
+			t.Errorf("%+v: Check %v, want ok=%v", tt.s, err, tt.ok)
+		}
+	}
+	// An unchecked zero period does not divide by zero: it does not cycle.
+	s := NewShaperAt(Params{Schedule: &Schedule{Repeat: true, Steps: []Step{{After: 0, Delay: ms(7)}}}}, rng(), t0)
+	if got := s.InForce(t0.Add(time.Hour)); got.Delay != ms(7) {
+		t.Fatalf("zero-period schedule: %v", got.Delay)
+	}
+}
