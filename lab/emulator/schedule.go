@@ -61,8 +61,9 @@ func (s *Schedule) at(offs []time.Duration, d time.Duration) (int, time.Duration
 		return -1, offs[0]
 	}
 	period := offs[n-1]
-	var base time.Duration                     // the cycle's shift
-	if s.Repeat && period > 0 && d >= period { // (Check refuses a period of 0)
+	var base time.Duration // the cycle's shift
+	// A period of 0 (which Check refuses) does not cycle.
+	if s.Repeat && period > 0 && d >= period {
 		c := (d - offs[0]) / period
 		base = c * period
 		d -= base
