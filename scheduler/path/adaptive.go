@@ -15,6 +15,12 @@ const (
 	// QueueSignificant is the one-way queueing from which a path counts as
 	// the bottleneck of what it is offered.
 	QueueSignificant = 2 * time.Millisecond
+	// ProbeFloor is the least rate a path that shows no queue is modelled
+	// at (inner bytes/s, 10 Mbit/s): one that carries only the ACKs of the
+	// other direction's flows delivers little, and modelling it at twice
+	// that would spill ACKs onto slower paths as soon as they grow; 10
+	// Mbit/s carries the ACKs of some 600 Mbit/s of data.
+	ProbeFloor = 1.25e6
 	// BootstrapRate is what a path is assumed to carry (inner bytes/s)
 	// before any feedback and with no other path's rate to go by: 100 Mbit/s.
 	BootstrapRate = 12.5e6
@@ -126,7 +132,7 @@ func (a *Adaptive) refresh(now int64) {
 		l, ok := a.p.Learned(i)
 		r := l.Rate
 		if l.Queue < QueueSignificant || time.Duration(now-l.Feedback.UnixNano()) > 100*time.Millisecond {
-			r = max(r*ProbeGain, BootstrapRate)
+			r = max(r*ProbeGain, ProbeFloor)
 		}
 		if !ok || l.Rate == 0 {
 			r = BootstrapRate
