@@ -5,7 +5,8 @@ import (
 )
 
 // Failover: a path whose feedback stops while it carries data leaves the
-// scheduler within max(StallRTTs × its RTT, StallMin), and what it was
+// scheduler within stallLimit (max(StallRTTs × its least RTT, StallMin) on
+// an unqueued path), and what it was
 // carrying that no feedback covered is sent again on the live path with the
 // least RTT (the receiver's reorder buffer drops what arrives twice). A
 // keepalive reply or a feedback on it puts it back.
@@ -114,15 +115,15 @@ func (e *Engine) failoverLoop() {
 			}
 			p.estMu.Lock()
 			first, fed := p.tx.firstUnfed, p.tx.fed
-			rtt := p.tx.est.SmoothedRTT()
+			minRTT, latest := p.tx.est.MinRTT(), p.tx.est.LatestRTT()
 			p.estMu.Unlock()
 			if !fed || first == 0 {
 				continue // no feedback from this peer yet (or none missing)
 			}
-			if rtt == 0 {
-				rtt = time.Duration(p.rttNs.Load())
+			if minRTT == 0 {
+				minRTT = time.Duration(p.rttNs.Load())
 			}
-			limit := max(StallRTTs*rtt, StallMin)
+			limit := stallLimit(minRTT, latest)
 			if silent := time.Duration(now - first); silent > limit {
 				e.stall(p, silent)
 			}
@@ -173,6 +174,17 @@ func (e *Engine) stall(p *enginePath, silent time.Duration) {
 	}
 	e.log.Warn("path stalled: no feedback under traffic; what it carried is re-sent", "path", p.Name,
 		"silent_for", silent.Round(time.Millisecond), "resent_on", to.Name, "not_kept", missed)
+}
+
+// stallLimit is how long a path may carry data with no feedback reporting
+// more delivered: StallRTTs of its least RTT (the feedback's, else the
+// keepalives'), but no less than its latest RTT (queueing included) and two
+// feedback intervals, nor than StallMin. Under steady traffic feedbacks
+// come every FeedbackInterval whatever the queue, so a blackhole is found
+// before the receiver's reorder timeout gives up what it held back, and
+// the inner transport's retransmissions go on a live path.
+func stallLimit(minRTT, latestRTT time.Duration) time.Duration {
+	return max(StallRTTs*minRTT, latestRTT+2*FeedbackInterval, StallMin)
 }
 
 // unstall puts a stalled path back in the scheduler.

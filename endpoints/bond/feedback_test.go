@@ -95,3 +95,18 @@ func TestEngineStalledPathIsResent(t *testing.T) {
 		t.Errorf("status: %+v", st[0])
 	}
 }
+
+func TestStallLimit(t *testing.T) {
+	ms := time.Millisecond
+	for _, tt := range []struct{ min, latest, want time.Duration }{
+		{2 * ms, 3 * ms, 50 * ms},    // a short path: StallMin
+		{20 * ms, 25 * ms, 60 * ms},  // 3 × its least RTT
+		{20 * ms, 90 * ms, 110 * ms}, // queued: its latest RTT + two feedback intervals
+		{80 * ms, 85 * ms, 240 * ms}, // a long path
+		{0, 0, 50 * ms},              // nothing measured yet
+	} {
+		if got := stallLimit(tt.min, tt.latest); got != tt.want {
+			t.Errorf("stallLimit(%v, %v) = %v, want %v", tt.min, tt.latest, got, tt.want)
+		}
+	}
+}
