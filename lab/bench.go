@@ -182,6 +182,7 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 	}
 	var net *netns.Net
 	var counters linkCounters
+	restart := func() {} // the emulator's, when there is one
 	var err error
 	if cfg.Direct {
 		for i, pp := range params {
@@ -215,6 +216,7 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 		}
 		defer emu.Close()
 		counters = emu.BytesAB
+		restart = emu.Restart
 	}
 	// Each method's connections must start afresh: Linux caches a
 	// destination's ssthresh and RTT from the last connection to it, and
@@ -266,6 +268,7 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 		if cfg.Progress != nil {
 			cfg.Progress(m.name, time.Duration(len(methods)-k)*(cfg.Duration+3*time.Second))
 		}
+		restart() // a schedule or trace starts again: every method meets the same links
 		r, err := runMethodBounded(ctx, net, counters, m, cfg, weights)
 		if err == nil && r.congestion != rep.CongestionControl {
 			err = fmt.Errorf("the flow used congestion control %s, not %s", r.congestion, rep.CongestionControl)
