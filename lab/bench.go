@@ -334,19 +334,26 @@ func runMethodBounded(ctx context.Context, net *netns.Net, counters linkCounters
 	return r, err
 }
 
+// startMethodBond starts the bond a tunbond method runs through (nil for
+// the others), with the user's defaults and the method's scheduler.
+func startMethodBond(ctx context.Context, net *netns.Net, m method, cfg BenchConfig, weights []int64) (*Bond, error) {
+	if m.sched == "" {
+		return nil, nil
+	}
+	bctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return StartBondOn(bctx, net, BondSpec{Weights: weights, Scheduler: m.sched, Log: cfg.Log})
+}
+
 // runMethod measures one method: the flow, RTT probes through the same path
 // while it is loaded (10 a second), and each uplink's bytes every second.
 func runMethod(ctx context.Context, net *netns.Net, counters linkCounters, m method, cfg BenchConfig, weights []int64) (BenchResult, error) {
 	row := BenchResult{Method: m.name}
-	var bond *Bond
-	if m.sched != "" {
-		var err error
-		bctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		bond, err = StartBondOn(bctx, net, BondSpec{Weights: weights, Scheduler: m.sched, Log: cfg.Log})
-		cancel()
-		if err != nil {
-			return row, err
-		}
+	bond, err := startMethodBond(ctx, net, m, cfg, weights)
+	if err != nil {
+		return row, err
+	}
+	if bond != nil {
 		defer bond.Stop()
 	}
 	mctx, cancel := context.WithCancel(ctx)

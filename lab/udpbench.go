@@ -98,15 +98,11 @@ func runUDPRows(ctx context.Context, net *netns.Net, counters linkCounters, meth
 // runUDPMethod measures one method's UDP row at rate bit/s.
 func runUDPMethod(ctx context.Context, net *netns.Net, counters linkCounters, m method, cfg BenchConfig, weights []int64, rate float64) (BenchResult, error) {
 	row := BenchResult{Method: m.name + UDPSuffix, Retransmits: -1, RTO: -1}
-	var bond *Bond
-	if m.sched != "" {
-		var err error
-		bctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		bond, err = StartBondOn(bctx, net, BondSpec{Weights: weights, Scheduler: m.sched, Log: cfg.Log})
-		cancel()
-		if err != nil {
-			return row, err
-		}
+	bond, err := startMethodBond(ctx, net, m, cfg, weights)
+	if err != nil {
+		return row, err
+	}
+	if bond != nil {
 		defer bond.Stop()
 	}
 	c0 := counters()

@@ -31,6 +31,35 @@ func startBond(t *testing.T, spec lab.BondSpec) *lab.Bond {
 	return b
 }
 
+// transferResult is how a transfer in the background ended.
+type transferResult struct {
+	r   traffic.TransferResult
+	err error
+}
+
+// transferUnderWay starts a 200 MB transfer from site A to site B through
+// the bond and returns once `after` bytes have arrived; the channel then
+// gives how it ended.
+func transferUnderWay(t *testing.T, ctx context.Context, net *netns.Net, after int64, before string) <-chan transferResult {
+	t.Helper()
+	var progress atomic.Int64
+	done := make(chan transferResult, 1)
+	go func() {
+		r, err := traffic.Transfer(ctx, net.NS("a"), net.NS("b"), lab.BondAddrB, 200<<20, &progress)
+		done <- transferResult{r, err}
+	}()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for progress.Load() < after {
+		select {
+		case r := <-done:
+			t.Fatalf("transfer ended before %s: %v", before, r.err)
+		case <-tick.C:
+		}
+	}
+	return done
+}
+
 func TestBondPingAndTransfer(t *testing.T) {
 	for _, weights := range [][]int64{{100, 30}, {100, 50, 20}} {
 		t.Run(fmt.Sprintf("%d-uplinks", len(weights)), func(t *testing.T) {
@@ -78,27 +107,9 @@ func TestBondSurvivesUplinkDown(t *testing.T) {
 	b := startBond(t, lab.BondSpec{Weights: []int64{1, 1}})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var progress atomic.Int64
-	type result struct {
-		r   traffic.TransferResult
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		r, err := traffic.Transfer(ctx, b.Net.NS("a"), b.Net.NS("b"), lab.BondAddrB, 200<<20, &progress)
-		done <- result{r, err}
-	}()
-	// Wait until the transfer is well under way (a quarter of it), then
-	// take uplink 1 down on site A.
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for progress.Load() < 50<<20 {
-		select {
-		case r := <-done:
-			t.Fatalf("transfer ended before the uplink went down: %v", r.err)
-		case <-tick.C:
-		}
-	}
+	// Once the transfer is well under way (a quarter of it), take uplink 1
+	// down on site A.
+	done := transferUnderWay(t, ctx, b.Net, 50<<20, "the uplink went down")
 	if err := b.Net.SetLinkUp("a", netns.UplinkName(1), false); err != nil {
 		t.Fatal(err)
 	}

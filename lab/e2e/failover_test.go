@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,25 +41,7 @@ func TestBondBlackholeNoRTO(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var progress atomic.Int64
-	type result struct {
-		r   traffic.TransferResult
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		r, err := traffic.Transfer(ctx, net.NS("a"), net.NS("b"), lab.BondAddrB, 200<<20, &progress)
-		done <- result{r, err}
-	}()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for progress.Load() < 60<<20 {
-		select {
-		case r := <-done:
-			t.Fatalf("transfer ended before the blackhole: %v", r.err)
-		case <-tick.C:
-		}
-	}
+	done := transferUnderWay(t, ctx, net, 60<<20, "the blackhole")
 	before := b.A.Engine().Status()
 	for i, p := range before {
 		if p.TxBytes < 1<<20 {
