@@ -296,8 +296,10 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 		}
 	}
 	best := 0.0
-	for _, r := range rep.Results[:n*btoi(!cfg.NoBaselines)] { // the links alone
-		best = max(best, r.GoodputMbps)
+	if !cfg.NoBaselines {
+		for _, r := range rep.Results[:n] { // the links alone
+			best = max(best, r.GoodputMbps)
+		}
 	}
 	for i := range rep.Results {
 		if sumRate > 0 && allLimited(params) {
@@ -311,13 +313,6 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
-
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
 
 // runMethodBounded runs a method with a deadline: a tool that hangs (it
 // happens to iperf3 over MPTCP now and then) must not stall the run.

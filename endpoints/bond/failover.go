@@ -19,79 +19,75 @@ const (
 	// 300 Mbit/s, 110 ms of traffic.
 	resendBytes = 4 << 20
 	resendSlots = 1 << 13
-	// maxResendPacket bounds a packet the ring keeps.
+	// maxResendPacket bounds a packet the ring keeps: a TUN packet is at
+	// most an MTU plus the tunnel header.
 	maxResendPacket = 1 << 16
 )
 
 // resendRing keeps copies of the latest data packets sent on a path (tunnel
 // header and inner packet, as handed to the uplink: independent of the
-// path), in a fixed arena. Not safe for concurrent use (estMu).
+// path), in a fixed arena written round. Positions count every byte ever
+// taken from the arena (the tail skipped at a wrap included), so a packet's
+// bytes are intact while fewer than len(arena) have been taken since it was
+// written. Not safe for concurrent use (estMu).
 type resendRing struct {
 	arena []byte
-	at    int // next write offset in arena
+	pos   uint64 // bytes ever taken from the arena
 	ents  []resendEntry
 	head  uint64 // entries written, ever
 }
 
 type resendEntry struct {
-	seq      uint32
-	off, len int
+	seq uint32
+	pos uint64 // where its bytes start, in ever-taken bytes
+	len int
 }
 
 func newResendRing() *resendRing {
 	return &resendRing{arena: make([]byte, resendBytes), ents: make([]resendEntry, resendSlots)}
 }
 
-func (r *resendRing) reset() { r.at, r.head = 0, 0 }
+func (r *resendRing) reset() { r.pos, r.head = 0, 0 }
 
 // add keeps a copy of pkt, sent with sequence seq.
 func (r *resendRing) add(seq uint32, pkt []byte) {
 	if len(pkt) > maxResendPacket {
 		return
 	}
-	if r.at+len(pkt) > len(r.arena) {
-		r.at = 0
+	size := uint64(len(r.arena))
+	if off := r.pos % size; off+uint64(len(pkt)) > size {
+		r.pos += size - off // the tail is too short: start again at 0
 	}
-	copy(r.arena[r.at:], pkt)
-	r.ents[r.head%uint64(len(r.ents))] = resendEntry{seq: seq, off: r.at, len: len(pkt)}
-	r.at += len(pkt)
+	off := r.pos % size
+	copy(r.arena[off:], pkt)
+	r.ents[r.head%uint64(len(r.ents))] = resendEntry{seq: seq, pos: r.pos, len: len(pkt)}
+	r.pos += uint64(len(pkt))
 	r.head++
 }
 
-// after appends to out the packets kept with a sequence after seq (in the
-// order they were sent) whose bytes are still in the arena, and returns it
-// with how many such packets were no longer kept.
+// after appends to out the packets kept with a sequence after seq, in the
+// order they were sent, and returns it with how many such packets are no
+// longer kept (their bytes written over; at least 1 if the index itself
+// has forgotten some).
 func (r *resendRing) after(seq uint32, out [][]byte) ([][]byte, int) {
 	n := min(r.head, uint64(len(r.ents)))
-	// Walk back from the newest to the first one after seq, then forward.
-	start := r.head
-	for k := uint64(0); k < n; k++ {
-		e := &r.ents[(r.head-1-k)%uint64(len(r.ents))]
-		if int32(e.seq-seq) <= 0 {
-			break
-		}
-		start = r.head - 1 - k
+	start := r.head // the first entry after seq
+	for start > r.head-n && int32(r.ents[(start-1)%uint64(len(r.ents))].seq-seq) > 0 {
+		start--
 	}
-	// An entry is intact while less than the arena was written after it
-	// (with a packet's worth to spare: a wrap leaves the arena's tail unused).
-	var written int
 	missed := 0
-	intact := make([]bool, 0, r.head-start)
-	for g := r.head; g > start; g-- {
-		e := &r.ents[(g-1)%uint64(len(r.ents))]
-		written += e.len
-		intact = append(intact, written+maxResendPacket <= len(r.arena))
+	if start == r.head-n && n == uint64(len(r.ents)) {
+		missed++
 	}
-	for g, k := start, len(intact)-1; g < r.head; g, k = g+1, k-1 {
-		e := &r.ents[g%uint64(len(r.ents))]
-		if !intact[k] {
+	size := uint64(len(r.arena))
+	for g := start; g < r.head; g++ {
+		e := r.ents[g%uint64(len(r.ents))]
+		if r.pos-e.pos > size {
 			missed++
 			continue
 		}
-		out = append(out, r.arena[e.off:e.off+e.len])
-	}
-	if r.head-start == n && n == uint64(len(r.ents)) {
-		missed++ // older ones were overwritten in the index: at least one
+		off := e.pos % size
+		out = append(out, r.arena[off:off+uint64(e.len)])
 	}
 	return out, missed
 }
@@ -138,13 +134,8 @@ func (e *Engine) stall(p *enginePath, silent time.Duration) {
 	e.pathSet.SetStalled(p.idx, true)
 	p.stalls.Add(1)
 	var to *enginePath
-	for _, q := range e.paths {
-		if q == p || !q.upNow.Load() || e.pathSet.Stalled(q.idx) {
-			continue
-		}
-		if to == nil || q.rttNs.Load() < to.rttNs.Load() {
-			to = q
-		}
+	if q := e.secondPath(p.idx); q >= 0 {
+		to = e.paths[q]
 	}
 	p.estMu.Lock()
 	var pkts [][]byte

@@ -44,7 +44,6 @@ type txLearning struct {
 	lossPPM       float64 // smoothed loss
 	lastLost      uint64
 	lastSent      uint64 // packets the path had carried up to the latest feedback's highest sequence
-	lastFbAt      int64
 	lastDelivered uint64 // the latest feedback's DeliveredPackets
 }
 
@@ -104,13 +103,12 @@ func (e *Engine) onFeedback(p *enginePath, f header.FeedbackFields, now time.Tim
 	t := now.UnixNano()
 	p.estMu.Lock()
 	l := &p.tx
-	appLimited := e.pathSet.IdleAt(p.idx) > l.lastFbAt // the scheduler found it with room to spare since
+	appLimited := e.pathSet.IdleAt(p.idx) > l.est.LastFeedback() // the scheduler found it with room to spare since
 	s := l.est.OnFeedback(t, f, l.log, appLimited)
 	if s.Stale {
 		p.estMu.Unlock()
 		return
 	}
-	l.lastFbAt = t
 	sent, inLog := l.log.Lookup(f.HighestSeq)
 	// Only a feedback that reports more delivered shows the path carries
 	// data (an idle path's feedback goes on with the keepalives, repeating

@@ -110,8 +110,8 @@ func (e *Engine) sendData(p *enginePath, batch [][]byte, seqs, sizes []uint32, n
 	}
 }
 
-// secondPath is the up, unstalled path other than p with the least RTT, for
-// a packet sent twice; -1 if there is none.
+// secondPath is the up, unstalled path other than p with the least RTT: for
+// a packet sent twice, and for what a stalled path carried; -1 if none.
 func (e *Engine) secondPath(p int) int {
 	best := -1
 	for i, q := range e.paths {

@@ -62,7 +62,6 @@ type Adaptive struct {
 	verdicts    []Exclusion
 	nextRefresh int64
 	gen         uint64
-	solo        int
 }
 
 // NewAdaptive returns the scheduler; now is its clock.
@@ -71,7 +70,7 @@ func NewAdaptive(p *Paths, now func() time.Time) *Adaptive {
 	return &Adaptive{p: p, now: now, busy: make([]int64, n), rate: make([]float64, n), rel: make([]int64, n),
 		in: make([]bool, n), trials: make([]trial, n), idleMarked: make([]int64, n),
 		verdicts: make([]Exclusion, 0, n),
-		gen:      ^uint64(0), solo: -1}
+		gen:      ^uint64(0)}
 }
 
 func (a *Adaptive) Pick(pkt []byte) int {
@@ -207,8 +206,7 @@ func (a *Adaptive) exclude(now int64) {
 		}
 		verdicts = append(verdicts, v)
 	}
-	a.solo = -1
-	inUse, last := 0, -1
+	solo, inUse, last := -1, 0, -1
 	for i, v := range verdicts {
 		a.p.setExcluded(i, v)
 		if a.in[i] && v != Included {
@@ -220,9 +218,9 @@ func (a *Adaptive) exclude(now int64) {
 		}
 	}
 	if inUse == 1 && n > 1 {
-		a.solo = last
+		solo = last
 	}
-	a.p.solo.Store(int32(a.solo))
+	a.p.solo.Store(int32(solo))
 }
 
 // step advances usable path i's trial and returns its verdict.
