@@ -30,6 +30,12 @@ type enginePair struct {
 
 func newEnginePair(t *testing.T, enc encap.Encapsulation, sched string, weights ...uint32) *enginePair {
 	t.Helper()
+	return newEnginePairKeepalive(t, enc, sched, 50*time.Millisecond, weights...)
+}
+
+// newEnginePairKeepalive is newEnginePair with another keepalive interval.
+func newEnginePairKeepalive(t *testing.T, enc encap.Encapsulation, sched string, keepalive time.Duration, weights ...uint32) *enginePair {
+	t.Helper()
 	ep := &enginePair{ta: tuntest.NewChannelTUN(), tb: tuntest.NewChannelTUN(),
 		aAddr: netip.MustParseAddr("10.77.0.1"), bAddr: netip.MustParseAddr("10.77.0.2")}
 	var pa, pb []EnginePath
@@ -47,7 +53,7 @@ func newEnginePair(t *testing.T, enc encap.Encapsulation, sched string, weights 
 		e, err := NewEngine(EngineConfig{
 			Encap: enc, Scheduler: sched,
 			Reorder:   reorder.Config{Window: 1024, Timeout: 500 * time.Millisecond},
-			Keepalive: 50 * time.Millisecond, Misses: 3, MTU: 1420, Paths: paths,
+			Keepalive: keepalive, Misses: 3, MTU: 1420, Paths: paths,
 			Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		}, dev.TUN())
 		if err != nil {

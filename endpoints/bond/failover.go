@@ -2,6 +2,9 @@ package bond
 
 import (
 	"time"
+
+	"github.com/tunbond/tunbond/tunnel/encap"
+	"github.com/tunbond/tunbond/tunnel/header"
 )
 
 // Failover: a path whose feedback stops while it carries data leaves the
@@ -93,11 +96,12 @@ func (r *resendRing) after(seq uint32, out [][]byte) ([][]byte, int) {
 }
 
 // failoverLoop takes stalled paths out of the scheduler and re-sends what
-// they were carrying.
+// they were carrying; it also sends the feedback that a burst's tail owes.
 func (e *Engine) failoverLoop() {
 	defer e.wg.Done()
 	t := time.NewTicker(stallCheckEvery)
 	defer t.Stop()
+	scratch := make([]byte, encap.Headroom+header.FeedbackPacketLen)
 	for {
 		select {
 		case <-t.C:
@@ -105,6 +109,9 @@ func (e *Engine) failoverLoop() {
 			return
 		}
 		now := e.now().UnixNano()
+		for _, p := range e.paths {
+			e.flushFeedback(p, now, scratch)
+		}
 		for _, p := range e.paths {
 			if !p.upNow.Load() || e.pathSet.Stalled(p.idx) {
 				continue
@@ -121,42 +128,39 @@ func (e *Engine) failoverLoop() {
 			}
 			limit := stallLimit(minRTT, latest)
 			if silent := time.Duration(now - first); silent > limit {
-				e.stall(p, silent)
+				e.stall(p, silent, scratch)
 			}
 		}
 	}
 }
 
 // stall takes p out of the scheduler and re-sends its unacknowledged
-// packets on the live path with the least RTT.
-func (e *Engine) stall(p *enginePath, silent time.Duration) {
+// packets on the live path with the least RTT. The last live path is
+// never stalled: there is nowhere to move its traffic, and a silence that
+// queueing on the way back explains would leave the bond with no path.
+// A probe goes on p at once, so a stall that only queueing caused ends
+// with its reply, an RTT later, not with the next keepalive.
+func (e *Engine) stall(p *enginePath, silent time.Duration, scratch []byte) {
+	q := e.secondPath(p.idx)
+	if q < 0 {
+		return
+	}
+	to := e.paths[q]
 	p.stalledAt.Store(e.now().UnixNano())
 	e.pathSet.SetStalled(p.idx, true)
 	p.stalls.Add(1)
-	var to *enginePath
-	if q := e.secondPath(p.idx); q >= 0 {
-		to = e.paths[q]
-	}
 	p.estMu.Lock()
-	var pkts [][]byte
-	missed := 0
-	if to != nil {
-		pkts, missed = p.tx.keep.after(p.tx.fedUpTo, nil)
-		// copies: the ring goes on taking packets (a resend on p's own
-		// uplink never happens, but the tx loop may still be in p's batch)
-		buf := make([]byte, 0, totalLen(pkts))
-		for i, b := range pkts {
-			buf = append(buf, b...)
-			pkts[i] = buf[len(buf)-len(b):]
-		}
+	pkts, missed := p.tx.keep.after(p.tx.fedUpTo, nil)
+	// copies: the ring goes on taking packets (a resend on p's own uplink
+	// never happens, but the tx loop may still be in p's batch)
+	buf := make([]byte, 0, totalLen(pkts))
+	for i, b := range pkts {
+		buf = append(buf, b...)
+		pkts[i] = buf[len(buf)-len(b):]
 	}
 	p.tx.firstUnfed = 0
 	p.estMu.Unlock()
-	if to == nil {
-		e.log.Warn("path stalled: no feedback under traffic, and no other path to re-send on", "path", p.Name,
-			"silent_for", silent.Round(time.Millisecond))
-		return
-	}
+	e.probe(p, scratch)
 	p.resent.Add(uint64(len(pkts)))
 	for len(pkts) > 0 {
 		n := min(len(pkts), 64)

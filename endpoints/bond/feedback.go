@@ -24,6 +24,7 @@ const lossMemory = 1000
 // from the peer's current epoch (fbMu).
 type rxFeedback struct {
 	have     bool   // data arrived since the peer's epoch was heard
+	pending  bool   // data arrived since the latest feedback
 	highest  uint32 // highest bond sequence received
 	at       int64  // our clock when it arrived, ns
 	bytes    uint64 // inner bytes received
@@ -55,13 +56,26 @@ func (e *Engine) noteData(p *enginePath, highest uint32, bytes, packets uint64, 
 	if !r.have || int32(highest-r.highest) > 0 {
 		r.highest, r.at = highest, now
 	}
-	r.have = true
+	r.have, r.pending = true, true
 	r.bytes += bytes
 	r.packets += packets
 	due := now-r.lastSent >= int64(FeedbackInterval)
 	p.fbMu.Unlock()
 	if due {
 		e.sendFeedback(p, now, p.fbScratch)
+	}
+}
+
+// flushFeedback reports on p what arrived since its latest feedback, once
+// FeedbackInterval has passed: the tail of a burst is reported within an
+// interval, not with the next keepalive (the sender would take the
+// silence for a stall).
+func (e *Engine) flushFeedback(p *enginePath, now int64, scratch []byte) {
+	p.fbMu.Lock()
+	due := p.rx.pending && now-p.rx.lastSent >= int64(FeedbackInterval)
+	p.fbMu.Unlock()
+	if due {
+		e.sendFeedback(p, now, scratch)
 	}
 }
 
@@ -78,7 +92,7 @@ func (e *Engine) sendFeedback(p *enginePath, now int64, scratch []byte) {
 		return
 	}
 	r.seq++
-	r.lastSent = now
+	r.lastSent, r.pending = now, false
 	f := header.FeedbackFields{
 		ControlFields: e.controlFields(p, header.ControlFeedback),
 		HighestSeq:    r.highest, ReceivedAt: r.at, DeliveredBytes: r.bytes, DeliveredPackets: r.packets,

@@ -2,12 +2,14 @@ package bond
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"github.com/tunbond/tunbond/tunnel/encap"
+	"github.com/tunbond/tunbond/tunnel/header"
 )
 
 // await polls cond every millisecond until it holds or 5 s pass.
@@ -94,6 +96,52 @@ func TestEngineStalledPathIsResent(t *testing.T) {
 	if st := ep.a.Status(); st[0].Stalls == 0 {
 		t.Errorf("status: %+v", st[0])
 	}
+}
+
+// TestFeedbackCoversTheTail: data that arrives less than a feedback
+// interval after the latest feedback, with nothing after it, is reported
+// within an interval, not with the next keepalive (10 s here): the sender
+// would take the silence for a stall (the reverse direction of a bond that
+// carries one flow's ACKs was stalled every second or so, and with the
+// other path blackholed, both were).
+func TestFeedbackCoversTheTail(t *testing.T) {
+	ep := newEnginePairKeepalive(t, encap.GRE{Key: 7}, "rr", 10*time.Second, 1)
+	p := ep.a.paths[0]
+	covered := func() bool {
+		p.estMu.Lock()
+		defer p.estMu.Unlock()
+		hi, ok := p.tx.log.Highest()
+		return ok && p.tx.fed && p.tx.fedUpTo == hi && p.tx.firstUnfed == 0
+	}
+	for i := 0; i < 3; i++ {
+		before := p.feedbackRx.Load()
+		ep.send(t, 1) // each right after the feedback on the one before
+		await(t, fmt.Sprintf("a feedback covering packet %d", i), func() bool {
+			return covered() && p.feedbackRx.Load() > before
+		})
+	}
+}
+
+// TestLastLivePathNeverStalls: a path whose feedback is missing is not
+// taken out when no other path could take its traffic (a silence that
+// queueing on the way back explains would leave the bond with no path);
+// with another path live it is, and a probe goes on it at once.
+func TestLastLivePathNeverStalls(t *testing.T) {
+	ep := newEnginePairKeepalive(t, encap.GRE{Key: 7}, "rr", 10*time.Second, 1, 1)
+	scratch := make([]byte, encap.Headroom+header.FeedbackPacketLen)
+	ep.a.pathSet.SetStalled(1, true)
+	ep.a.stall(ep.a.paths[0], time.Second, scratch)
+	if ep.a.pathSet.Stalled(0) || ep.a.paths[0].stalls.Load() != 0 {
+		t.Fatal("the last live path was stalled")
+	}
+	ep.a.pathSet.SetStalled(1, false)
+	ep.a.stall(ep.a.paths[1], time.Second, scratch)
+	if !ep.a.pathSet.Stalled(1) || ep.a.paths[1].stalls.Load() != 1 {
+		t.Fatal("a silent path with another live beside it was not stalled")
+	}
+	// No data flows and the keepalives are 10 s apart: only the probe
+	// sent with the stall can bring the path back.
+	await(t, "the stalled path's probe answered and the path back", func() bool { return !ep.a.pathSet.Stalled(1) })
 }
 
 func TestStallLimit(t *testing.T) {

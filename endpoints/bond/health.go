@@ -79,15 +79,12 @@ func (e *Engine) healthLoop() {
 		now := e.now()
 		for _, p := range e.paths {
 			p.mu.Lock()
-			p.probeSeq++
-			f := e.controlFields(p, header.ControlProbe)
-			f.ProbeSeq, f.Timestamp = p.probeSeq, now.UnixNano()
 			if p.health.check(now) {
 				e.setState(p, false, now)
 			}
 			p.mu.Unlock()
 			e.checkSilence(p, now)
-			e.sendControl(p, scratch, f)
+			e.probe(p, scratch)
 			// An idle path's feedback goes with its keepalives.
 			p.fbMu.Lock()
 			idle := now.UnixNano()-p.rx.lastSent >= int64(e.cfg.Keepalive)/2
@@ -103,6 +100,16 @@ func (e *Engine) healthLoop() {
 			return
 		}
 	}
+}
+
+// probe sends a keepalive probe on p.
+func (e *Engine) probe(p *enginePath, scratch []byte) {
+	p.mu.Lock()
+	p.probeSeq++
+	f := e.controlFields(p, header.ControlProbe)
+	f.ProbeSeq, f.Timestamp = p.probeSeq, e.now().UnixNano()
+	p.mu.Unlock()
+	e.sendControl(p, scratch, f)
 }
 
 // delaySkewAdvice returns a warning when rr or wrr spreads flows over paths

@@ -187,7 +187,7 @@ func (e *Engine) onControl(p *enginePath, c header.ControlFields, now time.Time,
 			e.setState(p, true, now)
 		}
 		p.mu.Unlock()
-		if c.Timestamp > p.stalledAt.Load() { // probed after the stall began
+		if c.Timestamp >= p.stalledAt.Load() { // probed since the stall began
 			e.unstall(p, "keepalive reply")
 		}
 	}
