@@ -7,6 +7,7 @@ const (
 	ControlProbe    uint8 = 1 // keepalive, asks for a reply
 	ControlReply    uint8 = 2 // answer to a probe, echoes its seq and timestamp
 	ControlFeedback uint8 = 3 // the receiver's report on a path's data (Feedback); always with epochs
+	ControlRepair   uint8 = 4 // the receiver asks for lost data packets again (Repair); always with epochs
 )
 
 // ControlMagic starts every control message ("TBND").
@@ -74,12 +75,19 @@ func (c Control) Epoch() uint64 { return binary.BigEndian.Uint64(c[32:40]) }
 func (c Control) PeerEpoch() uint64 { return binary.BigEndian.Uint64(c[40:48]) }
 
 // Len is the length the message's type and flags call for: FeedbackLen for
-// feedback, ControlEpochLen with epochs, ControlLen otherwise. c must hold
-// at least the 8 bytes up to the flags.
+// feedback, RepairHeaderLen and 4 bytes a sequence for repair (just
+// RepairHeaderLen while c is too short to hold the count), ControlEpochLen
+// with epochs, ControlLen otherwise. c must hold at least the 8 bytes up
+// to the flags.
 func (c Control) Len() int {
 	switch {
 	case c.Type() == ControlFeedback:
 		return FeedbackLen
+	case c.Type() == ControlRepair:
+		if len(c) < RepairHeaderLen {
+			return RepairHeaderLen
+		}
+		return RepairHeaderLen + 4*Repair(c).Count()
 	case c.HasEpochs():
 		return ControlEpochLen
 	}
@@ -134,8 +142,9 @@ func (f ControlFields) Encode(c Control) {
 }
 
 // Validate checks magic, version and type, and that c is as long as its
-// type and flags call for (Len). Feedback must carry epochs, and a message
-// with epochs a non-zero epoch. Unknown flag bits are ignored, as older
+// type and flags call for (Len). Feedback and repair must carry epochs, a
+// repair 1..RepairMax sequences, and a message with epochs a non-zero
+// epoch. Unknown flag bits are ignored, as older
 // readers ignore the epochs flag.
 func (c Control) Validate() error {
 	if len(c) < ControlLen || c.Magic() != ControlMagic || c.Version() != ControlVersion {
@@ -145,6 +154,10 @@ func (c Control) Validate() error {
 	case ControlProbe, ControlReply:
 	case ControlFeedback:
 		if !c.HasEpochs() {
+			return ErrControl
+		}
+	case ControlRepair:
+		if !c.HasEpochs() || len(c) < RepairHeaderLen || Repair(c).Count() < 1 || Repair(c).Count() > RepairMax {
 			return ErrControl
 		}
 	default:

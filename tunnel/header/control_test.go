@@ -46,6 +46,80 @@ var feedbackGolden = struct {
 		"fffffff0", "00000000", "0102030405060708", "00000000deadbeef", "0000000000000abc"},
 }
 
+var repairGolden = struct {
+	f   RepairFields
+	hex []string
+}{
+	RepairFields{
+		ControlFields: ControlFields{ProbeSeq: 2, Watermark: 0x10, HasWatermark: true, Timestamp: 99, TxPackets: 3,
+			Epoch: 0xa1a2a3a4a5a6a7a8, PeerEpoch: 0xb1b2b3b4b5b6b7b8},
+		Seqs: []uint32{0xfffffffe, 1},
+	},
+	[]string{"54424e44", "01", "04", "0003", "00000002", "00000010", "0000000000000063", "0000000000000003",
+		"a1a2a3a4a5a6a7a8", "b1b2b3b4b5b6b7b8",
+		"0002", "0000", "fffffffe", "00000001"},
+}
+
+// TestRepairGolden: a repair message is written as docs/wire-format.md
+// says, byte for byte, reads back the same, and anything off by a count or
+// a byte is refused.
+func TestRepairGolden(t *testing.T) {
+	want := strings.Join(repairGolden.hex, "")
+	n := len(want) / 2
+	if repairGolden.f.Len() != n {
+		t.Fatalf("Len %d, golden is %d bytes", repairGolden.f.Len(), n)
+	}
+	b := canary(RepairMaxLen + 8)
+	repairGolden.f.Encode(Repair(b))
+	if got := hex.EncodeToString(b[:n]); got != want {
+		t.Fatalf("Encode wrote\n%s\nwant\n%s", got, want)
+	}
+	if !bytes.Equal(b[n:], canary(len(b)-n)) {
+		t.Fatalf("Encode wrote past %d bytes", n)
+	}
+	r := Repair(mustHex(want))
+	if err := r.Validate(); err != nil || r.Control().Len() != n || r.Count() != 2 {
+		t.Fatalf("golden repair: %v, Len %d, Count %d", err, r.Control().Len(), r.Count())
+	}
+	if seqs := r.AppendSeqs(nil); len(seqs) != 2 || seqs[0] != 0xfffffffe || seqs[1] != 1 {
+		t.Fatalf("sequences %x", seqs)
+	}
+	wantC := repairGolden.f.ControlFields
+	wantC.Type, wantC.HasEpochs = ControlRepair, true
+	if r.Control().Fields() != wantC {
+		t.Fatalf("control fields %+v, want %+v", r.Control().Fields(), wantC)
+	}
+	if Feedback(r).Validate() == nil {
+		t.Fatal("a repair valid as feedback")
+	}
+	for _, tt := range []struct {
+		name string
+		b    []byte
+	}{
+		{"one byte short", r[:n-1]},
+		{"no count", r[:ControlEpochLen+1]},
+		{"count 0", func() []byte { x := append([]byte(nil), r[:RepairHeaderLen]...); x[48], x[49] = 0, 0; return x }()},
+		{"count 65", func() []byte {
+			x := append(append([]byte(nil), r[:RepairHeaderLen]...), make([]byte, 4*65)...)
+			binary.BigEndian.PutUint16(x[48:], 65)
+			return x
+		}()},
+		{"no epochs", func() []byte { x := append([]byte(nil), r...); x[7] &^= ControlFlagEpochs; return x }()},
+	} {
+		if Repair(tt.b).Validate() == nil || Control(tt.b).Validate() == nil {
+			t.Errorf("%s: accepted", tt.name)
+		}
+	}
+	most := RepairFields{ControlFields: repairGolden.f.ControlFields, Seqs: make([]uint32, RepairMax)}
+	pkt := make([]byte, RepairMaxPacketLen)
+	if l := EncodeRepairPacket(pkt, [4]byte{192, 0, 2, 1}, [4]byte{198, 51, 100, 1}, most); l != RepairMaxPacketLen {
+		t.Fatalf("packet of %d sequences is %d bytes, want %d", RepairMax, l, RepairMaxPacketLen)
+	}
+	if !IsControlPacket(pkt, [4]byte{192, 0, 2, 1}) || Repair(pkt[IPv4HeaderLen:]).Validate() != nil {
+		t.Fatal("the longest repair packet does not read back")
+	}
+}
+
 // canary fills a buffer longer than any message, to see that Encode writes
 // exactly its length.
 func canary(n int) []byte { return bytes.Repeat([]byte{0xee}, n) }
@@ -244,6 +318,9 @@ func FuzzControl(f *testing.F) {
 	}
 	fb := mustHex(strings.Join(feedbackGolden.hex, ""))
 	f.Add(fb)
+	rp := mustHex(strings.Join(repairGolden.hex, ""))
+	f.Add(rp)
+	f.Add(rp[:len(rp)-1])
 	f.Add(fb[:79])
 	f.Add(mustHex(strings.Join(controlGolden[2].hex, ""))[:40])
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -261,7 +338,13 @@ func FuzzControl(f *testing.F) {
 		want := append([]byte(nil), b[:n]...)
 		binary.BigEndian.PutUint16(want[6:], c.Flags()&(ControlFlagWatermark|ControlFlagEpochs))
 		got := make([]byte, n)
-		if c.Type() == ControlFeedback {
+		if (c.Type() == ControlRepair) != (Repair(b).Validate() == nil) {
+			t.Fatalf("type %d: valid as a repair: %v", c.Type(), Repair(b).Validate() == nil)
+		}
+		if c.Type() == ControlRepair {
+			want[50], want[51] = 0, 0
+			RepairFields{ControlFields: c.Fields(), Seqs: Repair(b).AppendSeqs(nil)}.Encode(Repair(got))
+		} else if c.Type() == ControlFeedback {
 			fb := Feedback(b)
 			if err := fb.Validate(); err != nil {
 				t.Fatalf("valid control message of type feedback: %v", err)
