@@ -50,6 +50,8 @@ type Stats struct {
 	Resync      atomic.Uint64 // sequence restarted (peer restart guessed, without epochs): buffer flushed
 	OutOfWindow atomic.Uint64 // dropped: far outside the window within one epoch (SetStrict): a bug or a forgery
 	Spurious    atomic.Uint64 // holes fast loss detection gave up whose packet arrived after all (delivered late or not)
+	RepairAsked atomic.Uint64 // holes proven lost and asked for again (SetRepair)
+	Repaired    atomic.Uint64 // holes asked for whose packet then arrived in time to go in order
 	GraceNs     atomic.Int64  // the current loss grace
 	TimeoutNs   atomic.Int64  // the current timeout
 	Depth       atomic.Int64  // packets held now
@@ -98,7 +100,15 @@ type Buffer[T any] struct {
 	// the window, and only sequences at most a window behind next are read.
 	owed     []uint64
 	owedMask uint32
-	Stats    Stats
+	// Repair (SetRepair): holes proven lost are asked for once each, in
+	// sequence order (every one before askedTo has been looked at), and the
+	// head hole is waited for repairWait after it was asked for.
+	repairWait time.Duration
+	ask        func(seq uint32)
+	askedTo    uint32
+	askedOK    bool
+	asks       [1024]gaveUp
+	Stats      Stats
 }
 
 type gaveUp struct {
@@ -234,6 +244,10 @@ func (b *Buffer[T]) Push(seq uint32, path int, item T, now time.Time) bool {
 		return false
 	}
 	s.item, s.at, s.present = item, now, true
+	if a := &b.asks[seq%uint32(len(b.asks))]; a.ok && a.seq == seq {
+		a.ok = false
+		b.Stats.Repaired.Add(1)
+	}
 	if b.held == 0 || now.Before(b.holeSince) {
 		b.holeSince = now
 	}
@@ -279,6 +293,8 @@ func (b *Buffer[T]) Reset(now time.Time) {
 		b.wm[i], b.wmOK[i] = 0, false
 	}
 	b.gaveUp = [len(b.gaveUp)]gaveUp{}
+	b.asks = [len(b.asks)]gaveUp{}
+	b.askedOK = false
 }
 
 // SetActive includes or excludes a path from fast loss detection: a silent
@@ -315,10 +331,79 @@ func (b *Buffer[T]) lost(seq uint32) bool {
 	return n > 0
 }
 
+// SetRepair turns repair on (wait > 0) or off: a hole that fast loss
+// detection proves lost is handed to ask (once, from the goroutine that
+// owns the buffer, in sequence order) for the caller to have it sent again,
+// and is waited for wait more (never past Timeout) before it is given up.
+// So the inner transport sees a packet that the paths lost arrive a repair
+// round trip late instead of not at all. Without repair such a hole is
+// given up as soon as the loss grace allows.
+func (b *Buffer[T]) SetRepair(wait time.Duration, ask func(seq uint32)) {
+	if wait <= 0 || ask == nil {
+		wait, ask = 0, nil
+	}
+	b.repairWait, b.ask = min(wait, b.cfg.Timeout), ask
+}
+
+// lowWatermark is the least watermark of the active paths: every sequence
+// up to it that has not arrived is lost. ok is false while an active path
+// has none, or none is active.
+func (b *Buffer[T]) lowWatermark() (uint32, bool) {
+	var lo uint32
+	n := 0
+	for p, a := range b.active {
+		if !a {
+			continue
+		}
+		if !b.wmOK[p] {
+			return 0, false
+		}
+		if n == 0 || int32(b.wm[p]-lo) < 0 {
+			lo = b.wm[p]
+		}
+		n++
+	}
+	return lo, n > 0
+}
+
+// askLost asks for every hole proven lost that has not been asked for yet.
+// Each sequence of the window is looked at once.
+func (b *Buffer[T]) askLost(now time.Time) {
+	if b.ask == nil || b.held == 0 {
+		return
+	}
+	lo, ok := b.lowWatermark()
+	if !ok {
+		return
+	}
+	seq := b.next
+	if b.askedOK && int32(b.askedTo-seq) > 0 {
+		seq = b.askedTo
+	}
+	end := b.next + uint32(len(b.slots)) // the window's end: nothing is held past it
+	for ; int32(lo-seq) >= 0 && int32(end-seq) > 0; seq++ {
+		if b.slot(seq).present {
+			continue
+		}
+		b.asks[seq%uint32(len(b.asks))] = gaveUp{seq: seq, since: now, ok: true}
+		b.Stats.RepairAsked.Add(1)
+		b.ask(seq)
+	}
+	b.askedTo, b.askedOK = seq, true
+}
+
+// askedAt returns when seq was asked for, if it was and is remembered.
+func (b *Buffer[T]) askedAt(seq uint32) (time.Time, bool) {
+	a := b.asks[seq%uint32(len(b.asks))]
+	return a.since, a.ok && a.seq == seq
+}
+
 // advance releases the in-order run at the head and gives up holes that
-// fast loss detection proves lost.
+// fast loss detection proves lost (with repair, once the repair had its
+// time).
 func (b *Buffer[T]) advance(now time.Time) {
 	moved := false
+	b.askLost(now)
 	for b.held > 0 {
 		s := b.slot(b.next)
 		if s.present {
@@ -327,6 +412,9 @@ func (b *Buffer[T]) advance(now time.Time) {
 			continue
 		}
 		if !b.lost(b.next) || now.Before(b.holeSince.Add(b.grace)) {
+			break
+		}
+		if at, ok := b.askedAt(b.next); ok && b.ask != nil && now.Before(at.Add(b.repairWait)) {
 			break
 		}
 		b.Stats.HolesLost.Add(1)
@@ -401,22 +489,31 @@ func (b *Buffer[T]) SetTimeout(d time.Duration, now time.Time) {
 	}
 	b.cfg.Timeout = d
 	b.grace = min(b.grace, d)
+	b.repairWait = min(b.repairWait, d)
 	b.Stats.TimeoutNs.Store(int64(d))
 	b.Stats.GraceNs.Store(int64(b.grace))
 	b.Expire(now)
 }
 
 // Deadline returns when Expire must next run, if a hole is being waited
-// for: the end of the loss grace if the paths have moved past the hole, else
-// the timeout.
+// for: the end of the loss grace (or of the repair wait, if later) if the
+// paths have moved past the hole, else the timeout.
 func (b *Buffer[T]) Deadline() (time.Time, bool) {
 	if b.held == 0 {
 		return time.Time{}, false
 	}
+	timeout := b.holeSince.Add(b.cfg.Timeout)
 	if b.lost(b.next) {
-		return b.holeSince.Add(b.grace), true
+		d := b.holeSince.Add(b.grace)
+		if at, ok := b.askedAt(b.next); ok && b.ask != nil && at.Add(b.repairWait).After(d) {
+			d = at.Add(b.repairWait)
+		}
+		if d.After(timeout) {
+			d = timeout
+		}
+		return d, true
 	}
-	return b.holeSince.Add(b.cfg.Timeout), true
+	return timeout, true
 }
 
 // Expire gives up holes proven lost once their grace is over, and holes that
