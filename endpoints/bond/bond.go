@@ -170,7 +170,7 @@ func Start(cfg *Config, deps Deps) (_ *Bond, err error) {
 		Encap: codec, Scheduler: cfg.Scheduler,
 		Reorder:   reorder.Config{Window: cfg.Reorder.Window, Timeout: cfg.Reorder.Timeout, LossGrace: cfg.Reorder.LossGrace},
 		Keepalive: cfg.Keepalive.Interval, Misses: cfg.Keepalive.Misses, MTU: b.mtu, Paths: paths, Log: log,
-		AdaptiveTimeout: cfg.Reorder.Adaptive, Now: deps.Now, Redundancy: cfg.Redundancy,
+		AdaptiveTimeout: cfg.Reorder.Adaptive, Repair: cfg.Reorder.Repair, Now: deps.Now, Redundancy: cfg.Redundancy,
 	}, dev)
 	if err != nil {
 		return nil, err

@@ -34,6 +34,7 @@ type Config struct {
 		Timeout   time.Duration `mapstructure:"timeout"`
 		LossGrace time.Duration `mapstructure:"loss_grace"`
 		Adaptive  bool          `mapstructure:"adaptive"`
+		Repair    bool          `mapstructure:"repair"`
 	} `mapstructure:"reorder"`
 	Keepalive struct {
 		Interval time.Duration `mapstructure:"interval"`
@@ -103,6 +104,7 @@ var defaults = map[string]any{
 	// The lab's measurements ran with these two; a user gets them too.
 	"reorder.loss_grace":   "1ms",
 	"reorder.adaptive":     true,
+	"reorder.repair":       true,
 	"keepalive.interval":   "200ms",
 	"keepalive.misses":     3,
 	"redundancy.max_size":  0,

@@ -46,6 +46,7 @@ func handleControl(e *Engine, req ControlRequest) ControlResponse {
 				"depth": s.Depth.Load(), "released": s.Released.Load(), "holes_lost": s.HolesLost.Load(),
 				"holes_timeout": s.HolesTimeout.Load(), "holes_overflow": s.HolesOverflow.Load(),
 				"late": s.Late.Load(), "late_delivered": s.LateDelivered.Load(), "duplicate": s.Duplicate.Load(), "out_of_window": s.OutOfWindow.Load(),
+				"repair_asked": s.RepairAsked.Load(), "repaired": s.Repaired.Load(),
 			}
 		}
 		return r

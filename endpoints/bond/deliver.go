@@ -31,15 +31,19 @@ func (e *Engine) reorderLoop() {
 		case <-timer.C:
 			e.reorderBuf.Expire(e.now())
 		case m := <-e.reorderChanges:
-			if m.path < 0 {
+			switch m.path {
+			case changeTimeout:
 				e.reorderBuf.SetTimeout(m.timeout, e.now())
-			} else {
+			case changeRepair:
+				e.reorderBuf.SetRepair(m.timeout, e.askRepair)
+			default:
 				e.reorderBuf.SetActive(m.path, m.active, e.now())
 			}
 		case <-e.life.Done():
 			return
 		}
 		e.flushTUN()
+		e.sendRepairs()
 		if e.reorderBuf != nil {
 			if dl, ok := e.reorderBuf.Deadline(); ok {
 				timer.Reset(max(dl.Sub(e.now()), 0))

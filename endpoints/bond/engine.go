@@ -48,6 +48,9 @@ type EngineConfig struct {
 	Paths     []EnginePath
 	Log       *slog.Logger
 	Now       func() time.Time // the clock; nil means time.Now
+	// Repair asks the peer again for packets every path moved past without
+	// delivering, and holds their holes for the repair's round trip.
+	Repair bool
 	// AdaptiveTimeout raises the reorder timeout above Reorder.Timeout when
 	// the paths' one-way delays (half their RTTs) differ by more: a packet on
 	// the slowest path arrives that much after the ones that passed it.
@@ -85,9 +88,15 @@ type Engine struct {
 	closeOnce sync.Once
 
 	timeout  time.Duration // reorder timeout last set (health goroutine)
-	warned   bool          // the scheduler advice was logged (health goroutine)
-	seq      uint32        // last sequence number used (TX goroutine)
-	sentUpTo atomic.Uint32 // every packet up to here has been handed to its socket
+	repairAt time.Duration // repair wait last set (health goroutine)
+
+	// the reorder goroutine's repair requests (repair.go)
+	repairSeqs    []uint32
+	repairScratch []byte
+	repairMsgs    uint32
+	warned        bool          // the scheduler advice was logged (health goroutine)
+	seq           uint32        // last sequence number used (TX goroutine)
+	sentUpTo      atomic.Uint32 // every packet up to here has been handed to its socket
 
 	epoch     uint64        // ours, in every keepalive
 	peerEpoch atomic.Uint64 // the peer's as last heard; 0: none yet, or a peer that sends none
@@ -116,6 +125,9 @@ type EngineStats struct {
 	TUNWriteErrors           atomic.Uint64
 	PeerRestarts             atomic.Uint64 // the peer's epoch changed
 	Redundant                atomic.Uint64 // packets also sent on a second path (redundancy)
+	RepairAsked              atomic.Uint64 // lost sequences asked of the peer again
+	Repaired                 atomic.Uint64 // packets sent again because the peer asked
+	RepairMissed             atomic.Uint64 // asked for, but no longer kept (or no path up)
 }
 
 type enginePath struct {
@@ -146,7 +158,8 @@ type enginePath struct {
 	tx                     txLearning
 	feedbackTx, feedbackRx atomic.Uint64
 	stalls, resent         atomic.Uint64
-	stalledAt              atomic.Int64 // when the latest stall began, ns
+	repaired               atomic.Uint64 // its packets sent again (on any path) because the peer asked
+	stalledAt              atomic.Int64  // when the latest stall began, ns
 }
 
 type packet struct {
@@ -174,12 +187,18 @@ const (
 )
 
 // reorderChange is a change for the reorder goroutine: a path leaving fast
-// loss detection, or (path < 0) a new timeout.
+// loss detection, or (path changeTimeout) a new timeout, or (path
+// changeRepair) a new repair wait.
 type reorderChange struct {
 	path    int
 	active  bool
 	timeout time.Duration
 }
+
+const (
+	changeTimeout = -1
+	changeRepair  = -2
+)
 
 // tunWriteOffset leaves room for the virtio-net header wireguard's tun writes.
 const tunWriteOffset = 16
@@ -247,6 +266,11 @@ func NewEngine(cfg EngineConfig, dev tun.Device) (*Engine, error) {
 		}
 		for i := range e.paths {
 			e.reorderBuf.SetActive(i, false, e.now())
+		}
+		if cfg.Repair {
+			// Until the paths' RTTs are known, the timeout bounds the wait.
+			e.reorderBuf.SetRepair(rc.Timeout, e.askRepair)
+			e.repairScratch = make([]byte, encap.Headroom+header.RepairMaxPacketLen)
 		}
 	}
 	bufSize := encap.Headroom + max(cfg.MTU+cfg.Encap.Overhead(), 1500) + 64

@@ -95,6 +95,31 @@ func (r *resendRing) after(seq uint32, out [][]byte) ([][]byte, int) {
 	return out, missed
 }
 
+// find returns the kept bytes of the packet sent with seq, if they are
+// still intact (entries are in send order, so their sequences increase).
+func (r *resendRing) find(seq uint32) ([]byte, bool) {
+	slots := uint64(len(r.ents))
+	lo, hi := r.head-min(r.head, slots), r.head
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if int32(r.ents[mid%slots].seq-seq) < 0 {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	if lo == r.head {
+		return nil, false
+	}
+	e := r.ents[lo%slots]
+	size := uint64(len(r.arena))
+	if e.seq != seq || r.pos-e.pos > size {
+		return nil, false
+	}
+	off := e.pos % size
+	return r.arena[off : off+uint64(e.len)], true
+}
+
 // failoverLoop takes stalled paths out of the scheduler and re-sends what
 // they were carrying; it also sends the feedback that a burst's tail owes.
 func (e *Engine) failoverLoop() {

@@ -136,7 +136,7 @@ func TestLastLivePathNeverStalls(t *testing.T) {
 	}
 	ep.a.pathSet.SetStalled(1, false)
 	ep.a.stall(ep.a.paths[1], time.Second, scratch)
-	if !ep.a.pathSet.Stalled(1) || ep.a.paths[1].stalls.Load() != 1 {
+	if ep.a.paths[1].stalls.Load() != 1 { // (its probe's reply may have ended the stall already)
 		t.Fatal("a silent path with another live beside it was not stalled")
 	}
 	// No data flows and the keepalives are 10 s apart: only the probe

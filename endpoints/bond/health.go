@@ -94,6 +94,7 @@ func (e *Engine) healthLoop() {
 			}
 		}
 		e.followDelaySkew()
+		e.followRepairRTT()
 		select {
 		case <-t.C:
 		case <-e.life.Done():
@@ -180,7 +181,28 @@ func (e *Engine) followDelaySkew() {
 	e.timeout = want
 	e.log.Info("reorder timeout follows the paths' delay difference", "timeout", want.Round(time.Millisecond), "skew", (hi - lo).Round(time.Millisecond))
 	select {
-	case e.reorderChanges <- reorderChange{path: -1, timeout: want}:
+	case e.reorderChanges <- reorderChange{path: changeTimeout, timeout: want}:
+	case <-e.life.Done():
+	}
+}
+
+// followRepairRTT sets the repair wait from the paths' least RTT when it
+// moves by more than an eighth.
+func (e *Engine) followRepairRTT() {
+	if e.reorderBuf == nil || !e.cfg.Repair {
+		return
+	}
+	rtt := e.repairRTT()
+	if rtt == 0 {
+		return
+	}
+	want := repairWait(rtt)
+	if d := want - e.repairAt; d.Abs() <= e.repairAt/8 {
+		return
+	}
+	e.repairAt = want
+	select {
+	case e.reorderChanges <- reorderChange{path: changeRepair, timeout: want}:
 	case <-e.life.Done():
 	}
 }

@@ -62,6 +62,11 @@ var (
 	dPathFeedback    = desc("path_feedback_total", "Feedback messages on the path, by direction (tx: about the peer's data; rx: about ours).", "path", "dir")
 	dRedundant       = desc("tx_redundant_total", "Packets of the redundancy class also sent on a second path.")
 	dSolo            = desc("single_link", "1 while the adaptive scheduler runs the bond on one link alone (the others left out).")
+	dPathRepaired    = desc("path_repaired_packets_total", "The path's packets sent again (on the best other path) because the peer found them lost and asked.", "path")
+	dRepairAsked     = desc("repair_asked_total", "Lost packets this end asked the peer to send again.")
+	dRepairResent    = desc("repair_resent_total", "Packets sent again because the peer asked.")
+	dRepairMissed    = desc("repair_missed_total", "Packets the peer asked for that were no longer kept, or had no path up.")
+	dRORepaired      = desc("reorder_repaired_total", "Holes asked for again whose packet came in time to go in order.")
 	dROTimeout       = desc("reorder_timeout_seconds", "Current longest wait for a missing packet (reorder.timeout, raised to cover the paths' delay difference).")
 )
 
@@ -70,7 +75,8 @@ func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
 		dPathUp, dPathRTT, dPathWeight, dPathPeerTx, dPathChanges, dDecode, dTUNRxPackets, dTUNRxBytes, dTUNTxPackets,
 		dTUNTxBytes, dNoPath, dNotIP, dTUNErrors, dRODepth, dROReleased, dROHoles, dROLate, dRODup, dROOverflow,
 		dROResync, dROOutOfWindow, dPeerRestarts, dROWait, dROSpurious, dROGrace, dROTimeout,
-		dPathRate, dPathOWD, dPathQueue, dPathLoss, dPathStalled, dPathStalls, dPathResent, dPathExcluded, dPathFeedback, dSolo, dRedundant, dROLateDelivered} {
+		dPathRate, dPathOWD, dPathQueue, dPathLoss, dPathStalled, dPathStalls, dPathResent, dPathExcluded, dPathFeedback, dSolo, dRedundant, dROLateDelivered,
+		dPathRepaired, dRepairAsked, dRepairResent, dRepairMissed, dRORepaired} {
 		ch <- d
 	}
 }
@@ -107,6 +113,7 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(dPathStalled, b2f(e.pathSet.Stalled(i)), p.Name)
 		counter(dPathStalls, p.stalls.Load(), p.Name)
 		counter(dPathResent, p.resent.Load(), p.Name)
+		counter(dPathRepaired, p.repaired.Load(), p.Name)
 		gauge(dPathExcluded, b2f(e.pathSet.Excluded(i) == path.ExcludedLossy), p.Name, path.ExcludedLossy.String())
 		counter(dPathFeedback, p.feedbackTx.Load(), p.Name, "tx")
 		counter(dPathFeedback, p.feedbackRx.Load(), p.Name, "rx")
@@ -135,6 +142,9 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(dSolo, solo)
 	counter(dRedundant, e.Stats.Redundant.Load())
+	counter(dRepairAsked, e.Stats.RepairAsked.Load())
+	counter(dRepairResent, e.Stats.Repaired.Load())
+	counter(dRepairMissed, e.Stats.RepairMissed.Load())
 	if s := e.ReorderStats(); s != nil {
 		gauge(dRODepth, float64(s.Depth.Load()))
 		counter(dROReleased, s.Released.Load())
@@ -148,6 +158,7 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(dROResync, s.Resync.Load())
 		counter(dROOutOfWindow, s.OutOfWindow.Load())
 		counter(dROSpurious, s.Spurious.Load())
+		counter(dRORepaired, s.Repaired.Load())
 		gauge(dROGrace, float64(s.GraceNs.Load())/1e9)
 		gauge(dROTimeout, float64(s.TimeoutNs.Load())/1e9)
 		buckets, count, sum := s.Wait.Snapshot()

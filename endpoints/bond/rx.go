@@ -30,6 +30,8 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 	scratch := make([]byte, encap.Headroom+header.ControlEpochPacketLen)
 	ctls := make([]header.ControlFields, 0, bs)
 	fbs := make([]header.FeedbackFields, 0, bs)
+	var repairSeqs []uint32 // asked for by the peer in this batch
+	var repairs *repairOut
 	for {
 		n, err := recv(bufs, sizes)
 		if err != nil {
@@ -80,6 +82,12 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 					fbs = append(fbs, header.Feedback(bufs[i][d.Off:d.Off+d.Len]).Fields())
 					continue
 				}
+				if c.Type == header.ControlRepair {
+					if c.PeerEpoch == e.epoch && e.reorderBuf != nil { // about this start's sequences
+						repairSeqs = header.Repair(bufs[i][d.Off : d.Off+d.Len]).AppendSeqs(repairSeqs)
+					}
+					continue
+				}
 				ctls = append(ctls, c)
 				continue
 			}
@@ -119,6 +127,13 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 			e.onFeedback(p, f, now)
 		}
 		fbs = fbs[:0]
+		for k := 0; k < len(repairSeqs); k += header.RepairMax {
+			if repairs == nil {
+				repairs = newRepairOut()
+			}
+			e.onRepair(repairSeqs[k:min(k+header.RepairMax, len(repairSeqs))], repairs)
+		}
+		repairSeqs = repairSeqs[:0]
 		if dataPackets > 0 && e.reorderBuf != nil {
 			e.noteData(p, highest, dataBytes, dataPackets, now.UnixNano())
 		}

@@ -81,6 +81,7 @@ type PathStatus struct {
 	Excluded     string  `json:"excluded,omitempty"` // why the adaptive scheduler leaves it out (lossy)
 	Stalls       uint64  `json:"stalls"`             // times its feedback stopped under traffic
 	Resent       uint64  `json:"resent_packets"`     // its packets re-sent on another path after a stall
+	Repaired     uint64  `json:"repaired_packets"`   // its packets sent again because the peer found them lost
 	FeedbackSent uint64  `json:"feedback_tx"`        // feedback messages sent on it
 	FeedbackRcvd uint64  `json:"feedback_rx"`        // feedback messages taken from it
 }
@@ -100,7 +101,7 @@ func (e *Engine) Status() []PathStatus {
 			RxPackets: p.rxPackets.Load(), RxBytes: p.rxBytes.Load(), TxErrors: p.txErrors.Load(),
 			PeerTx: p.peerTx.Load(), Changes: p.changes.Load(), Dropped: dropped,
 			Stalled: e.pathSet.Stalled(i), Excluded: e.pathSet.Excluded(i).String(), Stalls: p.stalls.Load(),
-			Resent: p.resent.Load(), FeedbackSent: p.feedbackTx.Load(), FeedbackRcvd: p.feedbackRx.Load()}
+			Resent: p.resent.Load(), Repaired: p.repaired.Load(), FeedbackSent: p.feedbackTx.Load(), FeedbackRcvd: p.feedbackRx.Load()}
 		if l, ok := e.pathSet.Learned(i); ok {
 			out[i].RateMbit, out[i].OneWayMs = l.Rate*8/1e6, float64(l.BaseOWD-lo)/1e6
 			out[i].QueueMs, out[i].LossPct = float64(l.Queue)/1e6, float64(l.LossPPM)/1e4

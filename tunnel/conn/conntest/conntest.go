@@ -24,6 +24,10 @@ type ChannelUplink struct {
 
 	// Down makes Send drop everything, like a dead link.
 	Down atomic.Bool
+	// DropEvery, if not 0, makes Send drop every DropEvery-th packet, like
+	// a lossy link.
+	DropEvery atomic.Uint32
+	sends     atomic.Uint64
 	// Sent counts packets handed to the peer.
 	Sent atomic.Uint64
 }
@@ -51,6 +55,9 @@ func (u *ChannelUplink) Send(pkts [][]byte) (int, error) {
 		return len(pkts), nil
 	}
 	for _, p := range pkts {
+		if n := uint64(u.DropEvery.Load()); n != 0 && u.sends.Add(1)%n == 0 {
+			continue
+		}
 		proto := u.protocols[0]
 		if len(u.protocols) > 1 { // IPIP: 4 or 41 by the inner packet
 			proto = header.InnerIPProto(p)

@@ -1,0 +1,153 @@
+package bond
+
+import (
+	"time"
+
+	"github.com/tunbond/tunbond/tunnel/encap"
+	"github.com/tunbond/tunbond/tunnel/header"
+)
+
+// Repair: the receiver asks again for what the paths lost, so the inner
+// flows see a loss arrive a round trip late instead of not at all (cubic
+// halves its window at every loss it sees; a lossy radio link would cut a
+// flow spread over it below the clean link alone). The reorder buffer
+// finds a loss (every path moved past a hole), asks for it once and holds
+// the hole repairWait; the receiver sends the sequences in repair messages
+// on its best path; the sender finds each in the resend ring of the path
+// that carried it and sends it again on the best other path.
+
+// repairWait is how long a hole asked for is held: the repair's round trip
+// (twice the least smoothed RTT of the up paths, the request and the
+// re-sent packet each taking a one-way trip with the queues as they were)
+// and repairMargin; the reorder buffer bounds it by its timeout.
+func repairWait(leastRTT time.Duration) time.Duration {
+	return 2*leastRTT + repairMargin
+}
+
+const repairMargin = 10 * time.Millisecond
+
+// repairRTT is the least smoothed RTT of the up paths, 0 if none.
+func (e *Engine) repairRTT() time.Duration {
+	var least time.Duration
+	for _, p := range e.paths {
+		if !p.upNow.Load() {
+			continue
+		}
+		if r := time.Duration(p.rttNs.Load()); r > 0 && (least == 0 || r < least) {
+			least = r
+		}
+	}
+	return least
+}
+
+// askRepair is the reorder buffer's ask: it collects the sequences for
+// sendRepairs (reorder goroutine).
+func (e *Engine) askRepair(seq uint32) { e.repairSeqs = append(e.repairSeqs, seq) }
+
+// sendRepairs sends what askRepair collected, RepairMax sequences a
+// message, on the up path with the least RTT (reorder goroutine).
+func (e *Engine) sendRepairs() {
+	if len(e.repairSeqs) == 0 {
+		return
+	}
+	seqs := e.repairSeqs
+	e.repairSeqs = e.repairSeqs[:0]
+	q := e.secondPath(-1)
+	if q < 0 || e.peerEpoch.Load() == 0 {
+		return // no path to ask on, or a peer that sends no epochs (and reads no repair)
+	}
+	p := e.paths[q]
+	for len(seqs) > 0 {
+		n := min(len(seqs), header.RepairMax)
+		e.repairMsgs++
+		f := header.RepairFields{ControlFields: e.controlFields(p, header.ControlRepair), Seqs: seqs[:n]}
+		f.ProbeSeq, f.Timestamp = e.repairMsgs, e.now().UnixNano()
+		l := header.EncodeRepairPacket(e.repairScratch[encap.Headroom:], p.local, p.remote, f)
+		one := [1][]byte{e.codec.WrapControl(e.repairScratch, l)}
+		if _, err := p.Uplink.Send(one[:]); err != nil {
+			p.txErrors.Add(1)
+		}
+		e.Stats.RepairAsked.Add(uint64(n))
+		seqs = seqs[n:]
+	}
+}
+
+// repairOut is a receive loop's room for the packets a repair message asks
+// for: copies, since the resend rings go on taking packets.
+type repairOut struct {
+	arena []byte
+	pkts  [][]byte
+	from  []int // the path that carried each
+}
+
+func newRepairOut() *repairOut {
+	return &repairOut{arena: make([]byte, 0, header.RepairMax*(maxRepairPacket)), pkts: make([][]byte, 0, header.RepairMax),
+		from: make([]int, 0, header.RepairMax)}
+}
+
+// maxRepairPacket bounds a packet the repair copies: a path MTU's worth of
+// tunnel packet (a TUN packet larger than that never fits a path).
+const maxRepairPacket = 9216
+
+// onRepair sends again the packets of seqs that the paths' resend rings
+// still hold, each on the best up path other than the one that lost it (on
+// that one if it is the only path up). Sequences no ring holds any more
+// are counted (RepairMissed).
+func (e *Engine) onRepair(seqs []uint32, out *repairOut) {
+	out.arena, out.pkts, out.from = out.arena[:0], out.pkts[:0], out.from[:0]
+	for _, seq := range seqs {
+		found := false
+		for _, p := range e.paths {
+			if p.tx.keep == nil {
+				continue
+			}
+			p.estMu.Lock()
+			b, ok := p.tx.keep.find(seq)
+			if ok && len(b) <= maxRepairPacket && len(out.arena)+len(b) <= cap(out.arena) {
+				out.arena = append(out.arena, b...)
+				out.pkts = append(out.pkts, out.arena[len(out.arena)-len(b):])
+				out.from = append(out.from, p.idx)
+				found = true
+			}
+			p.estMu.Unlock()
+			if found {
+				break
+			}
+		}
+		if !found {
+			e.Stats.RepairMissed.Add(1)
+		}
+	}
+	// One send for each run of packets that go the same way.
+	for i := 0; i < len(out.pkts); {
+		q := e.repairPath(out.from[i])
+		j := i + 1
+		for j < len(out.pkts) && e.repairPath(out.from[j]) == q {
+			j++
+		}
+		for _, from := range out.from[i:j] {
+			if q < 0 {
+				e.Stats.RepairMissed.Add(1)
+				continue
+			}
+			e.paths[from].repaired.Add(1)
+			e.Stats.Repaired.Add(1)
+		}
+		if q >= 0 {
+			e.sendData(e.paths[q], out.pkts[i:j], nil, nil, 0)
+		}
+		i = j
+	}
+}
+
+// repairPath is where a packet that path from lost goes again: the best up
+// path other than from, else from itself if it is up; -1 if none.
+func (e *Engine) repairPath(from int) int {
+	if q := e.secondPath(from); q >= 0 {
+		return q
+	}
+	if e.paths[from].upNow.Load() {
+		return from
+	}
+	return -1
+}

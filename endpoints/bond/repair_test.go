@@ -1,0 +1,80 @@
+package bond
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/tun/tuntest"
+
+	"github.com/tunbond/tunbond/tunnel/encap"
+)
+
+// TestEngineRepairsLosses: a path that loses every 7th packet A sends on
+// it: B asks again for what every path moved past, A sends it again from
+// the path's resend ring, and every ping reaches B (in order where the
+// repair came within its wait; a later one is handed on out of order).
+func TestEngineRepairsLosses(t *testing.T) {
+	ep := newEnginePair(t, encap.GRE{Key: 7}, "rr", 1, 1)
+	ep.send(t, 100) // epochs and RTTs known on both sides
+	ep.upA[1].DropEvery.Store(7)
+	const n = 1000
+	go func() {
+		for i := 0; i < n; i++ {
+			p := tuntest.Ping(ep.bAddr, ep.aAddr)
+			p[len(p)-1], p[len(p)-2] = byte(i), byte(i>>8)
+			ep.ta.Outbound <- p
+			if i%32 == 31 {
+				time.Sleep(time.Millisecond) // a transport's pace: the reorder window is not overrun
+			}
+		}
+	}()
+	seen := map[int]bool{}
+	timeout := time.After(10 * time.Second)
+	for len(seen) < n {
+		select {
+		case got := <-ep.tb.Inbound:
+			seen[int(got[len(got)-1])|int(got[len(got)-2])<<8] = true
+		case <-timeout:
+			t.Fatalf("%d of %d pings reached B; A repaired %d, B asked %d", len(seen), n,
+				ep.a.Stats.Repaired.Load(), ep.b.Stats.RepairAsked.Load())
+		}
+	}
+	if ep.a.Stats.Repaired.Load() == 0 || ep.b.Stats.RepairAsked.Load() == 0 || ep.a.paths[1].repaired.Load() == 0 {
+		t.Fatalf("everything arrived, yet A repaired %d (path p1: %d) and B asked %d",
+			ep.a.Stats.Repaired.Load(), ep.a.paths[1].repaired.Load(), ep.b.Stats.RepairAsked.Load())
+	}
+	if ep.a.Stats.RepairMissed.Load() != 0 {
+		t.Errorf("A missed %d repairs", ep.a.Stats.RepairMissed.Load())
+	}
+}
+
+// TestResendRingFind: a kept packet is found by its sequence while its
+// bytes are intact; sequences of other paths, and written-over ones, are
+// not.
+func TestResendRingFind(t *testing.T) {
+	r := newResendRing()
+	if _, ok := r.find(1); ok {
+		t.Fatal("found in an empty ring")
+	}
+	pkt := func(seq uint32) []byte { return bytes.Repeat([]byte{byte(seq)}, 1000) }
+	for seq := uint32(0xfffffff0); seq != 0x20; seq += 2 { // across the wrap
+		r.add(seq, pkt(seq))
+	}
+	for _, seq := range []uint32{0xfffffff0, 0xfffffffe, 0, 0x1e} {
+		if b, ok := r.find(seq); !ok || !bytes.Equal(b, pkt(seq)) {
+			t.Fatalf("seq %#x: found %v", seq, ok)
+		}
+	}
+	for _, seq := range []uint32{0xffffffef, 0xfffffff1, 1, 0x20} {
+		if _, ok := r.find(seq); ok {
+			t.Fatalf("seq %#x found, never kept", seq)
+		}
+	}
+	for seq := uint32(0x20); seq < 0x20+resendBytes/1000; seq++ { // write the old ones over
+		r.add(seq, pkt(seq))
+	}
+	if _, ok := r.find(0xfffffff0); ok {
+		t.Fatal("a written-over packet found")
+	}
+}
