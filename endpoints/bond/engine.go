@@ -89,6 +89,7 @@ type Engine struct {
 
 	timeout  time.Duration // reorder timeout last set (health goroutine)
 	repairAt time.Duration // repair wait last set (health goroutine)
+	soloSeen string        // the single link last logged (health goroutine)
 
 	// the reorder goroutine's repair requests (repair.go)
 	repairSeqs    []uint32
@@ -144,8 +145,9 @@ type enginePath struct {
 	peerTx                       atomic.Uint64 // packets the peer says it sent on this path
 	rttNs                        atomic.Int64  // smoothed
 	upNow                        atomic.Bool
-	lastRxNs                     atomic.Int64 // last valid packet from the peer on this path
-	rxActive                     bool         // in fast loss detection (health goroutine)
+	lastRxNs                     atomic.Int64   // last valid packet from the peer on this path
+	rxActive                     bool           // in fast loss detection (health goroutine)
+	excludedSeen                 path.Exclusion // the scheduler's verdict last logged (health goroutine)
 	changes                      atomic.Uint64
 	decode                       [header.NumDecodeErrors]atomic.Uint64
 
@@ -159,6 +161,8 @@ type enginePath struct {
 	feedbackTx, feedbackRx atomic.Uint64
 	stalls, resent         atomic.Uint64
 	repaired               atomic.Uint64 // its packets sent again (on any path) because the peer asked
+	lastDataNs             atomic.Int64  // when data last left on it
+	wmSent                 uint32        // the watermark its latest idle probe carried (failover goroutine)
 	stalledAt              atomic.Int64  // when the latest stall began, ns
 }
 
@@ -250,6 +254,7 @@ func NewEngine(cfg EngineConfig, dev tun.Device) (*Engine, error) {
 		e.paths = append(e.paths, ep)
 	}
 	e.pathSet = path.NewPaths(weights)
+	e.pathSet.SetRepaired(cfg.Repair && cfg.Encap.Sequenced())
 	for i, p := range cfg.Paths {
 		e.pathSet.SetUp(i, false) // up on the first keepalive reply
 		e.pathSet.SetCeiling(i, p.Ceiling)

@@ -41,9 +41,10 @@ type resendRing struct {
 }
 
 type resendEntry struct {
-	seq uint32
-	pos uint64 // where its bytes start, in ever-taken bytes
-	len int
+	seq      uint32
+	pos      uint64 // where its bytes start, in ever-taken bytes
+	len      int
+	repaired bool // taken for a repair already
 }
 
 func newResendRing() *resendRing {
@@ -95,9 +96,22 @@ func (r *resendRing) after(seq uint32, out [][]byte) ([][]byte, int) {
 	return out, missed
 }
 
+// takeForRepair returns the kept bytes of the packet sent with seq, if they
+// are still intact and no repair took them before (a request comes on two
+// paths; a packet is sent again once).
+func (r *resendRing) takeForRepair(seq uint32) ([]byte, bool) {
+	b, i, ok := r.find(seq)
+	if !ok || r.ents[i].repaired {
+		return nil, false
+	}
+	r.ents[i].repaired = true
+	return b, true
+}
+
 // find returns the kept bytes of the packet sent with seq, if they are
-// still intact (entries are in send order, so their sequences increase).
-func (r *resendRing) find(seq uint32) ([]byte, bool) {
+// still intact, and its entry's index (entries are in send order, so their
+// sequences increase).
+func (r *resendRing) find(seq uint32) ([]byte, uint64, bool) {
 	slots := uint64(len(r.ents))
 	lo, hi := r.head-min(r.head, slots), r.head
 	for lo < hi {
@@ -109,15 +123,15 @@ func (r *resendRing) find(seq uint32) ([]byte, bool) {
 		}
 	}
 	if lo == r.head {
-		return nil, false
+		return nil, 0, false
 	}
 	e := r.ents[lo%slots]
 	size := uint64(len(r.arena))
 	if e.seq != seq || r.pos-e.pos > size {
-		return nil, false
+		return nil, 0, false
 	}
 	off := e.pos % size
-	return r.arena[off : off+uint64(e.len)], true
+	return r.arena[off : off+uint64(e.len)], lo % slots, true
 }
 
 // failoverLoop takes stalled paths out of the scheduler and re-sends what
@@ -137,6 +151,7 @@ func (e *Engine) failoverLoop() {
 		for _, p := range e.paths {
 			e.flushFeedback(p, now, scratch)
 		}
+		e.probeIdlePaths(now, scratch)
 		for _, p := range e.paths {
 			if !p.upNow.Load() || e.pathSet.Stalled(p.idx) {
 				continue
@@ -156,6 +171,26 @@ func (e *Engine) failoverLoop() {
 				e.stall(p, silent, scratch)
 			}
 		}
+	}
+}
+
+// probeIdlePaths sends a probe, carrying the watermark, on every up path
+// that has carried no data for stallCheckEvery while data left on others:
+// the receiver proves a hole lost only when every path has moved past it,
+// and a path the scheduler leaves idle would otherwise move only with the
+// keepalives, holding every loss on the busy paths to the reorder timeout
+// (and out of repair).
+func (e *Engine) probeIdlePaths(now int64, scratch []byte) {
+	if e.reorderBuf == nil {
+		return
+	}
+	upTo := e.sentUpTo.Load()
+	for _, p := range e.paths {
+		if !p.upNow.Load() || p.wmSent == upTo || now-p.lastDataNs.Load() < int64(stallCheckEvery) {
+			continue
+		}
+		p.wmSent = upTo
+		e.probe(p, scratch)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tunbond/tunbond/scheduler/path"
 	"github.com/tunbond/tunbond/tunnel/encap"
 	"github.com/tunbond/tunbond/tunnel/header"
 )
@@ -93,8 +94,9 @@ func (e *Engine) healthLoop() {
 				e.sendFeedback(p, now.UnixNano(), scratch)
 			}
 		}
-		e.followDelaySkew()
 		e.followRepairRTT()
+		e.followDelaySkew()
+		e.logExclusions()
 		select {
 		case <-t.C:
 		case <-e.life.Done():
@@ -133,7 +135,8 @@ func delaySkewAdvice(scheduler string, delays []time.Duration) string {
 
 // followDelaySkew gives the scheduler advice above once, and sets the
 // reorder timeout to cover the delay difference between the up paths:
-// skew × 1.5 + 10 ms, never below the configured one. The timeout moves
+// skew × 1.5 + 10 ms, and the repair wait (with repair), never below the
+// configured one. The timeout moves
 // only when the target differs by more than an eighth.
 func (e *Engine) followDelaySkew() {
 	if e.reorderBuf == nil {
@@ -167,6 +170,9 @@ func (e *Engine) followDelaySkew() {
 	if n > 1 {
 		want = max(want, (hi-lo)*3/2+10*time.Millisecond)
 	}
+	// With repair, a hole is worth holding for the repair's round trip
+	// (queueing included): given up sooner, the inner flow sees a loss.
+	want = max(want, e.repairAt)
 	want = min(want, 10*time.Second)
 	if !e.cfg.AdaptiveTimeout {
 		return
@@ -204,6 +210,30 @@ func (e *Engine) followRepairRTT() {
 	select {
 	case e.reorderChanges <- reorderChange{path: changeRepair, timeout: want}:
 	case <-e.life.Done():
+	}
+}
+
+// logExclusions says when the adaptive scheduler leaves a path out or
+// takes it back, and when it runs the bond on one link alone.
+func (e *Engine) logExclusions() {
+	for i, p := range e.paths {
+		x := e.pathSet.Excluded(i)
+		if x == p.excludedSeen {
+			continue
+		}
+		p.excludedSeen = x
+		l, _ := e.pathSet.Learned(i)
+		if x == path.Included {
+			e.log.Info("path back in use", "path", p.Name, "learned_loss_pct", float64(l.LossPPM)/1e4)
+		} else {
+			e.log.Info("path left out", "path", p.Name, "why", x.String(), "learned_loss_pct", float64(l.LossPPM)/1e4)
+		}
+	}
+	if solo := e.Solo(); solo != e.soloSeen {
+		e.soloSeen = solo
+		if solo != "" {
+			e.log.Info("the bond runs on one link alone", "path", solo)
+		}
 	}
 }
 

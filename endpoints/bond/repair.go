@@ -56,7 +56,18 @@ func (e *Engine) sendRepairs() {
 	if q < 0 || e.peerEpoch.Load() == 0 {
 		return // no path to ask on, or a peer that sends no epochs (and reads no repair)
 	}
-	p := e.paths[q]
+	e.sendRepair(e.paths[q], seqs)
+	// Once more on the next best path: a request lost on a lossy path
+	// would cost the hole its whole wait. The sender's resend ring answers
+	// each sequence once (the second finds it already sent).
+	if r := e.secondPath(q); r >= 0 {
+		e.sendRepair(e.paths[r], seqs)
+	}
+	e.Stats.RepairAsked.Add(uint64(len(seqs)))
+}
+
+// sendRepair sends repair messages for seqs on p.
+func (e *Engine) sendRepair(p *enginePath, seqs []uint32) {
 	for len(seqs) > 0 {
 		n := min(len(seqs), header.RepairMax)
 		e.repairMsgs++
@@ -67,7 +78,6 @@ func (e *Engine) sendRepairs() {
 		if _, err := p.Uplink.Send(one[:]); err != nil {
 			p.txErrors.Add(1)
 		}
-		e.Stats.RepairAsked.Add(uint64(n))
 		seqs = seqs[n:]
 	}
 }
@@ -91,30 +101,32 @@ const maxRepairPacket = 9216
 
 // onRepair sends again the packets of seqs that the paths' resend rings
 // still hold, each on the best up path other than the one that lost it (on
-// that one if it is the only path up). Sequences no ring holds any more
-// are counted (RepairMissed).
+// that one if it is the only path up), once however often it is asked
+// for. Sequences no ring holds any more are counted (RepairMissed).
 func (e *Engine) onRepair(seqs []uint32, out *repairOut) {
 	out.arena, out.pkts, out.from = out.arena[:0], out.pkts[:0], out.from[:0]
 	for _, seq := range seqs {
-		found := false
+		kept, taken := false, false
 		for _, p := range e.paths {
 			if p.tx.keep == nil {
 				continue
 			}
 			p.estMu.Lock()
-			b, ok := p.tx.keep.find(seq)
-			if ok && len(b) <= maxRepairPacket && len(out.arena)+len(b) <= cap(out.arena) {
-				out.arena = append(out.arena, b...)
-				out.pkts = append(out.pkts, out.arena[len(out.arena)-len(b):])
-				out.from = append(out.from, p.idx)
-				found = true
+			if b, _, ok := p.tx.keep.find(seq); ok && len(b) <= maxRepairPacket {
+				kept = true
+				if b, ok := p.tx.keep.takeForRepair(seq); ok && len(out.arena)+len(b) <= cap(out.arena) {
+					out.arena = append(out.arena, b...)
+					out.pkts = append(out.pkts, out.arena[len(out.arena)-len(b):])
+					out.from = append(out.from, p.idx)
+					taken = true
+				}
 			}
 			p.estMu.Unlock()
-			if found {
+			if kept || taken {
 				break
 			}
 		}
-		if !found {
+		if !kept {
 			e.Stats.RepairMissed.Add(1)
 		}
 	}

@@ -54,7 +54,7 @@ func TestEngineRepairsLosses(t *testing.T) {
 // not.
 func TestResendRingFind(t *testing.T) {
 	r := newResendRing()
-	if _, ok := r.find(1); ok {
+	if _, _, ok := r.find(1); ok {
 		t.Fatal("found in an empty ring")
 	}
 	pkt := func(seq uint32) []byte { return bytes.Repeat([]byte{byte(seq)}, 1000) }
@@ -62,19 +62,25 @@ func TestResendRingFind(t *testing.T) {
 		r.add(seq, pkt(seq))
 	}
 	for _, seq := range []uint32{0xfffffff0, 0xfffffffe, 0, 0x1e} {
-		if b, ok := r.find(seq); !ok || !bytes.Equal(b, pkt(seq)) {
+		if b, _, ok := r.find(seq); !ok || !bytes.Equal(b, pkt(seq)) {
 			t.Fatalf("seq %#x: found %v", seq, ok)
 		}
 	}
 	for _, seq := range []uint32{0xffffffef, 0xfffffff1, 1, 0x20} {
-		if _, ok := r.find(seq); ok {
+		if _, _, ok := r.find(seq); ok {
 			t.Fatalf("seq %#x found, never kept", seq)
 		}
+	}
+	if _, ok := r.takeForRepair(0); !ok {
+		t.Fatal("a kept packet not taken for a repair")
+	}
+	if _, ok := r.takeForRepair(0); ok {
+		t.Fatal("a packet taken for a repair twice (a request comes on two paths)")
 	}
 	for seq := uint32(0x20); seq < 0x20+resendBytes/1000; seq++ { // write the old ones over
 		r.add(seq, pkt(seq))
 	}
-	if _, ok := r.find(0xfffffff0); ok {
+	if _, _, ok := r.find(0xfffffff0); ok {
 		t.Fatal("a written-over packet found")
 	}
 }

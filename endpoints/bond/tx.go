@@ -98,6 +98,9 @@ func (e *Engine) sendData(p *enginePath, batch [][]byte, seqs, sizes []uint32, n
 		}
 		p.estMu.Unlock()
 	}
+	if now != 0 {
+		p.lastDataNs.Store(now)
+	}
 	sent, err := p.Uplink.Send(batch)
 	var bytes uint64
 	for _, b := range batch[:sent] {

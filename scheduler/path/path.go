@@ -37,7 +37,13 @@ type Paths struct {
 	qdelay    []atomic.Int64
 	delivered []atomic.Uint64
 	solo      atomic.Int32
+	repaired  atomic.Bool // the bond repairs losses (SetRepaired)
 }
+
+// SetRepaired says whether the bond sends again what the paths lose
+// (repair): then a path's random loss costs the inner flows latency, not
+// their rate, and a path counts as lossy only from RepairedLossyPPM.
+func (p *Paths) SetRepaired(on bool) { p.repaired.Store(on) }
 
 // NewPaths returns n paths, all up, with the given weights (nil: all 1).
 func NewPaths(weights []uint32) *Paths {
