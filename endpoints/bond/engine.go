@@ -95,6 +95,9 @@ type Engine struct {
 	repairSeqs    []uint32
 	repairScratch []byte
 	repairMsgs    uint32
+	offerRepair   atomic.Bool   // a path of ours loses packets of its own: the peer may ask
+	peerRepairs   atomic.Bool   // the peer offers repair: our reorder buffer may ask
+	repairing     atomic.Bool   // our reorder buffer asks (the wait last set is not 0)
 	warned        bool          // the scheduler advice was logged (health goroutine)
 	seq           uint32        // last sequence number used (TX goroutine)
 	sentUpTo      atomic.Uint32 // every packet up to here has been handed to its socket
@@ -273,8 +276,6 @@ func NewEngine(cfg EngineConfig, dev tun.Device) (*Engine, error) {
 			e.reorderBuf.SetActive(i, false, e.now())
 		}
 		if cfg.Repair {
-			// Until the paths' RTTs are known, the timeout bounds the wait.
-			e.reorderBuf.SetRepair(rc.Timeout, e.askRepair)
 			e.repairScratch = make([]byte, encap.Headroom+header.RepairMaxPacketLen)
 		}
 	}

@@ -192,21 +192,32 @@ func (e *Engine) followDelaySkew() {
 	}
 }
 
-// followRepairRTT sets the repair wait from the paths' least RTT when it
-// moves by more than an eighth.
+// followRepairRTT offers repair to the peer while a path of ours loses
+// packets of its own, and, while the peer offers it, sets the repair wait
+// from the paths' least RTT (when it moves by more than an eighth; 0 turns
+// asking off).
 func (e *Engine) followRepairRTT() {
 	if e.reorderBuf == nil || !e.cfg.Repair {
 		return
 	}
-	rtt := e.repairRTT()
-	if rtt == 0 {
-		return
+	offer := false
+	for i, p := range e.paths {
+		if l, ok := e.pathSet.Learned(i); ok && p.upNow.Load() && l.LossPPM >= repairLossPPM {
+			offer = true
+		}
 	}
-	want := repairWait(rtt)
-	if d := want - e.repairAt; d.Abs() <= e.repairAt/8 {
+	if e.offerRepair.Swap(offer) != offer {
+		e.log.Info("repair offered to the peer", "offered", offer, "why", "a path's own loss (where it shows no queue) is at least 0.1%, or no longer")
+	}
+	want := time.Duration(0)
+	if rtt := e.repairRTT(); rtt > 0 && e.peerRepairs.Load() {
+		want = repairWait(rtt)
+	}
+	if d := want - e.repairAt; d.Abs() <= e.repairAt/8 && (want == 0) == (e.repairAt == 0) {
 		return
 	}
 	e.repairAt = want
+	e.repairing.Store(want > 0)
 	select {
 	case e.reorderChanges <- reorderChange{path: changeRepair, timeout: want}:
 	case <-e.life.Done():

@@ -66,6 +66,7 @@ var (
 	dRepairAsked     = desc("repair_asked_total", "Lost packets this end asked the peer to send again.")
 	dRepairResent    = desc("repair_resent_total", "Packets sent again because the peer asked.")
 	dRepairMissed    = desc("repair_missed_total", "Packets the peer asked for that were no longer kept, or had no path up.")
+	dRepairState     = desc("repair", "1 while repair is on, by side: offered (a path of ours loses packets of its own, the peer may ask), asking (the peer offers it; our reorder buffer asks for lost packets).", "side")
 	dRORepaired      = desc("reorder_repaired_total", "Holes asked for again whose packet came in time to go in order.")
 	dROTimeout       = desc("reorder_timeout_seconds", "Current longest wait for a missing packet (reorder.timeout, raised to cover the paths' delay difference).")
 )
@@ -76,7 +77,7 @@ func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
 		dTUNTxBytes, dNoPath, dNotIP, dTUNErrors, dRODepth, dROReleased, dROHoles, dROLate, dRODup, dROOverflow,
 		dROResync, dROOutOfWindow, dPeerRestarts, dROWait, dROSpurious, dROGrace, dROTimeout,
 		dPathRate, dPathOWD, dPathQueue, dPathLoss, dPathStalled, dPathStalls, dPathResent, dPathExcluded, dPathFeedback, dSolo, dRedundant, dROLateDelivered,
-		dPathRepaired, dRepairAsked, dRepairResent, dRepairMissed, dRORepaired} {
+		dPathRepaired, dRepairAsked, dRepairResent, dRepairMissed, dRORepaired, dRepairState} {
 		ch <- d
 	}
 }
@@ -104,12 +105,6 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(dPathWeight, float64(e.pathSet.Weight(i)), p.Name)
 		gauge(dPathPeerTx, float64(p.peerTx.Load()), p.Name)
 		counter(dPathChanges, p.changes.Load(), p.Name)
-		b2f := func(b bool) float64 {
-			if b {
-				return 1
-			}
-			return 0
-		}
 		gauge(dPathStalled, b2f(e.pathSet.Stalled(i)), p.Name)
 		counter(dPathStalls, p.stalls.Load(), p.Name)
 		counter(dPathResent, p.resent.Load(), p.Name)
@@ -136,15 +131,13 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(dTUNErrors, e.Stats.TUNReadErrors.Load(), "read")
 	counter(dTUNErrors, e.Stats.TUNWriteErrors.Load(), "write")
 	counter(dPeerRestarts, e.Stats.PeerRestarts.Load())
-	solo := 0.0
-	if e.pathSet.Solo() >= 0 {
-		solo = 1
-	}
-	gauge(dSolo, solo)
+	gauge(dSolo, b2f(e.pathSet.Solo() >= 0))
 	counter(dRedundant, e.Stats.Redundant.Load())
 	counter(dRepairAsked, e.Stats.RepairAsked.Load())
 	counter(dRepairResent, e.Stats.Repaired.Load())
 	counter(dRepairMissed, e.Stats.RepairMissed.Load())
+	gauge(dRepairState, b2f(e.offerRepair.Load()), "offered")
+	gauge(dRepairState, b2f(e.repairing.Load()), "asking")
 	if s := e.ReorderStats(); s != nil {
 		gauge(dRODepth, float64(s.Depth.Load()))
 		counter(dROReleased, s.Released.Load())
@@ -180,4 +173,11 @@ func lowestOWD(e *Engine) time.Duration {
 		}
 	}
 	return lo
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -75,6 +75,9 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 						return
 					}
 				}
+				if c.HasEpochs {
+					e.peerRepairs.Store(c.Repair)
+				}
 				if c.HasWatermark && e.reorderBuf != nil {
 					batch.items = append(batch.items, rxItem{seq: c.Watermark, path: p.idx})
 				}
@@ -210,7 +213,7 @@ func (e *Engine) onControl(p *enginePath, c header.ControlFields, now time.Time,
 
 func (e *Engine) controlFields(p *enginePath, typ uint8) header.ControlFields {
 	return header.ControlFields{Type: typ, Watermark: e.sentUpTo.Load(), HasWatermark: e.reorderBuf != nil,
-		TxPackets: p.txPackets.Load(), HasEpochs: true, Epoch: e.epoch, PeerEpoch: e.peerEpoch.Load()}
+		Repair: e.offerRepair.Load(), TxPackets: p.txPackets.Load(), HasEpochs: true, Epoch: e.epoch, PeerEpoch: e.peerEpoch.Load()}
 }
 
 func (e *Engine) sendControl(p *enginePath, scratch []byte, f header.ControlFields) {

@@ -36,11 +36,15 @@ const ControlEpochPacketLen = IPv4HeaderLen + ControlEpochLen
 const (
 	ControlFlagWatermark = 0x0001 // the Watermark field is valid
 	ControlFlagEpochs    = 0x0002 // bytes 32-47 hold epoch and peer epoch
+	// ControlFlagRepair: the sender of the message repairs its data (one
+	// of its paths loses packets of its own): the receiver may ask for
+	// lost packets with repair messages.
+	ControlFlagRepair = 0x0004
 )
 
 // Control is a view of a tunbond control message. Layout (big endian):
 //
-//	0  magic "TBND"      4  version  5  type  6  flags (2)
+//	0  magic "TBND"      4  version  5  type  6  flags (2): ControlFlag*
 //	8  probe sequence    12 watermark: last bond sequence sent on this path
 //	16 timestamp (ns, sender's clock, echoed by a reply)
 //	24 packets sent on this path so far
@@ -103,6 +107,7 @@ type ControlFields struct {
 	HasWatermark bool
 	Timestamp    int64
 	TxPackets    uint64
+	Repair       bool   // ControlFlagRepair: ask me for lost packets
 	HasEpochs    bool   // write Epoch and PeerEpoch (a 48-byte message)
 	Epoch        uint64 // the sender's session epoch, non-zero
 	PeerEpoch    uint64 // the peer's epoch as last heard, 0 if none
@@ -129,6 +134,9 @@ func (f ControlFields) Encode(c Control) {
 	}
 	if f.HasEpochs {
 		fl |= ControlFlagEpochs
+	}
+	if f.Repair {
+		fl |= ControlFlagRepair
 	}
 	binary.BigEndian.PutUint16(c[6:8], fl)
 	binary.BigEndian.PutUint32(c[8:12], f.ProbeSeq)
@@ -176,6 +184,7 @@ func (c Control) Fields() ControlFields {
 	f := ControlFields{
 		Type: c.Type(), ProbeSeq: c.ProbeSeq(), Watermark: c.Watermark(),
 		HasWatermark: c.HasWatermark(), Timestamp: c.Timestamp(), TxPackets: c.TxPackets(),
+		Repair: c.Flags()&ControlFlagRepair != 0,
 	}
 	if c.HasEpochs() && len(c) >= ControlEpochLen {
 		f.HasEpochs, f.Epoch, f.PeerEpoch = true, c.Epoch(), c.PeerEpoch()
