@@ -495,6 +495,9 @@ func (b *Buffer[T]) SetTimeout(d time.Duration, now time.Time) {
 	b.Expire(now)
 }
 
+// Timeout returns the current longest wait for a missing packet.
+func (b *Buffer[T]) Timeout() time.Duration { return b.cfg.Timeout }
+
 // Deadline returns when Expire must next run, if a hole is being waited
 // for: the end of the loss grace (or of the repair wait, if later) if the
 // paths have moved past the hole, else the timeout.

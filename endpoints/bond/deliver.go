@@ -35,6 +35,11 @@ func (e *Engine) reorderLoop() {
 			case changeTimeout:
 				e.reorderBuf.SetTimeout(m.timeout, e.now())
 			case changeRepair:
+				// The health goroutine raises the timeout to the wait at its
+				// next round; until then the wait is not cut short.
+				if m.timeout > e.reorderBuf.Timeout() {
+					e.reorderBuf.SetTimeout(m.timeout, e.now())
+				}
 				e.reorderBuf.SetRepair(m.timeout, e.askRepair)
 			default:
 				e.reorderBuf.SetActive(m.path, m.active, e.now())

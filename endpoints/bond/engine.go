@@ -87,9 +87,8 @@ type Engine struct {
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 
-	timeout  time.Duration // reorder timeout last set (health goroutine)
-	repairAt time.Duration // repair wait last set (health goroutine)
-	soloSeen string        // the single link last logged (health goroutine)
+	repairAt atomic.Int64 // ns: repair wait last set (failover goroutine); 0: not asking
+	soloSeen string       // the single link last logged (health goroutine)
 
 	// the reorder goroutine's repair requests (repair.go)
 	repairSeqs    []uint32

@@ -152,6 +152,7 @@ func (e *Engine) failoverLoop() {
 			e.flushFeedback(p, now, scratch)
 		}
 		e.probeIdlePaths(now, scratch)
+		e.followRepairRTT()
 		for _, p := range e.paths {
 			if !p.upNow.Load() || e.pathSet.Stalled(p.idx) {
 				continue

@@ -94,7 +94,6 @@ func (e *Engine) healthLoop() {
 				e.sendFeedback(p, now.UnixNano(), scratch)
 			}
 		}
-		e.followRepairRTT()
 		e.followDelaySkew()
 		e.logExclusions()
 		select {
@@ -172,19 +171,17 @@ func (e *Engine) followDelaySkew() {
 	}
 	// With repair, a hole is worth holding for the repair's round trip
 	// (queueing included): given up sooner, the inner flow sees a loss.
-	want = max(want, e.repairAt)
+	want = max(want, time.Duration(e.repairAt.Load()))
 	want = min(want, 10*time.Second)
 	if !e.cfg.AdaptiveTimeout {
 		return
 	}
-	cur := e.timeout
-	if cur == 0 {
-		cur = e.cfg.Reorder.Timeout
-	}
+	// The buffer's own timeout: the reorder goroutine raises it at once
+	// when repair begins to ask.
+	cur := time.Duration(e.reorderBuf.Stats.TimeoutNs.Load())
 	if d := want - cur; d.Abs() <= cur/8 {
 		return
 	}
-	e.timeout = want
 	e.log.Info("reorder timeout follows the paths' delay difference", "timeout", want.Round(time.Millisecond), "skew", (hi - lo).Round(time.Millisecond))
 	select {
 	case e.reorderChanges <- reorderChange{path: changeTimeout, timeout: want}:
@@ -195,7 +192,8 @@ func (e *Engine) followDelaySkew() {
 // followRepairRTT offers repair to the peer while a path of ours loses
 // packets of its own, and, while the peer offers it, sets the repair wait
 // from the paths' least RTT (when it moves by more than an eighth; 0 turns
-// asking off).
+// asking off). It runs with the stall checks, every 5 ms: a loss-based
+// inner flow that meets a loss in slow start leaves it for good.
 func (e *Engine) followRepairRTT() {
 	if e.reorderBuf == nil || !e.cfg.Repair {
 		return
@@ -213,10 +211,11 @@ func (e *Engine) followRepairRTT() {
 	if rtt := e.repairRTT(); rtt > 0 && e.peerRepairs.Load() {
 		want = repairWait(rtt)
 	}
-	if d := want - e.repairAt; d.Abs() <= e.repairAt/8 && (want == 0) == (e.repairAt == 0) {
+	at := time.Duration(e.repairAt.Load())
+	if d := want - at; d.Abs() <= at/8 && (want == 0) == (at == 0) {
 		return
 	}
-	e.repairAt = want
+	e.repairAt.Store(int64(want))
 	e.repairing.Store(want > 0)
 	select {
 	case e.reorderChanges <- reorderChange{path: changeRepair, timeout: want}:
