@@ -119,6 +119,20 @@ type Reorder struct {
 	Late         uint64  `json:"late"`
 	Spurious     uint64  `json:"spurious"`
 	GraceMs      float64 `json:"loss_grace_ms"`
+	RepairAsked  uint64  `json:"repair_asked"` // lost packets site B asked for again
+	Repaired     uint64  `json:"repaired"`     // ... whose packet came in time to go in order
+}
+
+// reorderSummary is what site B's reorder buffer did over a run; nil with
+// IPIP.
+func reorderSummary(b *Bond) *Reorder {
+	rs := b.B.Engine().ReorderStats()
+	if rs == nil {
+		return nil
+	}
+	return &Reorder{Released: rs.Released.Load(), HolesLost: rs.HolesLost.Load(),
+		HolesTimeout: rs.HolesTimeout.Load(), Late: rs.Late.Load(), Spurious: rs.Spurious.Load(),
+		GraceMs: float64(rs.GraceNs.Load()) / 1e6, RepairAsked: rs.RepairAsked.Load(), Repaired: rs.Repaired.Load()}
 }
 
 // Addresses of the ECMP method: a /32 on each site's lo, routed over all uplinks.
@@ -443,11 +457,7 @@ func runMethod(ctx context.Context, net *netns.Net, counters linkCounters, m met
 		// The process runs the bond, the emulator and the Go tool's
 		// threads: the tool's own CPU time is not the bond's.
 		row.CPUPct = 100 * (cpu - fr.ToolCPU).Seconds() / wall.Seconds()
-		if rs := bond.B.Engine().ReorderStats(); rs != nil {
-			row.Reorder = &Reorder{Released: rs.Released.Load(), HolesLost: rs.HolesLost.Load(),
-				HolesTimeout: rs.HolesTimeout.Load(), Late: rs.Late.Load(), Spurious: rs.Spurious.Load(),
-				GraceMs: float64(rs.GraceNs.Load()) / 1e6}
-		}
+		row.Reorder = reorderSummary(bond)
 	}
 	return row, nil
 }

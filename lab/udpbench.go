@@ -121,11 +121,7 @@ func runUDPMethod(ctx context.Context, net *netns.Net, counters linkCounters, m 
 		OutOfOrder: r.OutOfOrder, Duplicates: r.Duplicates, DelayP50Ms: ms(r.DelayP50), DelayP99Ms: ms(r.DelayP99),
 		RcvbufDrops: r.RcvbufDrops, Skipped: r.Skipped}
 	if bond != nil {
-		if rs := bond.B.Engine().ReorderStats(); rs != nil {
-			row.Reorder = &Reorder{Released: rs.Released.Load(), HolesLost: rs.HolesLost.Load(),
-				HolesTimeout: rs.HolesTimeout.Load(), Late: rs.Late.Load(), Spurious: rs.Spurious.Load(),
-				GraceMs: float64(rs.GraceNs.Load()) / 1e6}
-		}
+		row.Reorder = reorderSummary(bond)
 	}
 	return row, nil
 }

@@ -95,6 +95,7 @@ type Engine struct {
 	repairScratch []byte
 	repairMsgs    uint32
 	offerRepair   atomic.Bool   // a path of ours loses packets of its own: the peer may ask
+	firstDataNs   atomic.Int64  // when the first data packet left (repairStartup)
 	peerRepairs   atomic.Bool   // the peer offers repair: our reorder buffer may ask
 	repairing     atomic.Bool   // our reorder buffer asks (the wait last set is not 0)
 	warned        bool          // the scheduler advice was logged (health goroutine)
@@ -164,6 +165,7 @@ type enginePath struct {
 	stalls, resent         atomic.Uint64
 	repaired               atomic.Uint64 // its packets sent again (on any path) because the peer asked
 	lastDataNs             atomic.Int64  // when data last left on it
+	lossObserved           atomic.Uint64 // packets its own loss was learned from (sent while it showed no queue)
 	wmSent                 uint32        // the watermark its latest idle probe carried (failover goroutine)
 	stalledAt              atomic.Int64  // when the latest stall began, ns
 }

@@ -145,6 +145,7 @@ func (e *Engine) onFeedback(p *enginePath, f header.FeedbackFields, now time.Tim
 			sample := float64(s.Lost-l.lastLost) / n * 1e6
 			g := min(n/lossMemory, 1)
 			l.lossPPM += (sample - l.lossPPM) * g
+			p.lossObserved.Add(sent.Packets - l.lastSent)
 		}
 		l.lastLost, l.lastSent = s.Lost, sent.Packets
 		l.fedUpTo, l.fed = f.HighestSeq, true

@@ -198,9 +198,21 @@ func (e *Engine) followRepairRTT() {
 	if e.reorderBuf == nil || !e.cfg.Repair {
 		return
 	}
+	// Until a path that carries data has shown its own loss on
+	// repairEvidence packets (for at most repairStartup from the first
+	// data), repair is offered: a cubic flow that meets an unrepaired loss
+	// in slow start leaves it for good.
+	first := e.firstDataNs.Load()
+	starting := first == 0 || e.now().UnixNano()-first < int64(repairStartup)
 	offer := false
 	for i, p := range e.paths {
-		if l, ok := e.pathSet.Learned(i); ok && p.upNow.Load() && l.LossPPM >= repairLossPPM {
+		if !p.upNow.Load() {
+			continue
+		}
+		if l, ok := e.pathSet.Learned(i); ok && l.LossPPM >= repairLossPPM {
+			offer = true
+		}
+		if starting && p.txPackets.Load() > 0 && p.lossObserved.Load() < repairEvidence {
 			offer = true
 		}
 	}

@@ -33,6 +33,21 @@ const repairMargin = 10 * time.Millisecond
 // holes held to the timeout behind full queues, 172 Mbit/s under BBR).
 const repairLossPPM = 1000
 
+// Until a path that carries data has shown its own loss on repairEvidence
+// packets sent while it showed no queue, for at most repairStartup from the
+// first data, repair is offered whatever the paths' loss: learning it takes
+// tens of milliseconds of feedback, and a loss-based inner flow that meets
+// a loss in slow start leaves slow start for good (lossy profile, cubic:
+// 27.8 Mbit/s with the first 5 losses unrepaired, 54-56 with them
+// repaired; the clean link alone 47.8). A clean path shows itself so
+// before slow start fills its queue, so the overshoot's congestion drops
+// are not repaired (offered for the whole 2 s, they were: BBR on the
+// symmetric profile, 5203 repairs, 1426 holes to the timeout).
+const (
+	repairStartup  = 2 * time.Second
+	repairEvidence = 300
+)
+
 // repairRTT is the least smoothed RTT of the up paths, 0 if none.
 func (e *Engine) repairRTT() time.Duration {
 	var least time.Duration

@@ -100,6 +100,9 @@ func (e *Engine) sendData(p *enginePath, batch [][]byte, seqs, sizes []uint32, n
 	}
 	if now != 0 {
 		p.lastDataNs.Store(now)
+		if e.firstDataNs.Load() == 0 {
+			e.firstDataNs.CompareAndSwap(0, now)
+		}
 	}
 	sent, err := p.Uplink.Send(batch)
 	var bytes uint64
