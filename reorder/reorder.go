@@ -103,11 +103,11 @@ type Buffer[T any] struct {
 	// Repair (SetRepair): holes proven lost are asked for once each, in
 	// sequence order (every one before askedTo has been looked at), and the
 	// head hole is waited for repairWait after it was asked for.
-	repairWait time.Duration
+	repairWait time.Duration // as set; used as min(repairWait, Timeout)
 	ask        func(seq uint32)
 	askedTo    uint32
 	askedOK    bool
-	asks       [1024]gaveUp
+	asks       []gaveUp // indexed like slots: every hole of the window may be asked for at once
 	Stats      Stats
 }
 
@@ -134,7 +134,7 @@ func New[T any](cfg Config, release func(T)) (*Buffer[T], error) {
 	}
 	b := &Buffer[T]{cfg: cfg, slots: make([]slot[T], cfg.Window), release: release,
 		wm: make([]uint32, cfg.Paths), wmOK: make([]bool, cfg.Paths), active: make([]bool, cfg.Paths),
-		owed: make([]uint64, bits/64), owedMask: bits - 1}
+		owed: make([]uint64, bits/64), owedMask: bits - 1, asks: make([]gaveUp, cfg.Window)}
 	for i := range b.active {
 		b.active[i] = true
 	}
@@ -293,7 +293,7 @@ func (b *Buffer[T]) Reset(now time.Time) {
 		b.wm[i], b.wmOK[i] = 0, false
 	}
 	b.gaveUp = [len(b.gaveUp)]gaveUp{}
-	b.asks = [len(b.asks)]gaveUp{}
+	clear(b.asks)
 	b.askedOK = false
 }
 
@@ -342,8 +342,12 @@ func (b *Buffer[T]) SetRepair(wait time.Duration, ask func(seq uint32)) {
 	if wait <= 0 || ask == nil {
 		wait, ask = 0, nil
 	}
-	b.repairWait, b.ask = min(wait, b.cfg.Timeout), ask
+	b.repairWait, b.ask = wait, ask
+	b.askedOK = false // what was looked at while off was not asked for
 }
+
+// wait is the repair wait in force: never past the timeout.
+func (b *Buffer[T]) wait() time.Duration { return min(b.repairWait, b.cfg.Timeout) }
 
 // lowWatermark is the least watermark of the active paths: every sequence
 // up to it that has not arrived is lost. ok is false while an active path
@@ -377,10 +381,10 @@ func (b *Buffer[T]) askLost(now time.Time) {
 		return
 	}
 	seq := b.next
-	if b.askedOK && int32(b.askedTo-seq) > 0 {
+	end := b.next + uint32(len(b.slots)) // the window's end: nothing is held past it
+	if b.askedOK && int32(b.askedTo-seq) > 0 && int32(end-b.askedTo) >= 0 {
 		seq = b.askedTo
 	}
-	end := b.next + uint32(len(b.slots)) // the window's end: nothing is held past it
 	for ; int32(lo-seq) >= 0 && int32(end-seq) > 0; seq++ {
 		if b.slot(seq).present {
 			continue
@@ -414,7 +418,7 @@ func (b *Buffer[T]) advance(now time.Time) {
 		if !b.lost(b.next) || now.Before(b.holeSince.Add(b.grace)) {
 			break
 		}
-		if at, ok := b.askedAt(b.next); ok && b.ask != nil && now.Before(at.Add(b.repairWait)) {
+		if at, ok := b.askedAt(b.next); ok && b.ask != nil && now.Before(at.Add(b.wait())) {
 			break
 		}
 		b.Stats.HolesLost.Add(1)
@@ -489,7 +493,6 @@ func (b *Buffer[T]) SetTimeout(d time.Duration, now time.Time) {
 	}
 	b.cfg.Timeout = d
 	b.grace = min(b.grace, d)
-	b.repairWait = min(b.repairWait, d)
 	b.Stats.TimeoutNs.Store(int64(d))
 	b.Stats.GraceNs.Store(int64(b.grace))
 	b.Expire(now)
@@ -508,8 +511,8 @@ func (b *Buffer[T]) Deadline() (time.Time, bool) {
 	timeout := b.holeSince.Add(b.cfg.Timeout)
 	if b.lost(b.next) {
 		d := b.holeSince.Add(b.grace)
-		if at, ok := b.askedAt(b.next); ok && b.ask != nil && at.Add(b.repairWait).After(d) {
-			d = at.Add(b.repairWait)
+		if at, ok := b.askedAt(b.next); ok && b.ask != nil && at.Add(b.wait()).After(d) {
+			d = at.Add(b.wait())
 		}
 		if d.After(timeout) {
 			d = timeout

@@ -106,3 +106,54 @@ func TestRepairWaitBoundedByTimeout(t *testing.T) {
 	r.push(0, 4)
 	r.expect(2, 4) // off: 1 and 3 are given up at once (no grace in this rig)
 }
+
+// TestRepairAcrossTheWrapAndWholeWindow: holes asked for across the uint32
+// wrap, more of them than any fixed table would hold, are each held for
+// their repair, and a wait cut by a lower timeout comes back with it.
+func TestRepairAcrossTheWrapAndWholeWindow(t *testing.T) {
+	r := &rig{t: t, now: t0}
+	var err error
+	r.b, err = New(Config{Window: 4096, Timeout: 50 * time.Millisecond, Paths: 1}, func(s uint32) { r.out = append(r.out, s) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var asked []uint32
+	r.b.SetRepair(20*time.Millisecond, func(seq uint32) { asked = append(asked, seq) })
+	const start = uint32(0xfffff000) // the wrap is 4096 sequences ahead
+	r.push(0, start)
+	for seq := start + 2; seq != start+4002; seq += 2 { // every other one lost: 2000 holes
+		r.push(0, seq)
+	}
+	if len(asked) != 2000 || asked[0] != start+1 || asked[1999] != start+3999 {
+		t.Fatalf("asked for %d holes (%#x..), want 2000 from %#x", len(asked), asked[0], start+1)
+	}
+	r.out = nil
+	r.tick(10 * time.Millisecond)
+	for seq := start + 1; seq != start+4001; seq += 2 {
+		r.push(0, seq) // every repair, within its wait
+	}
+	if len(r.out) != 4000 || r.b.Stats.Repaired.Load() != 2000 || r.b.Stats.Holes.Load() != 0 {
+		t.Fatalf("released %d, repaired %d, holes %d; want 4000, 2000, 0", len(r.out), r.b.Stats.Repaired.Load(), r.b.Stats.Holes.Load())
+	}
+	r.out = nil
+
+	// A timeout below the wait bounds it; raised again, the wait is back.
+	r.b.SetTimeout(5*time.Millisecond, r.now)
+	r.b.SetTimeout(50*time.Millisecond, r.now)
+	next := start + 4001
+	r.push(0, next+1)
+	if dl, _ := r.b.Deadline(); !dl.Equal(r.now.Add(20 * time.Millisecond)) {
+		t.Fatalf("deadline %v after now, want the 20 ms repair wait back", dl.Sub(r.now))
+	}
+
+	// Off and on again: what went by while off is not asked for late.
+	r.b.SetRepair(0, nil)
+	r.tick(20 * time.Millisecond)
+	r.expect(next + 1)
+	asked = nil
+	r.b.SetRepair(20*time.Millisecond, func(seq uint32) { asked = append(asked, seq) })
+	r.push(0, next+3)
+	if len(asked) != 1 || asked[0] != next+2 {
+		t.Fatalf("asked for %x, want only %#x", asked, next+2)
+	}
+}

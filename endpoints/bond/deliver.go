@@ -15,6 +15,7 @@ func (e *Engine) reorderLoop() {
 				switch {
 				case it.path == itemRestart:
 					e.reorderBuf.Reset(now)
+					e.repairSeqs = e.repairSeqs[:0] // the old peer's sequences
 					e.reorderBuf.SetStrict(it.seq != 0)
 				case it.path == itemEpochs:
 					e.reorderBuf.SetStrict(it.seq != 0)
@@ -36,9 +37,10 @@ func (e *Engine) reorderLoop() {
 				e.reorderBuf.SetTimeout(m.timeout, e.now())
 			case changeRepair:
 				// The health goroutine raises the timeout to the wait at its
-				// next round; until then the wait is not cut short.
-				if m.timeout > e.reorderBuf.Timeout() {
-					e.reorderBuf.SetTimeout(m.timeout, e.now())
+				// next round (and lowers it when repair stops); until then
+				// the wait is not cut short. A fixed timeout bounds the wait.
+				if w := min(m.timeout, 10*time.Second); e.cfg.AdaptiveTimeout && w > e.reorderBuf.Timeout() {
+					e.reorderBuf.SetTimeout(w, e.now())
 				}
 				e.reorderBuf.SetRepair(m.timeout, e.askRepair)
 			default:

@@ -96,6 +96,7 @@ type Engine struct {
 	repairMsgs    uint32
 	offerRepair   atomic.Bool   // a path of ours loses packets of its own: the peer may ask
 	firstDataNs   atomic.Int64  // when the first data packet left (repairStartup)
+	repairRxNs    atomic.Int64  // when the peer last asked for a repair
 	peerRepairs   atomic.Bool   // the peer offers repair: our reorder buffer may ask
 	repairing     atomic.Bool   // our reorder buffer asks (the wait last set is not 0)
 	warned        bool          // the scheduler advice was logged (health goroutine)
@@ -258,7 +259,6 @@ func NewEngine(cfg EngineConfig, dev tun.Device) (*Engine, error) {
 		e.paths = append(e.paths, ep)
 	}
 	e.pathSet = path.NewPaths(weights)
-	e.pathSet.SetRepaired(cfg.Repair && cfg.Encap.Sequenced())
 	for i, p := range cfg.Paths {
 		e.pathSet.SetUp(i, false) // up on the first keepalive reply
 		e.pathSet.SetCeiling(i, p.Ceiling)

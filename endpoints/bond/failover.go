@@ -187,7 +187,7 @@ func (e *Engine) probeIdlePaths(now int64, scratch []byte) {
 	}
 	upTo := e.sentUpTo.Load()
 	for _, p := range e.paths {
-		if !p.upNow.Load() || p.wmSent == upTo || now-p.lastDataNs.Load() < int64(stallCheckEvery) {
+		if !p.upNow.Load() || e.pathSet.Stalled(p.idx) || p.wmSent == upTo || now-p.lastDataNs.Load() < int64(stallCheckEvery) {
 			continue
 		}
 		p.wmSent = upTo
@@ -204,6 +204,11 @@ func (e *Engine) probeIdlePaths(now int64, scratch []byte) {
 func (e *Engine) stall(p *enginePath, silent time.Duration, scratch []byte) {
 	q := e.secondPath(p.idx)
 	if q < 0 {
+		// A new allowance: should another path come up while this one is
+		// still silent, it is judged from now, not from long ago.
+		p.estMu.Lock()
+		p.tx.firstUnfed = e.now().UnixNano()
+		p.estMu.Unlock()
 		return
 	}
 	to := e.paths[q]

@@ -228,6 +228,9 @@ func (e *Engine) followRepairRTT() {
 	// path no better, had repair on and 25727 repairs).
 	lossy := most >= repairLossPPM && (up == 1 || least*4 <= most)
 	offer := lossy || starting && !clean
+	// The lossy trial counts on repair only while the peer does ask (an
+	// older peer, or one with reorder.repair off, never does).
+	e.pathSet.SetRepaired(offer && e.now().UnixNano()-e.repairRxNs.Load() < int64(time.Second))
 	if e.offerRepair.Swap(offer) != offer {
 		why := "no path loses 0.2% of its own more than 4 times the cleanest"
 		switch {

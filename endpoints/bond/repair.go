@@ -133,10 +133,11 @@ func (e *Engine) onRepair(seqs []uint32, out *repairOut) {
 	for _, seq := range seqs {
 		kept, taken := false, false
 		for _, p := range e.paths {
+			p.estMu.Lock()
 			if p.tx.keep == nil {
+				p.estMu.Unlock()
 				continue
 			}
-			p.estMu.Lock()
 			if b, _, ok := p.tx.keep.find(seq); ok && len(b) <= maxRepairPacket {
 				kept = true
 				if b, ok := p.tx.keep.takeForRepair(seq); ok && len(out.arena)+len(b) <= cap(out.arena) {

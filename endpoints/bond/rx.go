@@ -88,6 +88,7 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 				if c.Type == header.ControlRepair {
 					if c.PeerEpoch == e.epoch && e.reorderBuf != nil { // about this start's sequences
 						repairSeqs = header.Repair(bufs[i][d.Off : d.Off+d.Len]).AppendSeqs(repairSeqs)
+						e.repairRxNs.Store(now.UnixNano())
 					}
 					continue
 				}
