@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -30,13 +29,7 @@ func TestBondBlackholeNoRTO(t *testing.T) {
 			}
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	b, err := lab.StartBondOn(ctx, net, lab.BondSpec{Uplinks: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Stop() })
+	b, ctx := startBondOn(t, net)
 	rto0, err := traffic.TCPTimeouts(net.NS("a"))
 	if err != nil {
 		t.Fatal(err)

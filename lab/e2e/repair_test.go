@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -32,13 +31,7 @@ func TestBondRepairsALossyPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { emu.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	b, err := lab.StartBondOn(ctx, net, lab.BondSpec{Uplinks: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Stop() })
+	b, ctx := startBondOn(t, net)
 	rtx0, err := traffic.RetransSegs(net.NS("a"))
 	if err != nil {
 		t.Fatal(err)
