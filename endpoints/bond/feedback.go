@@ -46,6 +46,7 @@ type txLearning struct {
 	lastLost      uint64
 	lastSent      uint64 // packets the path had carried up to the latest feedback's highest sequence
 	lastDelivered uint64 // the latest feedback's DeliveredPackets
+	troubleSeen   uint64 // the path's stalls + state changes at the latest feedback
 }
 
 // noteData counts a batch of data packets that arrived on p; called by
@@ -140,7 +141,17 @@ func (e *Engine) onFeedback(p *enginePath, f header.FeedbackFields, now time.Tim
 		// Loss where the path shows no queue is the path's own (radio, a
 		// bad line); loss behind a queue is the flows' congestion, which
 		// every bottleneck has and which says nothing against the path.
-		if l.fed && s.HasLost && s.Lost >= l.lastLost && sent.Packets > l.lastSent && l.est.QueueDelay() < path.QueueSignificant {
+		// Nor is what a stall or an outage took: a sample that spans one
+		// (a blackhole's every packet) would make the path lossy for long
+		// after it is back (the lab's blackhole: the bond then ran the
+		// path in and out by trial, 93 Mbit/s of 200 after the fault).
+		// The first sample with new data after a stall or a state change
+		// is skipped (the feedbacks during the outage carried none).
+		troubled := false
+		if t := p.stalls.Load() + p.changes.Load(); s.HasLost && sent.Packets > l.lastSent && t != l.troubleSeen {
+			troubled, l.troubleSeen = true, t
+		}
+		if l.fed && !troubled && s.HasLost && s.Lost >= l.lastLost && sent.Packets > l.lastSent && l.est.QueueDelay() < path.QueueSignificant {
 			n := float64(sent.Packets - l.lastSent)
 			sample := float64(s.Lost-l.lastLost) / n * 1e6
 			g := min(n/lossMemory, 1)

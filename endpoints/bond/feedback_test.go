@@ -158,3 +158,44 @@ func TestStallLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestStallIsNotLearnedAsLoss: what a path lost while it was stalled (a
+// blackhole) is not its own random loss: back, it is not learned lossy,
+// so neither the lossy trial nor repair takes it for a bad link.
+func TestStallIsNotLearnedAsLoss(t *testing.T) {
+	ep := newEnginePair(t, encap.GRE{Key: 7}, "rr", 1, 1)
+	ep.send(t, 200)
+	await(t, "feedback on both paths", func() bool {
+		return ep.a.paths[0].feedbackRx.Load() > 0 && ep.a.paths[1].feedbackRx.Load() > 0
+	})
+	ep.upA[0].Down.Store(true)
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case ep.ta.Outbound <- tuntest.Ping(ep.bAddr, ep.aAddr):
+			}
+			time.Sleep(100 * time.Microsecond) // a transport's pace
+		}
+	}()
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-ep.tb.Inbound:
+			}
+		}
+	}()
+	defer close(stop)
+	p := ep.a.paths[0]
+	await(t, "p0 stalled", func() bool { return p.stalls.Load() > 0 })
+	fb := p.feedbackRx.Load()
+	ep.upA[0].Down.Store(false)
+	await(t, "p0 back, with feedback", func() bool { return !ep.a.pathSet.Stalled(0) && p.feedbackRx.Load() > fb+5 })
+	if l, _ := ep.a.pathSet.Learned(0); l.LossPPM >= 2000 {
+		t.Fatalf("p0 learned %.2f%% own loss from its stall", float64(l.LossPPM)/1e4)
+	}
+}

@@ -62,7 +62,7 @@ var (
 	dPathFeedback    = desc("path_feedback_total", "Feedback messages on the path, by direction (tx: about the peer's data; rx: about ours).", "path", "dir")
 	dRedundant       = desc("tx_redundant_total", "Packets of the redundancy class also sent on a second path.")
 	dSolo            = desc("single_link", "1 while the adaptive scheduler runs the bond on one link alone (the others left out).")
-	dPathRepaired    = desc("path_repaired_packets_total", "The path's packets sent again (on the best other path) because the peer found them lost and asked.", "path")
+	dPathRepaired    = desc("path_repaired_packets_total", "The path's packets sent again because the peer found them lost and asked.", "path")
 	dRepairAsked     = desc("repair_asked_total", "Lost packets this end asked the peer to send again.")
 	dRepairResent    = desc("repair_resent_total", "Packets sent again because the peer asked.")
 	dRepairMissed    = desc("repair_missed_total", "Packets the peer asked for that were no longer kept, or had no path up.")

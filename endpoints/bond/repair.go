@@ -14,7 +14,7 @@ import (
 // finds a loss (every path moved past a hole), asks for it once and holds
 // the hole repairWait; the receiver sends the sequences in repair messages
 // on its best path; the sender finds each in the resend ring of the path
-// that carried it and sends it again on the best other path.
+// that carried it and sends it again on the fastest path (repairPath).
 
 // repairWait is how long a hole asked for is held: the repair's round trip
 // (twice the least smoothed RTT of the up paths, the request and the
@@ -125,9 +125,8 @@ func newRepairOut() *repairOut {
 const maxRepairPacket = 9216
 
 // onRepair sends again the packets of seqs that the paths' resend rings
-// still hold, each on the best up path other than the one that lost it (on
-// that one if it is the only path up), once however often it is asked
-// for. Sequences no ring holds any more are counted (RepairMissed).
+// still hold, each on repairPath of the one that lost it, once however
+// often it is asked for. Sequences no ring holds any more are counted (RepairMissed).
 func (e *Engine) onRepair(seqs []uint32, out *repairOut) {
 	out.arena, out.pkts, out.from = out.arena[:0], out.pkts[:0], out.from[:0]
 	for _, seq := range seqs {
@@ -178,14 +177,18 @@ func (e *Engine) onRepair(seqs []uint32, out *repairOut) {
 	}
 }
 
-// repairPath is where a packet that path from lost goes again: the best up
-// path other than from, else from itself if it is up; -1 if none.
+// repairPath is where a packet that path from lost goes again: the up path
+// with the least RTT, but another than from if one is within twice its RTT
+// (a lossy path may lose the repair too; a much slower one would bring it
+// after its wait: fibre's losses re-sent over LTE arrived too late for any
+// to go in order); -1 if none is up.
 func (e *Engine) repairPath(from int) int {
-	if q := e.secondPath(from); q >= 0 {
+	best := e.secondPath(-1)
+	if best != from {
+		return best
+	}
+	if q := e.secondPath(from); q >= 0 && e.paths[q].rttNs.Load() <= 2*e.paths[from].rttNs.Load() {
 		return q
 	}
-	if e.paths[from].upNow.Load() {
-		return from
-	}
-	return -1
+	return from
 }
