@@ -24,7 +24,7 @@ func TestCaptureDecodesAsGRE(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	pcap := filepath.Join(t.TempDir(), "ul0.pcap")
-	cmd := exec.CommandContext(ctx, tshark, "-i", netns.UplinkName(0), "-f", "ip proto 47", "-c", "40", "-w", pcap)
+	cmd := exec.CommandContext(ctx, tshark, "-i", netns.UplinkName(0), "-f", "ip proto 47", "-c", "100", "-w", pcap) // the pings, and feedback and keepalives among them and after
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
