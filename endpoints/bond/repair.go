@@ -178,17 +178,23 @@ func (e *Engine) onRepair(seqs []uint32, out *repairOut) {
 }
 
 // repairPath is where a packet that path from lost goes again: the up path
-// with the least RTT, but another than from if one is within twice its RTT
-// (a lossy path may lose the repair too; a much slower one would bring it
-// after its wait: fibre's losses re-sent over LTE arrived too late for any
-// to go in order); -1 if none is up.
+// with the least RTT, but another than from if one's RTT is within twice
+// from's or 10 ms more (a lossy path may lose the repair too, and the
+// receiver asks once; a much slower one would bring it after its wait:
+// fibre's losses re-sent over LTE arrived too late for any to go in
+// order); -1 if none is up.
 func (e *Engine) repairPath(from int) int {
 	best := e.secondPath(-1)
 	if best != from {
 		return best
 	}
-	if q := e.secondPath(from); q >= 0 && e.paths[q].rttNs.Load() <= 2*e.paths[from].rttNs.Load() {
+	r := e.paths[from].rttNs.Load()
+	if q := e.secondPath(from); q >= 0 && e.paths[q].rttNs.Load() <= max(2*r, r+int64(repairNear)) {
 		return q
 	}
 	return from
 }
+
+// repairNear is how much slower than the path that lost a packet another
+// may be and still be preferred for its repair.
+const repairNear = 10 * time.Millisecond
