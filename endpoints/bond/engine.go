@@ -167,7 +167,6 @@ type enginePath struct {
 	repaired               atomic.Uint64 // its packets sent again (on any path) because the peer asked
 	lastDataNs             atomic.Int64  // when data last left on it
 	lossObserved           atomic.Uint64 // packets its own loss was learned from (sent while it showed no queue)
-	lossAllPPM             atomic.Uint32 // its smoothed loss over every feedback, queue or not
 	wmSent                 uint32        // the watermark its latest idle probe carried (failover goroutine)
 	stalledAt              atomic.Int64  // when the latest stall began, ns
 }

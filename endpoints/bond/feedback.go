@@ -42,8 +42,7 @@ type txLearning struct {
 	fedUpTo       uint32  // highest sequence the latest feedback covered
 	fed           bool    // a feedback of the current epochs arrived
 	firstUnfed    int64   // ns: send time of the first packet after the latest feedback; 0: none
-	lossPPM       float64 // smoothed loss where the path showed no queue
-	lossAllPPM    float64 // smoothed loss over every sample
+	lossPPM       float64 // smoothed loss
 	lastLost      uint64
 	lastSent      uint64 // packets the path had carried up to the latest feedback's highest sequence
 	lastDelivered uint64 // the latest feedback's DeliveredPackets
@@ -152,18 +151,12 @@ func (e *Engine) onFeedback(p *enginePath, f header.FeedbackFields, now time.Tim
 		if t := p.stalls.Load() + p.changes.Load(); s.HasLost && sent.Packets > l.lastSent && t != l.troubleSeen {
 			troubled, l.troubleSeen = true, t
 		}
-		if l.fed && !troubled && s.HasLost && s.Lost >= l.lastLost && sent.Packets > l.lastSent {
+		if l.fed && !troubled && s.HasLost && s.Lost >= l.lastLost && sent.Packets > l.lastSent && l.est.QueueDelay() < path.QueueSignificant {
 			n := float64(sent.Packets - l.lastSent)
 			sample := float64(s.Lost-l.lastLost) / n * 1e6
 			g := min(n/lossMemory, 1)
-			// Every sample, queue or not: what repair compares between
-			// paths (congestion that every path shows alike cancels).
-			l.lossAllPPM += (sample - l.lossAllPPM) * g
-			p.lossAllPPM.Store(uint32(min(l.lossAllPPM, 1e6)))
-			if l.est.QueueDelay() < path.QueueSignificant {
-				l.lossPPM += (sample - l.lossPPM) * g
-				p.lossObserved.Add(sent.Packets - l.lastSent)
-			}
+			l.lossPPM += (sample - l.lossPPM) * g
+			p.lossObserved.Add(sent.Packets - l.lastSent)
 		}
 		l.lastLost, l.lastSent = s.Lost, sent.Packets
 		l.fedUpTo, l.fed = f.HighestSeq, true

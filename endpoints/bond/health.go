@@ -205,31 +205,28 @@ func (e *Engine) followRepairRTT() {
 	first := e.firstDataNs.Load()
 	starting := first == 0 || e.now().UnixNano()-first < int64(repairStartup)
 	clean := false
-	var most, least, own uint32 // the up paths' loss over every sample; the most own loss
+	var most, least uint32 // the up paths' learned own loss
 	up := 0
 	for i, p := range e.paths {
 		if !p.upNow.Load() {
 			continue
 		}
 		l, _ := e.pathSet.Learned(i)
-		all := p.lossAllPPM.Load()
-		if up == 0 || all < least {
-			least = all
+		if up == 0 || l.LossPPM < least {
+			least = l.LossPPM
 		}
-		most, own = max(most, all), max(own, l.LossPPM)
+		most = max(most, l.LossPPM)
 		up++
 		if l.LossPPM < repairLossPPM && p.lossObserved.Load() >= repairEvidence {
 			clean = true
 		}
 	}
 	// A path loses of its own when it loses repairLossPPM where another
-	// loses under a quarter of that, queue or not (loss every path shows
-	// alike is the flows' congestion: BBR on the symmetric profile, judged
-	// by each path's loss where it showed no queue, had repair on and 25727
-	// repairs; and under a queue, which a busy path nearly always has, that
-	// test learned too little to offer it); a path alone, when it loses
-	// repairLossPPM where it shows no queue.
-	lossy := up > 1 && most >= repairLossPPM && least*4 <= most || up == 1 && own >= repairLossPPM
+	// loses under a quarter of that (or it is alone): loss that every path
+	// shows alike is the flows' congestion, which the estimate's queue test
+	// lets through at times (BBR on the symmetric profile, with the other
+	// path no better, had repair on and 25727 repairs).
+	lossy := most >= repairLossPPM && (up == 1 || least*4 <= most)
 	offer := lossy || starting && !clean
 	// The lossy trial counts on repair only while the peer does ask (an
 	// older peer, or one with reorder.repair off, never does).
@@ -238,7 +235,7 @@ func (e *Engine) followRepairRTT() {
 		why := "no path loses 0.2% of its own more than 4 times the cleanest"
 		switch {
 		case lossy:
-			why = "a path loses 0.2%, 4 times the cleanest (or, alone, 0.2% where it shows no queue)"
+			why = "a path loses 0.2% of its own (where it shows no queue), 4 times the cleanest"
 		case offer:
 			why = "starting: no path has shown itself clean yet"
 		}
