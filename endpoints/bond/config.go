@@ -104,7 +104,7 @@ var defaults = map[string]any{
 	// The lab's measurements ran with these two; a user gets them too.
 	"reorder.loss_grace":   "1ms",
 	"reorder.adaptive":     true,
-	"reorder.repair":       true,
+	"reorder.repair":       false, // opt-in: see README (Repair) for what it costs and when it pays
 	"keepalive.interval":   "200ms",
 	"keepalive.misses":     3,
 	"redundancy.max_size":  0,

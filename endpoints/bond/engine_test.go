@@ -53,7 +53,7 @@ func newEnginePairKeepalive(t *testing.T, enc encap.Encapsulation, sched string,
 		e, err := NewEngine(EngineConfig{
 			Encap: enc, Scheduler: sched,
 			Reorder:   reorder.Config{Window: 1024, Timeout: 500 * time.Millisecond},
-			Keepalive: keepalive, Misses: 3, MTU: 1420, Paths: paths, Repair: true, // as the config default
+			Keepalive: keepalive, Misses: 3, MTU: 1420, Paths: paths, Repair: true, // the repair tests need it; off, nothing asks
 			Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		}, dev.TUN())
 		if err != nil {

@@ -31,14 +31,14 @@ func startBond(t *testing.T, spec lab.BondSpec) *lab.Bond {
 	return b
 }
 
-// startBondOn starts a default bond of two uplinks on a built topology
-// (stopped at the test's end) and returns it with a context for the
-// test's traffic (2 minutes).
-func startBondOn(t *testing.T, net *netns.Net) (*lab.Bond, context.Context) {
+// startBondOn starts a bond of spec on a built topology (stopped at the
+// test's end) and returns it with a context for the test's traffic (2
+// minutes).
+func startBondOn(t *testing.T, net *netns.Net, spec lab.BondSpec) (*lab.Bond, context.Context) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	b, err := lab.StartBondOn(ctx, net, lab.BondSpec{Uplinks: 2})
+	b, err := lab.StartBondOn(ctx, net, spec)
 	if err != nil {
 		t.Fatal(err)
 	}

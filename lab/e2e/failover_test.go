@@ -29,7 +29,7 @@ func TestBondBlackholeNoRTO(t *testing.T) {
 			}
 		}
 	}
-	b, ctx := startBondOn(t, net)
+	b, ctx := startBondOn(t, net, lab.BondSpec{Uplinks: 2})
 	rto0, err := traffic.TCPTimeouts(net.NS("a"))
 	if err != nil {
 		t.Fatal(err)
