@@ -18,7 +18,6 @@ type BondSpec struct {
 	Encap     string  // gre | ipip; the config default (gre) if empty
 	Scheduler string  // the config default (adaptive) if empty
 	Key       int64
-	Repair    bool         // reorder.repair: true (off by default)
 	Log       *slog.Logger // nil: discard
 }
 
@@ -56,7 +55,6 @@ func (s BondSpec) EndpointConfig(side int) (*bond.Config, error) {
 	if s.Scheduler != "" {
 		c.Scheduler = s.Scheduler
 	}
-	c.Reorder.Repair = c.Reorder.Repair || s.Repair
 	c.Routing = "manage"  // each uplink's tunnel leaves by its own uplink
 	c.Control.Socket = "" // the two sites share one filesystem
 	for i := 0; i < s.uplinks(); i++ {

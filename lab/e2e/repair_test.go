@@ -32,7 +32,10 @@ func TestBondRepairsALossyPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { emu.Close() })
-	b, ctx := startBondOn(t, net, lab.BondSpec{Uplinks: 2, Repair: true})
+	// Repair on as a user turns it on: the endpoints' config comes from
+	// bond.Defaults(), which reads TUNBOND_* like any user's.
+	t.Setenv("TUNBOND_REORDER_REPAIR", "true")
+	b, ctx := startBondOn(t, net, lab.BondSpec{Uplinks: 2})
 	rtx0, err := traffic.RetransSegs(net.NS("a"))
 	if err != nil {
 		t.Fatal(err)
