@@ -47,7 +47,7 @@ func handleControl(e *Engine, req ControlRequest) ControlResponse {
 				"holes_timeout": s.HolesTimeout.Load(), "holes_overflow": s.HolesOverflow.Load(),
 				"late": s.Late.Load(), "late_delivered": s.LateDelivered.Load(), "duplicate": s.Duplicate.Load(), "out_of_window": s.OutOfWindow.Load(),
 				"repair_asked": s.RepairAsked.Load(), "repaired": s.Repaired.Load(),
-				"repair_offered": e.offerRepair.Load(), "repair_asking": e.repairing.Load(),
+				"repair_offered": e.offerRepair.Load(), "repair_asking": e.repairAsking(),
 			}
 		}
 		return r

@@ -93,12 +93,12 @@ type Engine struct {
 	// the reorder goroutine's repair requests (repair.go)
 	repairSeqs    []uint32
 	repairScratch []byte
+	repairOne     [1][]byte // the batch of one Send takes (a local would escape: one allocation a message)
 	repairMsgs    uint32
 	offerRepair   atomic.Bool   // a path of ours loses packets of its own: the peer may ask
 	firstDataNs   atomic.Int64  // when the first data packet left (repairStartup)
 	repairRxNs    atomic.Int64  // when the peer last asked for a repair
 	peerRepairs   atomic.Bool   // the peer offers repair: our reorder buffer may ask
-	repairing     atomic.Bool   // our reorder buffer asks (the wait last set is not 0)
 	warned        bool          // the scheduler advice was logged (health goroutine)
 	seq           uint32        // last sequence number used (TX goroutine)
 	sentUpTo      atomic.Uint32 // every packet up to here has been handed to its socket

@@ -96,13 +96,16 @@ func (r *resendRing) after(seq uint32, out [][]byte) ([][]byte, int) {
 	return out, missed
 }
 
-// takeForRepair returns the kept bytes of the packet sent with seq, if they
-// are still intact and no repair took them before (a request comes on two
-// paths; a packet is sent again once).
-func (r *resendRing) takeForRepair(seq uint32) ([]byte, bool) {
+// takeForRepair reports whether the packet sent with seq is still kept
+// intact, and returns its bytes unless a repair took them before (a
+// request comes on two paths; a packet is sent again once).
+func (r *resendRing) takeForRepair(seq uint32) (b []byte, kept bool) {
 	b, i, ok := r.find(seq)
-	if !ok || r.ents[i].repaired {
+	if !ok {
 		return nil, false
+	}
+	if r.ents[i].repaired {
+		return nil, true
 	}
 	r.ents[i].repaired = true
 	return b, true
@@ -152,7 +155,7 @@ func (e *Engine) failoverLoop() {
 			e.flushFeedback(p, now, scratch)
 		}
 		e.probeIdlePaths(now, scratch)
-		e.followRepairRTT()
+		e.followRepair()
 		for _, p := range e.paths {
 			if !p.upNow.Load() || e.pathSet.Stalled(p.idx) {
 				continue

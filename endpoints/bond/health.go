@@ -189,12 +189,12 @@ func (e *Engine) followDelaySkew() {
 	}
 }
 
-// followRepairRTT offers repair to the peer while a path of ours loses
+// followRepair offers repair to the peer while a path of ours loses
 // packets of its own, and, while the peer offers it, sets the repair wait
 // from the paths' least RTT (when it moves by more than an eighth; 0 turns
 // asking off). It runs with the stall checks, every 5 ms: a loss-based
 // inner flow that meets a loss in slow start leaves it for good.
-func (e *Engine) followRepairRTT() {
+func (e *Engine) followRepair() {
 	if e.reorderBuf == nil || !e.cfg.Repair {
 		return
 	}
@@ -217,16 +217,19 @@ func (e *Engine) followRepairRTT() {
 		}
 		most = max(most, l.LossPPM)
 		up++
-		if l.LossPPM < repairLossPPM && p.lossObserved.Load() >= repairEvidence {
+		if l.LossPPM < path.LossyPPM && p.lossObserved.Load() >= repairEvidence {
 			clean = true
 		}
 	}
-	// A path loses of its own when it loses repairLossPPM where another
+	// A path loses of its own when it loses path.LossyPPM where another
 	// loses under a quarter of that (or it is alone): loss that every path
 	// shows alike is the flows' congestion, which the estimate's queue test
 	// lets through at times (BBR on the symmetric profile, with the other
 	// path no better, had repair on and 25727 repairs).
-	lossy := most >= repairLossPPM && (up == 1 || least*4 <= most)
+	if up == 1 {
+		least = 0 // alone: judged by its own loss only
+	}
+	lossy := path.LossyAgainst(most, least, path.LossyPPM)
 	offer := lossy || starting && !clean
 	// The lossy trial counts on repair only while the peer does ask (an
 	// older peer, or one with reorder.repair off, never does).
@@ -250,7 +253,6 @@ func (e *Engine) followRepairRTT() {
 		return
 	}
 	e.repairAt.Store(int64(want))
-	e.repairing.Store(want > 0)
 	select {
 	case e.reorderChanges <- reorderChange{path: changeRepair, timeout: want}:
 	case <-e.life.Done():

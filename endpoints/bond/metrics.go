@@ -137,7 +137,7 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(dRepairResent, e.Stats.Repaired.Load())
 	counter(dRepairMissed, e.Stats.RepairMissed.Load())
 	gauge(dRepairState, b2f(e.offerRepair.Load()), "offered")
-	gauge(dRepairState, b2f(e.repairing.Load()), "asking")
+	gauge(dRepairState, b2f(e.repairAsking()), "asking")
 	if s := e.ReorderStats(); s != nil {
 		gauge(dRODepth, float64(s.Depth.Load()))
 		counter(dROReleased, s.Released.Load())

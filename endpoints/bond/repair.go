@@ -26,14 +26,14 @@ func repairWait(leastRTT time.Duration) time.Duration {
 
 const repairMargin = 10 * time.Millisecond
 
-// repairLossPPM is the loss of its own (learned where the path shows no
-// queue) from which a path's packets are worth repairing: losses of a
-// clean path are the flows' congestion, which the inner transports must
-// see (the lab's symmetric profile with every loss repaired: thousands of
-// holes held to the timeout behind full queues, 172 Mbit/s under BBR).
-const repairLossPPM = 2000
+// A path's packets are worth repairing when it is lossy as the adaptive
+// scheduler judges (path.LossyAgainst at path.LossyPPM, its own loss
+// learned where it shows no queue): losses of a clean path are the flows'
+// congestion, which the inner transports must see (the lab's symmetric
+// profile with every loss repaired: thousands of holes held to the timeout
+// behind full queues, 172 Mbit/s under BBR).
 
-// Until a path has shown itself clean (under repairLossPPM) on
+// Until a path has shown itself clean (under path.LossyPPM) on
 // repairEvidence packets sent while it showed no queue, for at most
 // repairStartup from the first data, repair is offered whatever the paths'
 // loss: learning it takes tens of milliseconds of feedback, and a
@@ -64,6 +64,10 @@ func (e *Engine) repairRTT() time.Duration {
 	}
 	return least
 }
+
+// repairAsking reports whether our reorder buffer asks for repairs (the
+// peer offers them, and the wait is set).
+func (e *Engine) repairAsking() bool { return e.repairAt.Load() > 0 }
 
 // askRepair is the reorder buffer's ask: it collects the sequences for
 // sendRepairs (reorder goroutine).
@@ -99,8 +103,8 @@ func (e *Engine) sendRepair(p *enginePath, seqs []uint32) {
 		f := header.RepairFields{ControlFields: e.controlFields(p, header.ControlRepair), Seqs: seqs[:n]}
 		f.ProbeSeq, f.Timestamp = e.repairMsgs, e.now().UnixNano()
 		l := header.EncodeRepairPacket(e.repairScratch[encap.Headroom:], p.local, p.remote, f)
-		one := [1][]byte{e.codec.WrapControl(e.repairScratch, l)}
-		if _, err := p.Uplink.Send(one[:]); err != nil {
+		e.repairOne[0] = e.codec.WrapControl(e.repairScratch, l)
+		if _, err := p.Uplink.Send(e.repairOne[:]); err != nil {
 			p.txErrors.Add(1)
 		}
 		seqs = seqs[n:]
@@ -113,11 +117,12 @@ type repairOut struct {
 	arena []byte
 	pkts  [][]byte
 	from  []int // the path that carried each
+	to    []int // the path it goes on again (repairPath), -1: none up
 }
 
 func newRepairOut() *repairOut {
 	return &repairOut{arena: make([]byte, 0, header.RepairMax*(maxRepairPacket)), pkts: make([][]byte, 0, header.RepairMax),
-		from: make([]int, 0, header.RepairMax)}
+		from: make([]int, 0, header.RepairMax), to: make([]int, 0, header.RepairMax)}
 }
 
 // maxRepairPacket bounds a packet the repair copies: a path MTU's worth of
@@ -128,26 +133,23 @@ const maxRepairPacket = 9216
 // still hold, each on repairPath of the one that lost it, once however
 // often it is asked for. Sequences no ring holds any more are counted (RepairMissed).
 func (e *Engine) onRepair(seqs []uint32, out *repairOut) {
-	out.arena, out.pkts, out.from = out.arena[:0], out.pkts[:0], out.from[:0]
+	out.arena, out.pkts, out.from, out.to = out.arena[:0], out.pkts[:0], out.from[:0], out.to[:0]
 	for _, seq := range seqs {
-		kept, taken := false, false
+		kept := false
 		for _, p := range e.paths {
 			p.estMu.Lock()
-			if p.tx.keep == nil {
-				p.estMu.Unlock()
-				continue
+			var b []byte
+			if p.tx.keep != nil {
+				b, kept = p.tx.keep.takeForRepair(seq)
 			}
-			if b, _, ok := p.tx.keep.find(seq); ok && len(b) <= maxRepairPacket {
-				kept = true
-				if b, ok := p.tx.keep.takeForRepair(seq); ok && len(out.arena)+len(b) <= cap(out.arena) {
-					out.arena = append(out.arena, b...)
-					out.pkts = append(out.pkts, out.arena[len(out.arena)-len(b):])
-					out.from = append(out.from, p.idx)
-					taken = true
-				}
+			if b != nil && len(b) <= maxRepairPacket && len(out.arena)+len(b) <= cap(out.arena) {
+				out.arena = append(out.arena, b...)
+				out.pkts = append(out.pkts, out.arena[len(out.arena)-len(b):])
+				out.from = append(out.from, p.idx)
+				out.to = append(out.to, e.repairPath(p.idx))
 			}
 			p.estMu.Unlock()
-			if kept || taken {
+			if kept {
 				break
 			}
 		}
@@ -157,9 +159,9 @@ func (e *Engine) onRepair(seqs []uint32, out *repairOut) {
 	}
 	// One send for each run of packets that go the same way.
 	for i := 0; i < len(out.pkts); {
-		q := e.repairPath(out.from[i])
+		q := out.to[i]
 		j := i + 1
-		for j < len(out.pkts) && e.repairPath(out.from[j]) == q {
+		for j < len(out.pkts) && out.to[j] == q {
 			j++
 		}
 		for _, from := range out.from[i:j] {

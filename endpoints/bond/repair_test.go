@@ -21,7 +21,7 @@ func TestEngineRepairsLosses(t *testing.T) {
 	// At start repair is offered until a path shows itself clean.
 	ep.send(t, 1000)
 	await(t, "clean paths ending the start's offer", func() bool {
-		return !ep.a.offerRepair.Load() && !ep.b.repairing.Load()
+		return !ep.a.offerRepair.Load() && !ep.b.repairAsking()
 	})
 	ep.upA[1].DropEvery.Store(7)
 	stop := make(chan struct{})
@@ -48,7 +48,7 @@ func TestEngineRepairsLosses(t *testing.T) {
 			}
 		}
 	}()
-	await(t, "A offering repair and B asking", func() bool { return ep.a.offerRepair.Load() && ep.b.repairing.Load() })
+	await(t, "A offering repair and B asking", func() bool { return ep.a.offerRepair.Load() && ep.b.repairAsking() })
 	close(stop)
 	close(drain)
 	<-drained // the pings below are marked: what still comes of these is ignored
@@ -105,11 +105,14 @@ func TestResendRingFind(t *testing.T) {
 			t.Fatalf("seq %#x found, never kept", seq)
 		}
 	}
-	if _, ok := r.takeForRepair(0); !ok {
+	if b, kept := r.takeForRepair(0); !kept || !bytes.Equal(b, pkt(0)) {
 		t.Fatal("a kept packet not taken for a repair")
 	}
-	if _, ok := r.takeForRepair(0); ok {
-		t.Fatal("a packet taken for a repair twice (a request comes on two paths)")
+	if b, kept := r.takeForRepair(0); !kept || b != nil {
+		t.Fatal("a packet taken for a repair twice (a request comes on two paths), or no longer kept")
+	}
+	if b, kept := r.takeForRepair(1); kept || b != nil {
+		t.Fatal("a sequence never kept taken for a repair")
 	}
 	for seq := uint32(0x20); seq < 0x20+resendBytes/1000; seq++ { // write the old ones over
 		r.add(seq, pkt(seq))

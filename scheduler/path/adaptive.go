@@ -284,16 +284,19 @@ func (a *Adaptive) lossy(i int) bool {
 	if a.p.repaired.Load() {
 		limit = RepairedLossyPPM
 	}
-	if l.LossPPM < limit {
-		return false
-	}
 	for j := range a.in {
 		if j == i || !a.in[j] {
 			continue
 		}
-		if lj, _ := a.p.Learned(j); lj.LossPPM*4 <= l.LossPPM {
+		if lj, _ := a.p.Learned(j); LossyAgainst(l.LossPPM, lj.LossPPM, limit) {
 			return true
 		}
 	}
 	return false
 }
+
+// LossyAgainst reports whether a path that loses loss (ppm, of its own) is
+// lossy beside a path that loses other: limit or more, and 4 times other or
+// more (loss that every path shows alike is the flows' congestion). The
+// adaptive scheduler's lossy trial and the bond's repair offer both judge so.
+func LossyAgainst(loss, other, limit uint32) bool { return loss >= limit && other*4 <= loss }

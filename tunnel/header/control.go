@@ -177,6 +177,17 @@ func (c Control) Validate() error {
 	return nil
 }
 
+// validateAs is Validate for a message that must be of type typ.
+func (c Control) validateAs(typ uint8) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if c.Type() != typ {
+		return ErrControl
+	}
+	return nil
+}
+
 // Fields decodes the first Len() bytes but the feedback part; c must be
 // valid. A view cut to ControlLen bytes decodes as a message without epochs
 // (what an older reader sees), never reading past len(c).

@@ -32,15 +32,7 @@ func (f Feedback) DeliveredPackets() uint64 { return binary.BigEndian.Uint64(f[7
 
 // Validate checks that f is a valid control message of type feedback (so
 // with epochs, and at least FeedbackLen bytes).
-func (f Feedback) Validate() error {
-	if err := Control(f).Validate(); err != nil {
-		return err
-	}
-	if Control(f).Type() != ControlFeedback {
-		return ErrControl
-	}
-	return nil
-}
+func (f Feedback) Validate() error { return Control(f).validateAs(ControlFeedback) }
 
 // FeedbackFields are the values of a feedback message.
 type FeedbackFields struct {

@@ -39,15 +39,7 @@ func (r Repair) Seq(i int) uint32 { return binary.BigEndian.Uint32(r[RepairHeade
 
 // Validate checks that r is a valid control message of type repair (so
 // with epochs, 1..RepairMax sequences, and as long as they need).
-func (r Repair) Validate() error {
-	if err := Control(r).Validate(); err != nil {
-		return err
-	}
-	if Control(r).Type() != ControlRepair {
-		return ErrControl
-	}
-	return nil
-}
+func (r Repair) Validate() error { return Control(r).validateAs(ControlRepair) }
 
 // AppendSeqs appends the sequences r asks for to dst; r must be valid.
 func (r Repair) AppendSeqs(dst []uint32) []uint32 {
