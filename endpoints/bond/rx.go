@@ -33,7 +33,7 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 	var repairSeqs []uint32 // asked for by the peer in this batch
 	var repairs *repairOut
 	for {
-		n, err := recv(bufs, sizes)
+		n, err := recv(bufs, sizes, nil)
 		if err != nil {
 			if e.life.Closing() {
 				return

@@ -239,7 +239,7 @@ func (a *Agent) rxLoop(recv conn.ReceiveFunc) {
 	}
 	out := make([][]byte, 0, bs)
 	for {
-		n, err := recv(bufs, sizes)
+		n, err := recv(bufs, sizes, nil)
 		if err != nil {
 			if a.life.Closing() {
 				return

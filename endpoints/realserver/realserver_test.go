@@ -38,7 +38,7 @@ func (f *fakeTransport) BatchSize() int                         { return 8 }
 func (f *fakeTransport) Close() error                           { f.once.Do(func() { close(f.closed) }); return nil }
 
 func (f *fakeTransport) Receivers() []conn.ReceiveFunc {
-	return []conn.ReceiveFunc{func(bufs [][]byte, sizes []int) (int, error) {
+	return []conn.ReceiveFunc{func(bufs [][]byte, sizes []int, _ []netip.AddrPort) (int, error) {
 		select {
 		case p := <-f.in:
 			sizes[0] = copy(bufs[0], p)

@@ -5,6 +5,8 @@
 // encapsulation (tunnel/encap) is the caller's. conntest has a fake.
 package conn
 
+import "net/netip"
+
 // Uplink carries tunnel packets over one uplink to one remote endpoint, in
 // batches, like wireguard-go's conn.Bind.
 type Uplink interface {
@@ -13,8 +15,9 @@ type Uplink interface {
 	// were sent; on error the rest of the batch is dropped.
 	Send(pkts [][]byte) (int, error)
 	// Receivers returns one function per underlying socket; each reads up
-	// to len(bufs) packets, packet i being bufs[i][:sizes[i]] with its outer
-	// IPv4 header. A size of 0 marks a packet that did not fit its buffer.
+	// to len(bufs) packets, packet i being bufs[i][:sizes[i]]: with its
+	// outer IPv4 header from a raw socket, from the GRE header on from a
+	// UDP one. A size of 0 marks a packet that did not fit its buffer.
 	Receivers() []ReceiveFunc
 	// BatchSize is the largest batch worth passing to Send or a ReceiveFunc.
 	BatchSize() int
@@ -22,5 +25,7 @@ type Uplink interface {
 	Close() error
 }
 
-// ReceiveFunc reads a batch of packets.
-type ReceiveFunc func(bufs [][]byte, sizes []int) (int, error)
+// ReceiveFunc reads a batch of packets. A transport whose packets carry no
+// outer header (UDP) sets from[i] to packet i's sender when from is not
+// nil; a raw one leaves from alone: the outer header names the sender.
+type ReceiveFunc func(bufs [][]byte, sizes []int, from []netip.AddrPort) (int, error)

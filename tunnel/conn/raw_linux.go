@@ -201,7 +201,7 @@ func openRawSocket(cfg RawConfig, proto uint8) (*rawSocket, error) {
 	return s, nil
 }
 
-func (s *rawSocket) receive(bufs [][]byte, sizes []int) (int, error) {
+func (s *rawSocket) receive(bufs [][]byte, sizes []int, _ []netip.AddrPort) (int, error) {
 	n := min(len(bufs), len(s.rhdrs))
 	for i := 0; i < n; i++ {
 		s.riov[i].Base = &bufs[i][0]

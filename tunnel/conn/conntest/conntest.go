@@ -78,7 +78,7 @@ func (u *ChannelUplink) Receivers() []conn.ReceiveFunc {
 	return []conn.ReceiveFunc{u.receive}
 }
 
-func (u *ChannelUplink) receive(bufs [][]byte, sizes []int) (int, error) {
+func (u *ChannelUplink) receive(bufs [][]byte, sizes []int, _ []netip.AddrPort) (int, error) {
 	n := 0
 	select {
 	case p := <-u.in:
