@@ -8,8 +8,8 @@ import "encoding/binary"
 // SealedHandshakeIndex and counter 0, whose tag is a MAC under a key
 // derived from the configured key.
 const (
-	ControlHandshakeInit     uint8 = 4
-	ControlHandshakeResponse uint8 = 5
+	ControlHandshakeInit     uint8 = 5
+	ControlHandshakeResponse uint8 = 6
 )
 
 // Handshake lengths.
@@ -27,7 +27,7 @@ const (
 	handshakeFlagsKnown  = HandshakeFlagEncrypt
 )
 
-// HandshakeInit is a view of a handshake init (control type 4). Layout (big
+// HandshakeInit is a view of a handshake init (control type 5). Layout (big
 // endian):
 //
 //	0  magic "TBND"   4  version 1   5  type 4   6  flags (2)
@@ -80,7 +80,7 @@ func (m HandshakeInit) Fields() HandshakeInitFields {
 	return f
 }
 
-// HandshakeResponse is a view of a handshake response (control type 5).
+// HandshakeResponse is a view of a handshake response (control type 6).
 // Layout (big endian):
 //
 //	0  magic "TBND"   4  version 1   5  type 5   6  flags (2)

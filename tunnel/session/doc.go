@@ -11,6 +11,6 @@
 //   - session.go: a session's keys per direction, Seal and Open in place.
 //   - table.go: the sessions a receiver knows by index (current, next,
 //     previous) and the promotion of a responder's session.
-//   - handshake.go: the handshake state machine (control types 4 and 5).
+//   - handshake.go: the handshake state machine (control types 5 and 6).
 //   - errors.go: why a packet is dropped, one counter per reason.
 package session

@@ -150,21 +150,21 @@ func TestSealGolden(t *testing.T) {
 const (
 	goldenInitPacket = "200088b500000007" + // GRE
 		"00000000" + "0000000000000000" + "88b6" + // index 0, counter 0, control message
-		"54424e44" + "01" + "04" + "0000" + // TBND v1 init, flags 0
+		"54424e44" + "01" + "05" + "0000" + // TBND v1 init, flags 0
 		"17979cfe362a0000" + // timestamp 1.7e18 ns
 		"6ae6783f4fbde91b" + // epoch
 		"6eb88b73" + "00000000" + // sender index, reserved
 		"a48ed247dbe5882e2579683432c1bfc5" + // nonce
-		"43f5e702e8177cea51fe3a829e80d722" // HMAC-SHA256/128
+		"ef90d49801d536afd2642c3cfba37140" // HMAC-SHA256/128
 	goldenResponsePacket = "200088b500000007" +
 		"00000000" + "0000000000000000" + "88b6" +
-		"54424e44" + "01" + "05" + "0000" + // TBND v1 response, flags 0
+		"54424e44" + "01" + "06" + "0000" + // TBND v1 response, flags 0
 		"1490066b778935b0" + // epoch
 		"6ae6783f4fbde91b" + // peer epoch: the initiator's
 		"bb4925e3" + "6eb88b73" + // sender index, receiver index: the init's sender index
 		"db151c5b424ad7c63bdc307ad11f7e87" + // nonce
 		"a48ed247dbe5882e2579683432c1bfc5" + // init nonce
-		"0d58a94572fc9914fd2fbea951a294e6" // HMAC-SHA256/128
+		"fbae66ac5c9bf1f73da86d7d53f45add" // HMAC-SHA256/128
 )
 
 func TestHandshakeGolden(t *testing.T) {

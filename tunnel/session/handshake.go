@@ -13,7 +13,7 @@ import (
 	"github.com/tunbond/tunbond/tunnel/header"
 )
 
-// The handshake (control types 4 init and 5 response) agrees a session.
+// The handshake (control types 5 init and 6 response) agrees a session.
 // Each side has an epoch, random and non-zero, drawn once per start; each
 // session has a receiver index per side and a 16-byte random nonce per
 // message. An init carries the initiator's timestamp (wall clock, ns),
