@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"io"
 	"testing"
 
 	"github.com/spf13/pflag"
@@ -23,6 +24,7 @@ func TestHelpIsNotAnError(t *testing.T) {
 		{"adm", runAdm, []string{"--help"}},
 		{"director", runDirector, []string{"--help"}},
 		{"realserver", runRealServer, []string{"--help"}},
+		{"genkey", func(a []string) error { return runGenkey(a, io.Discard) }, []string{"--help"}},
 	} {
 		if err := tt.run(tt.args); !errors.Is(err, pflag.ErrHelp) {
 			t.Errorf("tunbond %s --help: %v, want the usage (pflag.ErrHelp)", tt.name, err)

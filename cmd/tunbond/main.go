@@ -14,6 +14,7 @@ const usage = `tunbond: bond several uplinks into one link over GRE/IPIP tunnels
 
 Usage:
   tunbond endpoint --config FILE [flags]   run one end of a bond
+  tunbond genkey                           print a new key for auth.key_file
   tunbond ctl [--socket PATH] status       show the paths of a running endpoint
   tunbond ctl [--socket PATH] weight PATH W   change a path's weight live
   tunbond lab bond [flags]                 measure bonding in network namespaces
@@ -36,6 +37,8 @@ func main() {
 	switch os.Args[1] {
 	case "endpoint":
 		err = runEndpoint(os.Args[2:])
+	case "genkey":
+		err = runGenkey(os.Args[2:], os.Stdout)
 	case "ctl":
 		err = runCtl(os.Args[2:])
 	case "lab":
