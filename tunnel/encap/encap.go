@@ -68,6 +68,7 @@ type Kind uint8
 const (
 	KindData    Kind = iota + 1 // an inner IP packet for the TUN
 	KindControl                 // a tunbond control message
+	KindSealed                  // a sealed packet (auth): Off is its GRE header, Hdr that header's length
 )
 
 // Decoded describes a received packet after decapsulation.
@@ -77,6 +78,7 @@ type Decoded struct {
 	Len    int    // its length
 	Seq    uint32 // bond sequence (GRE data)
 	HasSeq bool
+	Hdr    int // KindSealed: the GRE header's length
 }
 
 // outer validates the outer IPv4 header of a received packet and its

@@ -51,6 +51,21 @@ func (g GRE) Decap(pkt []byte, remote [4]byte) (Decoded, error) {
 	if proto != header.ProtoGRE {
 		return Decoded{}, header.ErrProtocol
 	}
+	return g.decapGRE(pkt, off, end, remote)
+}
+
+// DecapPayload parses a GRE packet with no outer header: the payload of a
+// UDP datagram (GRE-in-UDP, RFC 8086), whose sender the socket checked.
+// remote is the peer's address the inner control packets of an
+// unauthenticated bond come from.
+func (g GRE) DecapPayload(pkt []byte, remote [4]byte) (Decoded, error) {
+	return g.decapGRE(pkt, 0, len(pkt), remote)
+}
+
+// decapGRE parses the GRE packet at pkt[off:end]. A sealed one (protocol
+// header.EtherTypeSealed) is returned whole as KindSealed, for the
+// session to open.
+func (g GRE) decapGRE(pkt []byte, off, end int, remote [4]byte) (Decoded, error) {
 	gh := header.GRE(pkt[off:end])
 	if err := gh.Validate(); err != nil {
 		return Decoded{}, err
@@ -61,6 +76,13 @@ func (g GRE) Decap(pkt []byte, remote [4]byte) (Decoded, error) {
 	var d Decoded
 	if d.HasSeq = gh.HasSeq(); d.HasSeq {
 		d.Seq = gh.Seq()
+	}
+	if gh.Protocol() == header.EtherTypeSealed {
+		if gh.HasChecksum() {
+			return Decoded{}, header.ErrInnerProto // a sealed packet has no checksum (the tag covers it)
+		}
+		d.Kind, d.Off, d.Len, d.Hdr = KindSealed, off, end-off, gh.HeaderLen()
+		return d, nil
 	}
 	off += gh.HeaderLen()
 	if want := header.InnerEtherType(pkt[off:end]); want == 0 || want != gh.Protocol() {
@@ -74,4 +96,16 @@ func (g GRE) Decap(pkt []byte, remote [4]byte) (Decoded, error) {
 	}
 	d.Kind, d.Off, d.Len = KindData, off, end-off
 	return d, nil
+}
+
+// SealedHeader writes, in front of buf[off:], the GRE header of a sealed
+// packet (docs/wire-format.md, "Sealed packets"): the key, the bond
+// sequence when hasSeq (data), protocol header.EtherTypeSealed and never a
+// checksum. off is where the sealed header goes; it returns the GRE
+// header's length.
+func (g GRE) SealedHeader(buf []byte, off int, seq uint32, hasSeq bool) int {
+	f := header.GREFields{Protocol: header.EtherTypeSealed, Key: g.Key, HasKey: true, Seq: seq, HasSeq: hasSeq}
+	n := f.HeaderLen()
+	f.Encode(header.GRE(buf[off-n : off]))
+	return n
 }

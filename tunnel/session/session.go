@@ -186,3 +186,34 @@ func (s *Session) Open(pkt []byte, hdr int) ([]byte, uint16, error) {
 	}
 	return inner, sh.InnerType(), nil
 }
+
+// ErrNotOurs is returned by Reseal for a packet another session sealed.
+var ErrNotOurs = errors.New("session: the packet was sealed under another session")
+
+// Reseal seals again, in place and under the next counter, the whole
+// sealed packet pkt (its first hdr bytes are its GRE header) that this
+// session sealed before: a packet kept to be re-sent, which the peer's
+// replay window would drop under its first counter. With encrypt the
+// inner is first decrypted under the old counter.
+func (s *Session) Reseal(pkt []byte, hdr int) error {
+	if hdr < 0 || len(pkt) < hdr+header.SealedOverhead {
+		return ErrNoRoom
+	}
+	sh := header.Sealed(pkt[hdr:])
+	if sh.ReceiverIndex() != s.remote {
+		return ErrNotOurs
+	}
+	off, n := hdr+header.SealedHeaderLen, len(pkt)-hdr-header.SealedOverhead
+	if s.encrypt {
+		nonce := nonces.Get().(*[chacha20poly1305.NonceSize]byte)
+		binary.BigEndian.PutUint64(nonce[4:], sh.Counter())
+		ct := pkt[off:]
+		_, err := s.send.Open(ct[:0], nonce[:], ct, pkt[:off])
+		nonces.Put(nonce)
+		if err != nil {
+			return err
+		}
+	}
+	_, err := s.Seal(pkt, off, n, hdr, sh.InnerType())
+	return err
+}

@@ -293,3 +293,35 @@ func TestTableResponderWaits(t *testing.T) {
 		t.Fatal("the table keeps more than current, next and previous")
 	}
 }
+
+// TestResealOpensOnceMore: a kept packet sent again as it was is a replay;
+// resealed, it opens once more with the same inner, and a packet another
+// session sealed is refused.
+func TestResealOpensOnceMore(t *testing.T) {
+	modes(t, func(t *testing.T, encrypt bool) {
+		a, b := connected(t, encrypt)
+		p := a.send(t, goldenInner)
+		kept := append([]byte(nil), p...)
+		if _, err := b.t.Open(p, len(greHdr)); err != nil {
+			t.Fatal(err)
+		}
+		again := append([]byte(nil), kept...)
+		if _, err := b.t.Open(again, len(greHdr)); !errors.Is(err, DropReplayed) {
+			t.Fatalf("the kept packet sent again: %v, want replayed", err)
+		}
+		if err := a.t.Current().Reseal(kept, len(greHdr)); err != nil {
+			t.Fatal(err)
+		}
+		if c := header.Sealed(kept[len(greHdr):]).Counter(); c != 1 {
+			t.Errorf("resealed under counter %d, want 1", c)
+		}
+		o, err := b.t.Open(kept, len(greHdr))
+		if err != nil || !bytes.Equal(o.Inner, goldenInner) {
+			t.Fatalf("resealed: %x, %v", o.Inner, err)
+		}
+		other := b.send(t, goldenInner) // b's session seals toward a: another index
+		if err := a.t.Current().Reseal(other, len(greHdr)); !errors.Is(err, ErrNotOurs) {
+			t.Errorf("reseal of the peer's packet: %v, want ErrNotOurs", err)
+		}
+	})
+}
