@@ -1,0 +1,391 @@
+package conn
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultUDPPort is the port of GRE-in-UDP (RFC 8086).
+const DefaultUDPPort = 4754
+
+// ErrNoRemote is Send's error while the uplink has no remote (none was
+// configured and SetRemote has not named one yet).
+var ErrNoRemote = errors.New("udp uplink: no remote address known yet")
+
+// UDPConfig describes one uplink carried in UDP (GRE-in-UDP, RFC 8086).
+type UDPConfig struct {
+	Local        netip.AddrPort // bound address and port (IPv4 or IPv6); port 0 = ephemeral
+	Remote       netip.AddrPort // where Send sends; may be invalid (learned later with SetRemote)
+	Device       string         // SO_BINDTODEVICE when set
+	BatchSize    int            // packets per batch (default 64)
+	SocketBuffer int            // SO_RCVBUF/SO_SNDBUF in bytes (default 4 MiB)
+	Log          *slog.Logger   // for the feature-probe log lines; nil = slog.Default()
+}
+
+// UDPUplink is an Uplink over one UDP socket: each packet is one datagram's
+// payload, the GRE header onwards. It is bound to the local address and,
+// when named, the device, and batched with recvmmsg/sendmmsg. Datagrams from
+// any source reach the receiver, which reports each one's sender.
+type UDPUplink struct {
+	f     *os.File
+	rc    syscall.RawConn
+	local netip.AddrPort
+	v6    bool // an AF_INET6 socket
+	dual  bool // an AF_INET6 socket on :: that also carries IPv4 (v4-mapped)
+	batch int
+	log   *slog.Logger
+
+	remote atomic.Pointer[udpRemote] // nil: none known
+
+	mu sync.Mutex // serialises Send
+	tx udpTx      // used under mu
+	rx udpRx      // used by the one receiving goroutine
+}
+
+// udpRemote is a destination as the socket takes it, built once by
+// SetRemote and read by Send without locking.
+type udpRemote struct {
+	ap    netip.AddrPort
+	sa    unix.RawSockaddrInet6 // or a RawSockaddrInet4 in its first bytes
+	salen uint32
+	err   error // why this socket cannot send there
+}
+
+// udpTx is the send state: one mmsghdr per datagram.
+type udpTx struct {
+	hdrs    []unix.Mmsghdr
+	iov     []unix.Iovec
+	from, n int // the sendmmsg window hdrs[from:from+n]; n becomes how many went
+	err     error
+	writeFn func(fd uintptr) bool
+}
+
+// udpRx is the receive state.
+type udpRx struct {
+	hdrs   []unix.Mmsghdr
+	iov    []unix.Iovec
+	names  []unix.RawSockaddrInet6 // big enough for a sockaddr_in too
+	n      int
+	err    error
+	readFn func(fd uintptr) bool
+}
+
+// OpenUDP opens the socket of one uplink.
+func OpenUDP(cfg UDPConfig) (*UDPUplink, error) {
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 64
+	}
+	if cfg.SocketBuffer <= 0 {
+		cfg.SocketBuffer = 4 << 20
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	la := cfg.Local.Addr()
+	if !la.IsValid() {
+		return nil, errors.New("udp uplink: no local address (0.0.0.0 or :: binds to any)")
+	}
+	if la.Is4In6() {
+		la = la.Unmap()
+	}
+	u := &UDPUplink{v6: la.Is6(), batch: cfg.BatchSize, log: cfg.Log}
+	u.dual = u.v6 && la.IsUnspecified()
+	family := unix.AF_INET
+	if u.v6 {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return nil, fmt.Errorf("udp socket: %w", err)
+	}
+	fail := func(what string, err error) (*UDPUplink, error) {
+		unix.Close(fd)
+		return nil, fmt.Errorf("uplink %v: %s: %w", cfg.Local, what, err)
+	}
+	if u.v6 {
+		// A specific IPv6 address carries IPv6 only; :: carries both.
+		v6only := 1
+		if u.dual {
+			v6only = 0
+		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, v6only); err != nil {
+			return fail("IPV6_V6ONLY", err)
+		}
+	}
+	if cfg.Device != "" {
+		if err := unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, cfg.Device); err != nil {
+			return fail("bind to device "+cfg.Device, err)
+		}
+	}
+	// As for raw sockets: FORCE works as root and ignores rmem_max; fall
+	// back to the capped call.
+	for _, o := range [][2]int{{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}} {
+		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[0], cfg.SocketBuffer) != nil {
+			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[1], cfg.SocketBuffer)
+		}
+	}
+	var sa unix.Sockaddr
+	if u.v6 {
+		scope, err := scopeID(la.Zone())
+		if err != nil {
+			return fail("bind", err)
+		}
+		sa = &unix.SockaddrInet6{Port: int(cfg.Local.Port()), Addr: la.As16(), ZoneId: scope}
+	} else {
+		sa = &unix.SockaddrInet4{Port: int(cfg.Local.Port()), Addr: la.As4()}
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		if errors.Is(err, unix.EADDRNOTAVAIL) {
+			return fail("bind", fmt.Errorf("address %v is not on this host", la))
+		}
+		return fail("bind", err)
+	}
+	bound, err := unix.Getsockname(fd)
+	if err != nil {
+		return fail("getsockname", err)
+	}
+	port := cfg.Local.Port()
+	switch b := bound.(type) {
+	case *unix.SockaddrInet4:
+		port = uint16(b.Port)
+	case *unix.SockaddrInet6:
+		port = uint16(b.Port)
+	}
+	u.local = netip.AddrPortFrom(la, port)
+
+	u.f = os.NewFile(uintptr(fd), "udp-"+u.local.String())
+	if u.rc, err = u.f.SyscallConn(); err != nil {
+		u.f.Close()
+		return nil, err
+	}
+	n := cfg.BatchSize
+	u.tx = udpTx{hdrs: make([]unix.Mmsghdr, n), iov: make([]unix.Iovec, n)}
+	u.tx.writeFn = u.tx.doWrite
+	u.rx = udpRx{hdrs: make([]unix.Mmsghdr, n), iov: make([]unix.Iovec, n), names: make([]unix.RawSockaddrInet6, n)}
+	for i := range u.rx.hdrs {
+		h := &u.rx.hdrs[i].Hdr
+		h.Name = (*byte)(unsafe.Pointer(&u.rx.names[i]))
+		h.Iov = &u.rx.iov[i]
+		h.SetIovlen(1)
+	}
+	u.rx.readFn = u.rx.doRead
+	if cfg.Remote.IsValid() {
+		u.SetRemote(cfg.Remote)
+	}
+	return u, nil
+}
+
+// scopeID turns an IPv6 zone (an interface name or index) into a scope id.
+func scopeID(zone string) (uint32, error) {
+	if zone == "" {
+		return 0, nil
+	}
+	if n, err := strconv.ParseUint(zone, 10, 32); err == nil {
+		return uint32(n), nil
+	}
+	ifi, err := net.InterfaceByName(zone)
+	if err != nil {
+		return 0, fmt.Errorf("IPv6 zone %q: %w", zone, err)
+	}
+	return uint32(ifi.Index), nil
+}
+
+func (u *UDPUplink) BatchSize() int { return u.batch }
+
+// LocalAddr is the bound address, with the port the kernel chose when the
+// configured one was 0.
+func (u *UDPUplink) LocalAddr() netip.AddrPort { return u.local }
+
+// Remote is where Send sends (an IPv4-mapped address unmapped), or the zero
+// AddrPort when none is known yet.
+func (u *UDPUplink) Remote() netip.AddrPort {
+	if r := u.remote.Load(); r != nil {
+		return r.ap
+	}
+	return netip.AddrPort{}
+}
+
+// SetRemote makes the next Send go to ap; an invalid ap forgets the remote.
+// A remote the socket cannot reach (IPv6 from an IPv4 socket, port 0) makes
+// Send fail with the reason.
+func (u *UDPUplink) SetRemote(ap netip.AddrPort) {
+	if !ap.Addr().IsValid() {
+		u.remote.Store(nil)
+		return
+	}
+	a := ap.Addr().Unmap()
+	ap = netip.AddrPortFrom(a, ap.Port())
+	r := &udpRemote{ap: ap}
+	switch {
+	case ap.Port() == 0:
+		r.err = fmt.Errorf("uplink %v: remote %v has no port", u.local, ap)
+	case !u.v6 && a.Is4():
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&r.sa))
+		sa.Family = unix.AF_INET
+		sa.Addr = a.As4()
+		putPort(&sa.Port, ap.Port())
+		r.salen = unix.SizeofSockaddrInet4
+	case !u.v6:
+		r.err = fmt.Errorf("uplink %v: remote %v is IPv6, the local address IPv4", u.local, ap)
+	case a.Is4() && !u.dual:
+		r.err = fmt.Errorf("uplink %v: remote %v is IPv4, the local address IPv6", u.local, ap)
+	default:
+		scope, err := scopeID(a.Zone())
+		if err != nil {
+			r.err = fmt.Errorf("uplink %v: remote %v: %w", u.local, ap, err)
+			break
+		}
+		r.sa.Family = unix.AF_INET6
+		r.sa.Addr = a.As16() // v4-mapped for an IPv4 remote
+		r.sa.Scope_id = scope
+		putPort(&r.sa.Port, ap.Port())
+		r.salen = unix.SizeofSockaddrInet6
+	}
+	u.remote.Store(r)
+}
+
+// putPort stores a port in network byte order.
+func putPort(p *uint16, port uint16) {
+	b := (*[2]byte)(unsafe.Pointer(p))
+	b[0], b[1] = byte(port>>8), byte(port)
+}
+
+// addrPortOf reads a sockaddr_in or sockaddr_in6 filled in by the kernel,
+// unmapping a v4-mapped address.
+func addrPortOf(sa *unix.RawSockaddrInet6) netip.AddrPort {
+	switch sa.Family {
+	case unix.AF_INET:
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		p := (*[2]byte)(unsafe.Pointer(&sa4.Port))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), uint16(p[0])<<8|uint16(p[1]))
+	case unix.AF_INET6:
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(p[0])<<8|uint16(p[1]))
+	}
+	return netip.AddrPort{}
+}
+
+// Offloads reports whether UDP GSO (send) and GRO (receive) are in use.
+func (u *UDPUplink) Offloads() (gso, gro bool) { return false, false }
+
+func (u *UDPUplink) Close() error { return u.f.Close() }
+
+func (u *UDPUplink) Receivers() []ReceiveFunc { return []ReceiveFunc{u.receive} }
+
+// Send sends each packet as one datagram's payload to the current remote.
+func (u *UDPUplink) Send(pkts [][]byte) (int, error) {
+	r := u.remote.Load()
+	if r == nil {
+		return 0, ErrNoRemote
+	}
+	if r.err != nil {
+		return 0, r.err
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	t := &u.tx
+	sent := 0
+	for sent < len(pkts) {
+		chunk := pkts[sent:min(len(pkts), sent+len(t.hdrs))]
+		for i, p := range chunk {
+			t.iov[i].Base = unsafe.SliceData(p)
+			t.iov[i].SetLen(len(p))
+			h := &t.hdrs[i].Hdr
+			h.Name = (*byte)(unsafe.Pointer(&r.sa))
+			h.Namelen = r.salen
+			h.Iov = &t.iov[i]
+			h.SetIovlen(1)
+		}
+		m := len(chunk)
+		for done := 0; done < m; {
+			t.from, t.n, t.err = done, m-done, nil
+			if err := u.rc.Write(t.writeFn); err != nil {
+				return sent + done, err
+			}
+			if t.err != nil {
+				return sent + done, t.err
+			}
+			if t.n == 0 {
+				return sent + done, unix.EIO
+			}
+			done += t.n
+		}
+		sent += m
+	}
+	return sent, nil
+}
+
+func (t *udpTx) doWrite(fd uintptr) bool {
+	for {
+		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&t.hdrs[t.from])), uintptr(t.n), 0, 0, 0)
+		switch e {
+		case 0:
+			t.n = int(r)
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		default:
+			t.err, t.n = e, 0
+		}
+		return true
+	}
+}
+
+// receive reads up to len(bufs) datagrams; one too big for its buffer has
+// size 0.
+func (u *UDPUplink) receive(bufs [][]byte, sizes []int, from []netip.AddrPort) (int, error) {
+	r := &u.rx
+	n := min(len(bufs), len(r.hdrs))
+	for i := 0; i < n; i++ {
+		r.iov[i].Base = unsafe.SliceData(bufs[i])
+		r.iov[i].SetLen(len(bufs[i]))
+		r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+		r.hdrs[i].Hdr.Flags = 0
+	}
+	r.n = n
+	if err := u.rc.Read(r.readFn); err != nil {
+		return 0, err
+	}
+	if r.err != nil {
+		return 0, r.err
+	}
+	for i := 0; i < r.n; i++ {
+		sizes[i] = int(r.hdrs[i].Len)
+		if r.hdrs[i].Hdr.Flags&unix.MSG_TRUNC != 0 {
+			sizes[i] = 0
+		}
+		if from != nil {
+			from[i] = addrPortOf(&r.names[i])
+		}
+	}
+	return r.n, nil
+}
+
+func (r *udpRx) doRead(fd uintptr) bool {
+	for {
+		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(r.n), 0, 0, 0)
+		switch e {
+		case 0:
+			r.n, r.err = int(n), nil
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		default:
+			r.n, r.err = 0, e
+		}
+		return true
+	}
+}

@@ -1,0 +1,377 @@
+package conn
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// udpModes are the ways a UDPUplink runs: tests run each in both.
+var udpModes = []struct {
+	name string
+	set  func(*UDPConfig)
+}{
+	{"plain", func(c *UDPConfig) {}},
+}
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func openUDP(t testing.TB, cfg UDPConfig) *UDPUplink {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (SO_RCVBUFFORCE); CI runs it as root")
+	}
+	if cfg.Log == nil {
+		cfg.Log = quietLog()
+	}
+	u, err := OpenUDP(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { u.Close() })
+	// A lost datagram fails the test instead of hanging it.
+	if err := u.f.SetReadDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// udpPair opens two uplinks on host (ephemeral ports), each the other's
+// remote.
+func udpPair(t testing.TB, host string, set func(*UDPConfig)) (a, b *UDPUplink) {
+	t.Helper()
+	local := netip.AddrPortFrom(netip.MustParseAddr(host), 0)
+	cfg := UDPConfig{Local: local}
+	set(&cfg)
+	a = openUDP(t, cfg)
+	b = openUDP(t, cfg)
+	a.SetRemote(b.LocalAddr())
+	b.SetRemote(a.LocalAddr())
+	return a, b
+}
+
+// packets returns packets of the given sizes whose bytes depend on seed and
+// their index.
+func packets(seed int, sizes ...int) [][]byte {
+	pkts := make([][]byte, len(sizes))
+	for i, n := range sizes {
+		p := make([]byte, n)
+		for j := range p {
+			p[j] = byte(seed*31 + i*7 + j)
+		}
+		pkts[i] = p
+	}
+	return pkts
+}
+
+func repeat(n, size int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = size
+	}
+	return s
+}
+
+// receiver reads packets with a fixed set of buffers.
+type receiver struct {
+	fn    ReceiveFunc
+	bufs  [][]byte
+	sizes []int
+	from  []netip.AddrPort
+	calls []int // packets per call, for the last collect
+}
+
+func newReceiver(u *UDPUplink, batch, bufSize int) *receiver {
+	r := &receiver{fn: u.Receivers()[0], bufs: make([][]byte, batch), sizes: make([]int, batch), from: make([]netip.AddrPort, batch)}
+	for i := range r.bufs {
+		r.bufs[i] = make([]byte, bufSize)
+	}
+	return r
+}
+
+// collect reads until n packets came, returning copies and their senders.
+func (r *receiver) collect(t testing.TB, n int) (pkts [][]byte, from []netip.AddrPort) {
+	t.Helper()
+	r.calls = r.calls[:0]
+	for len(pkts) < n {
+		k, err := r.fn(r.bufs, r.sizes, r.from)
+		if err != nil {
+			t.Fatalf("receive after %d of %d packets: %v", len(pkts), n, err)
+		}
+		r.calls = append(r.calls, k)
+		for i := 0; i < k; i++ {
+			pkts = append(pkts, bytes.Clone(r.bufs[i][:r.sizes[i]]))
+			from = append(from, r.from[i])
+		}
+	}
+	if len(pkts) != n {
+		t.Fatalf("received %d packets, want %d", len(pkts), n)
+	}
+	return pkts, from
+}
+
+func checkSame(t testing.TB, got, want [][]byte) {
+	t.Helper()
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("packet %d: got %d bytes %x…, want %d bytes %x…", i, len(got[i]), head(got[i]), len(want[i]), head(want[i]))
+		}
+	}
+}
+
+func head(p []byte) []byte { return p[:min(len(p), 8)] }
+
+func TestUDPUplinkExchange(t *testing.T) {
+	batches := map[string][]int{
+		"equal": repeat(64, 1400),
+		// runs of one size with a shorter tail, a longer packet ending a
+		// run, single packets, one near the 64 KiB limit
+		"mixed": {1, 100, 100, 100, 50, 1400, 1400, 1400, 1400, 20, 300, 1400, 9000, 9000, 60000, 7, 7, 7, 1200, 1200},
+	}
+	for _, host := range []string{"127.0.0.1", "::1"} {
+		for _, m := range udpModes {
+			t.Run(host+"/"+m.name, func(t *testing.T) {
+				a, b := udpPair(t, host, m.set)
+				ra, rb := newReceiver(a, 64, 65536), newReceiver(b, 64, 65536)
+				for name, sizes := range batches {
+					for seed, d := range []struct {
+						tx *UDPUplink
+						rx *receiver
+					}{{a, rb}, {b, ra}} {
+						want := packets(seed, sizes...)
+						if n, err := d.tx.Send(want); n != len(want) || err != nil {
+							t.Fatalf("%s from %v: Send = %d, %v; want %d, nil", name, d.tx.LocalAddr(), n, err, len(want))
+						}
+						got, from := d.rx.collect(t, len(want))
+						checkSame(t, got, want)
+						for i, f := range from {
+							if f != d.tx.LocalAddr() {
+								t.Fatalf("%s: packet %d from %v, want %v", name, i, f, d.tx.LocalAddr())
+							}
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestUDPUplinkLocalAddr(t *testing.T) {
+	u := openUDP(t, UDPConfig{Local: netip.MustParseAddrPort("[::ffff:127.0.0.1]:0")})
+	la := u.LocalAddr()
+	if !la.Addr().Is4() || la.Addr() != netip.MustParseAddr("127.0.0.1") || la.Port() == 0 {
+		t.Fatalf("LocalAddr = %v, want 127.0.0.1 with the kernel's port", la)
+	}
+	if u.v6 {
+		t.Fatal("a v4-mapped local address opened an IPv6 socket")
+	}
+}
+
+// An uplink on :: carries IPv4 too: it sends to an IPv4 remote and
+// reports IPv4 senders unmapped.
+func TestUDPUplinkDualStack(t *testing.T) {
+	for _, m := range udpModes {
+		t.Run(m.name, func(t *testing.T) {
+			c6 := UDPConfig{Local: netip.MustParseAddrPort("[::]:0")}
+			c4 := UDPConfig{Local: netip.MustParseAddrPort("127.0.0.1:0")}
+			m.set(&c6)
+			m.set(&c4)
+			a, b := openUDP(t, c6), openUDP(t, c4)
+			a.SetRemote(b.LocalAddr())
+			b.SetRemote(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), a.LocalAddr().Port()))
+			want := packets(6, repeat(10, 500)...)
+			if n, err := a.Send(want); n != len(want) || err != nil {
+				t.Fatalf("Send from :: to %v = %d, %v", b.LocalAddr(), n, err)
+			}
+			got, from := newReceiver(b, 16, 2048).collect(t, len(want))
+			checkSame(t, got, want)
+			if from[0] != b.Remote() {
+				t.Fatalf("from %v, want %v", from[0], b.Remote())
+			}
+			if n, err := b.Send(want); n != len(want) || err != nil {
+				t.Fatalf("Send to :: = %d, %v", n, err)
+			}
+			got, from = newReceiver(a, 16, 2048).collect(t, len(want))
+			checkSame(t, got, want)
+			if from[0] != b.LocalAddr() || !from[0].Addr().Is4() {
+				t.Fatalf("from %v, want %v (unmapped)", from[0], b.LocalAddr())
+			}
+		})
+	}
+}
+
+func TestUDPUplinkNoRemote(t *testing.T) {
+	for _, m := range udpModes {
+		t.Run(m.name, func(t *testing.T) {
+			cfg := UDPConfig{Local: netip.MustParseAddrPort("127.0.0.1:0")}
+			m.set(&cfg)
+			a, b := openUDP(t, cfg), openUDP(t, cfg)
+			if r := b.Remote(); r.IsValid() {
+				t.Fatalf("Remote = %v before any was known", r)
+			}
+			if n, err := b.Send(packets(0, 100)); n != 0 || !errors.Is(err, ErrNoRemote) {
+				t.Fatalf("Send with no remote = %d, %v; want 0, ErrNoRemote", n, err)
+			}
+			// a knows b; b learns a from what it receives and answers there.
+			a.SetRemote(b.LocalAddr())
+			rb := newReceiver(b, 8, 2048)
+			want := packets(1, 100, 200)
+			if n, err := a.Send(want); n != 2 || err != nil {
+				t.Fatalf("Send = %d, %v", n, err)
+			}
+			got, from := rb.collect(t, 2)
+			checkSame(t, got, want)
+			done := make(chan struct{})
+			go func() { b.SetRemote(from[0]); close(done) }() // from any goroutine
+			<-done
+			if b.Remote() != a.LocalAddr() {
+				t.Fatalf("Remote = %v after SetRemote(%v)", b.Remote(), a.LocalAddr())
+			}
+			want = packets(2, 300, 300, 300)
+			if n, err := b.Send(want); n != 3 || err != nil {
+				t.Fatalf("Send after SetRemote = %d, %v", n, err)
+			}
+			got, _ = newReceiver(a, 8, 2048).collect(t, 3)
+			checkSame(t, got, want)
+
+			// A remote this socket cannot reach fails Send with why.
+			b.SetRemote(netip.MustParseAddrPort("[2001:db8::1]:4754"))
+			if _, err := b.Send(want); err == nil || errors.Is(err, ErrNoRemote) || !strings.Contains(err.Error(), "IPv6") {
+				t.Fatalf("Send to an IPv6 remote from an IPv4 socket: %v", err)
+			}
+			b.SetRemote(netip.AddrPort{})
+			if _, err := b.Send(want); !errors.Is(err, ErrNoRemote) {
+				t.Fatalf("Send after SetRemote(invalid) = %v, want ErrNoRemote", err)
+			}
+		})
+	}
+}
+
+func TestUDPUplinkTooBig(t *testing.T) {
+	for _, m := range udpModes {
+		t.Run(m.name, func(t *testing.T) {
+			a, b := udpPair(t, "127.0.0.1", m.set)
+			rb := newReceiver(b, 8, 1000)
+			sizes := []int{1500, 100, 1500, 1500, 40, 1000}
+			want := packets(3, sizes...)
+			if n, err := a.Send(want); n != len(want) || err != nil {
+				t.Fatalf("Send = %d, %v", n, err)
+			}
+			got, _ := rb.collect(t, len(want))
+			for i, p := range got {
+				wantLen := sizes[i]
+				if wantLen > 1000 {
+					wantLen = 0
+				}
+				if len(p) != wantLen {
+					t.Fatalf("packet %d of %d bytes into 1000-byte buffers: size %d, want %d", i, sizes[i], len(p), wantLen)
+				}
+				if wantLen != 0 && !bytes.Equal(p, want[i]) {
+					t.Fatalf("packet %d: wrong bytes", i)
+				}
+			}
+		})
+	}
+}
+
+func TestUDPUplinkCloseWakesReceiver(t *testing.T) {
+	for _, m := range udpModes {
+		t.Run(m.name, func(t *testing.T) {
+			cfg := UDPConfig{Local: netip.MustParseAddrPort("127.0.0.1:0")}
+			m.set(&cfg)
+			u := openUDP(t, cfg)
+			r := newReceiver(u, 4, 2048)
+			errc := make(chan error, 1)
+			go func() {
+				_, err := r.fn(r.bufs, r.sizes, r.from)
+				errc <- err
+			}()
+			awaitIOWait(t, "(*UDPUplink).receive")
+			if err := u.Close(); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-errc:
+				if err == nil {
+					t.Fatal("receive after Close returned no error")
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Close did not wake the receiver")
+			}
+		})
+	}
+}
+
+// awaitIOWait waits until a goroutine is parked in the poller inside fn.
+func awaitIOWait(t *testing.T, fn string) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for i := 0; i < 1e6; i++ {
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(g, "[IO wait") && strings.Contains(g, fn) {
+				return
+			}
+		}
+		runtime.Gosched()
+	}
+	t.Fatalf("no goroutine blocked in %s", fn)
+}
+
+func TestUDPUplinkAllocs(t *testing.T) {
+	for _, m := range udpModes {
+		t.Run(m.name, func(t *testing.T) {
+			a, b := udpPair(t, "127.0.0.1", m.set)
+			rb := newReceiver(b, 64, 2048)
+			pkts := packets(4, append(repeat(40, 1400), repeat(24, 200)...)...)
+			allocs := testing.AllocsPerRun(100, func() {
+				if n, err := a.Send(pkts); n != len(pkts) || err != nil {
+					panic(fmt.Sprint("Send: ", n, err))
+				}
+				for got := 0; got < len(pkts); {
+					n, err := rb.fn(rb.bufs, rb.sizes, rb.from)
+					if err != nil {
+						panic(err)
+					}
+					got += n
+				}
+			})
+			if allocs != 0 {
+				t.Fatalf("Send+receive of a batch: %v allocations, want 0", allocs)
+			}
+		})
+	}
+}
+
+// BenchmarkUDPUplink sends and receives 64 packets of 1400 bytes over
+// loopback per iteration.
+func BenchmarkUDPUplink(b *testing.B) {
+	for _, m := range udpModes {
+		b.Run(m.name, func(b *testing.B) {
+			tx, rx := udpPair(b, "127.0.0.1", m.set)
+			r := newReceiver(rx, 64, 2048)
+			pkts := packets(5, repeat(64, 1400)...)
+			b.SetBytes(64 * 1400)
+			b.ReportAllocs()
+			for b.Loop() {
+				if n, err := tx.Send(pkts); n != len(pkts) || err != nil {
+					b.Fatal("Send: ", n, err)
+				}
+				for got := 0; got < len(pkts); {
+					n, err := r.fn(r.bufs, r.sizes, r.from)
+					if err != nil {
+						b.Fatal(err)
+					}
+					got += n
+				}
+			}
+		})
+	}
+}
