@@ -31,12 +31,17 @@ type UDPConfig struct {
 	BatchSize    int            // packets per batch (default 64)
 	SocketBuffer int            // SO_RCVBUF/SO_SNDBUF in bytes (default 4 MiB)
 	Log          *slog.Logger   // for the feature-probe log lines; nil = slog.Default()
+
+	noGSO bool // tests: send as without UDP GSO
 }
 
 // UDPUplink is an Uplink over one UDP socket: each packet is one datagram's
 // payload, the GRE header onwards. It is bound to the local address and,
 // when named, the device, and batched with recvmmsg/sendmmsg. Datagrams from
 // any source reach the receiver, which reports each one's sender.
+//
+// Where the kernel has UDP GSO, Send hands each run of equal-size packets
+// (the last may be shorter) to the kernel as one super-packet.
 type UDPUplink struct {
 	f     *os.File
 	rc    syscall.RawConn
@@ -47,6 +52,7 @@ type UDPUplink struct {
 	log   *slog.Logger
 
 	remote atomic.Pointer[udpRemote] // nil: none known
+	gso    atomic.Bool               // send runs as super-packets (UDP_SEGMENT)
 
 	mu sync.Mutex // serialises Send
 	tx udpTx      // used under mu
@@ -59,16 +65,28 @@ type udpRemote struct {
 	ap    netip.AddrPort
 	sa    unix.RawSockaddrInet6 // or a RawSockaddrInet4 in its first bytes
 	salen uint32
+	max   int   // the largest UDP payload of a super-packet
 	err   error // why this socket cannot send there
+
+	// Under UDPUplink.mu: the largest segment that goes in a super-packet
+	// (lowered when the kernel finds a segment too big for the path MTU).
+	segMax    int
+	segLogged bool
 }
 
-// udpTx is the send state: one mmsghdr per datagram.
+// udpTx is the send state: one mmsghdr per datagram or super-packet, whose
+// iovecs (one per packet, iov[i] for pkts[i]: no copy) are consecutive in
+// iov.
 type udpTx struct {
 	hdrs    []unix.Mmsghdr
 	iov     []unix.Iovec
-	from, n int // the sendmmsg window hdrs[from:from+n]; n becomes how many went
+	ctrl    []byte // a UDP_SEGMENT cmsg per mmsghdr
+	pkts    []int  // packets in each mmsghdr
+	from, n int    // the sendmmsg window hdrs[from:from+n]; n becomes how many went
 	err     error
 	writeFn func(fd uintptr) bool
+	supers  int // super-packets sent (for tests)
+	refused int // super-packets the kernel refused (for tests)
 }
 
 // udpRx is the receive state.
@@ -164,13 +182,27 @@ func OpenUDP(cfg UDPConfig) (*UDPUplink, error) {
 	}
 	u.local = netip.AddrPortFrom(la, port)
 
+	gsoOff := "turned off (test)"
+	if !cfg.noGSO {
+		gsoOff = probeGSO(fd)
+	}
+	u.gso.Store(gsoOff == "")
+	if gsoOff == "" {
+		u.log.Info("UDP GSO on", "local", u.local)
+	} else {
+		u.log.Info("UDP GSO off: "+gsoOff, "local", u.local)
+	}
+
 	u.f = os.NewFile(uintptr(fd), "udp-"+u.local.String())
 	if u.rc, err = u.f.SyscallConn(); err != nil {
 		u.f.Close()
 		return nil, err
 	}
 	n := cfg.BatchSize
-	u.tx = udpTx{hdrs: make([]unix.Mmsghdr, n), iov: make([]unix.Iovec, n)}
+	u.tx = udpTx{hdrs: make([]unix.Mmsghdr, n), iov: make([]unix.Iovec, n), ctrl: make([]byte, n*segmentCtrlSpace), pkts: make([]int, n)}
+	for i := range u.tx.hdrs {
+		initSegmentCtrl(u.tx.ctrl[i*segmentCtrlSpace:])
+	}
 	u.tx.writeFn = u.tx.doWrite
 	u.rx = udpRx{hdrs: make([]unix.Mmsghdr, n), iov: make([]unix.Iovec, n), names: make([]unix.RawSockaddrInet6, n)}
 	for i := range u.rx.hdrs {
@@ -226,7 +258,7 @@ func (u *UDPUplink) SetRemote(ap netip.AddrPort) {
 	}
 	a := ap.Addr().Unmap()
 	ap = netip.AddrPortFrom(a, ap.Port())
-	r := &udpRemote{ap: ap}
+	r := &udpRemote{ap: ap, segMax: 1<<16 - 1}
 	switch {
 	case ap.Port() == 0:
 		r.err = fmt.Errorf("uplink %v: remote %v has no port", u.local, ap)
@@ -236,6 +268,7 @@ func (u *UDPUplink) SetRemote(ap netip.AddrPort) {
 		sa.Addr = a.As4()
 		putPort(&sa.Port, ap.Port())
 		r.salen = unix.SizeofSockaddrInet4
+		r.max = udpMaxPayload4
 	case !u.v6:
 		r.err = fmt.Errorf("uplink %v: remote %v is IPv6, the local address IPv4", u.local, ap)
 	case a.Is4() && !u.dual:
@@ -251,6 +284,10 @@ func (u *UDPUplink) SetRemote(ap netip.AddrPort) {
 		r.sa.Scope_id = scope
 		putPort(&r.sa.Port, ap.Port())
 		r.salen = unix.SizeofSockaddrInet6
+		r.max = udpMaxPayload6
+		if a.Is4() {
+			r.max = udpMaxPayload4 // sent as IPv4
+		}
 	}
 	u.remote.Store(r)
 }
@@ -277,13 +314,17 @@ func addrPortOf(sa *unix.RawSockaddrInet6) netip.AddrPort {
 }
 
 // Offloads reports whether UDP GSO (send) and GRO (receive) are in use.
-func (u *UDPUplink) Offloads() (gso, gro bool) { return false, false }
+func (u *UDPUplink) Offloads() (gso, gro bool) { return u.gso.Load(), false }
 
 func (u *UDPUplink) Close() error { return u.f.Close() }
 
 func (u *UDPUplink) Receivers() []ReceiveFunc { return []ReceiveFunc{u.receive} }
 
 // Send sends each packet as one datagram's payload to the current remote.
+// A super-packet the kernel refuses goes again as datagrams: for EIO (the
+// device cannot checksum segments) with GSO off for the socket from then on;
+// for EINVAL or EMSGSIZE (a segment too big for the path MTU) with GSO off
+// for segments of that size and more to this remote.
 func (u *UDPUplink) Send(pkts [][]byte) (int, error) {
 	r := u.remote.Load()
 	if r == nil {
@@ -297,33 +338,93 @@ func (u *UDPUplink) Send(pkts [][]byte) (int, error) {
 	t := &u.tx
 	sent := 0
 	for sent < len(pkts) {
-		chunk := pkts[sent:min(len(pkts), sent+len(t.hdrs))]
-		for i, p := range chunk {
-			t.iov[i].Base = unsafe.SliceData(p)
-			t.iov[i].SetLen(len(p))
-			h := &t.hdrs[i].Hdr
-			h.Name = (*byte)(unsafe.Pointer(&r.sa))
-			h.Namelen = r.salen
-			h.Iov = &t.iov[i]
-			h.SetIovlen(1)
-		}
-		m := len(chunk)
-		for done := 0; done < m; {
+		gso := u.gso.Load()
+		chunk := pkts[sent:min(len(pkts), sent+len(t.iov))]
+		m := t.prepare(chunk, r, gso)
+		done, went := 0, 0 // mmsghdrs and packets of chunk sent
+		for done < m {
 			t.from, t.n, t.err = done, m-done, nil
 			if err := u.rc.Write(t.writeFn); err != nil {
-				return sent + done, err
+				return sent + went, err
 			}
 			if t.err != nil {
-				return sent + done, t.err
+				if why := gsoRefusal(t.err); gso && t.pkts[done] > 1 && why != "" {
+					t.refused++
+					if errors.Is(t.err, unix.EIO) {
+						u.gso.Store(false)
+						u.log.Warn("UDP GSO off: "+why, "local", u.local, "remote", r.ap)
+					} else {
+						r.segMax = int(t.hdrs[done].Hdr.Iov.Len) - 1
+						if !r.segLogged {
+							r.segLogged = true
+							u.log.Warn(fmt.Sprintf("UDP GSO off for segments over %d bytes: %s", r.segMax, why), "local", u.local, "remote", r.ap)
+						}
+					}
+					break // the rest of chunk again
+				}
+				return sent + went, t.err
 			}
 			if t.n == 0 {
-				return sent + done, unix.EIO
+				return sent + went, unix.EIO
+			}
+			for _, k := range t.pkts[done : done+t.n] {
+				went += k
+				if k > 1 {
+					t.supers++
+				}
 			}
 			done += t.n
 		}
-		sent += m
+		sent += went
 	}
 	return sent, nil
+}
+
+// prepare fills the mmsghdrs for pkts (at most len(t.iov)) and returns how
+// many. With gso, each run of packets of one size, the last possibly
+// shorter, up to the kernel's limits, goes in one mmsghdr with a UDP_SEGMENT
+// cmsg, one iovec per packet.
+func (t *udpTx) prepare(pkts [][]byte, r *udpRemote, gso bool) int {
+	m := 0
+	for i := 0; i < len(pkts); {
+		size := len(pkts[i])
+		j, total := i+1, size
+		if gso && size > 0 && size <= r.segMax {
+			for j < len(pkts) && j-i < udpMaxSegments {
+				n := len(pkts[j])
+				if n == 0 || n > size || total+n > r.max {
+					break
+				}
+				total += n
+				j++
+				if n < size {
+					break // a shorter packet ends the run
+				}
+			}
+		}
+		for k := i; k < j; k++ {
+			t.iov[k].Base = unsafe.SliceData(pkts[k])
+			t.iov[k].SetLen(len(pkts[k]))
+		}
+		h := &t.hdrs[m].Hdr
+		h.Name = (*byte)(unsafe.Pointer(&r.sa))
+		h.Namelen = r.salen
+		h.Iov = &t.iov[i]
+		h.SetIovlen(j - i)
+		if j-i > 1 {
+			c := t.ctrl[m*segmentCtrlSpace:][:segmentCtrlSpace]
+			putSegmentSize(c, size)
+			h.Control = &c[0]
+			h.SetControllen(len(c))
+		} else {
+			h.Control = nil
+			h.SetControllen(0)
+		}
+		t.pkts[m] = j - i
+		m++
+		i = j
+	}
+	return m
 }
 
 func (t *udpTx) doWrite(fd uintptr) bool {
