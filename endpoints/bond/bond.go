@@ -24,6 +24,7 @@ import (
 	"github.com/tunbond/tunbond/endpoints/role"
 	"github.com/tunbond/tunbond/reorder"
 	"github.com/tunbond/tunbond/tunnel/conn"
+	"github.com/tunbond/tunbond/tunnel/session"
 )
 
 // Deps are what the bond runs on: the host it changes, how it opens its TUN
@@ -33,6 +34,7 @@ type Deps struct {
 	Host       host.Host                                      // nil: host.Current() in this namespace
 	OpenTUN    func(name string, mtu int) (tun.Device, error) // nil: tun.CreateTUN inside Host.Do
 	OpenUplink func(conn.RawConfig) (conn.Uplink, error)      // nil: conn.OpenRaw inside Host.Do
+	OpenUDP    func(conn.UDPConfig) (conn.Uplink, error)      // nil: conn.OpenUDP inside Host.Do
 	Metrics    prometheus.Registerer                          // nil: none; the bond registers its collector here
 	Log        *slog.Logger                                   // nil: slog.Default()
 	Now        func() time.Time                               // nil: time.Now
@@ -107,14 +109,28 @@ func Start(cfg *Config, deps Deps) (_ *Bond, err error) {
 	}
 
 	codec := cfg.Encapsulation()
+	var authCfg *AuthConfig
+	if cfg.Auth.KeyFile != "" {
+		key, err := session.ReadKeyFile(cfg.Auth.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("auth.key_file: %w", err)
+		}
+		allowed, _ := cfg.AllowedSources() // validated
+		authCfg = &AuthConfig{Key: key, Encrypt: cfg.Auth.Encrypt, AllowedSources: allowed}
+		if len(allowed) == 0 {
+			log.Info("auth: any inner source address is accepted from the peer (set auth.allowed_sources to narrow it)")
+		}
+	} else {
+		log.Warn("no auth: any packet from the peer's addresses is taken as the peer's (one who can spoof them can inject into the TUN and disturb the paths); set auth.key_file, see README \"Security\"")
+	}
 	b.mtu = cfg.TUN.MTU
 	if b.mtu == 0 {
 		b.mtu = 65535
-		for _, l := range links {
-			b.mtu = min(b.mtu, l.link.MTU-codec.Overhead())
+		for i, l := range links {
+			b.mtu = min(b.mtu, l.link.MTU-cfg.pathOverhead(i))
 		}
 		if b.mtu < 576 {
-			return nil, fmt.Errorf("tun.mtu: the smallest uplink MTU leaves %d bytes after %d of encapsulation; set tun.mtu", b.mtu, codec.Overhead())
+			return nil, fmt.Errorf("tun.mtu: the smallest uplink MTU leaves %d bytes after the encapsulation; set tun.mtu", b.mtu)
 		}
 	}
 	if cfg.Encap == "ipip" && cfg.Scheduler != "flowhash" {
@@ -134,11 +150,34 @@ func Start(cfg *Config, deps Deps) (_ *Bond, err error) {
 			return u, err
 		}
 	}
+	openUDP := deps.OpenUDP
+	if openUDP == nil {
+		openUDP = func(uc conn.UDPConfig) (u conn.Uplink, err error) {
+			err = h.Do(func() error {
+				udp, err := conn.OpenUDP(uc)
+				if err == nil {
+					u = udp
+				}
+				return err
+			})
+			return u, err
+		}
+	}
 	var paths []EnginePath
 	for i, p := range cfg.Paths {
-		rc := conn.RawConfig{Local: netip.MustParseAddr(p.Local), Remote: netip.MustParseAddr(p.Remote),
-			Device: p.Device, Protocols: codec.Protocols(), BatchSize: cfg.BatchSize}
-		u, err := openUplink(rc)
+		local := netip.MustParseAddr(p.Local)
+		remote, _ := netip.ParseAddr(p.Remote) // validated; none: learned (udp with auth)
+		var u conn.Uplink
+		var err error
+		if p.Transport == TransportUDP {
+			uc := conn.UDPConfig{Local: netip.AddrPortFrom(local, uint16(p.Port)), Device: p.Device, BatchSize: cfg.BatchSize, Log: log}
+			if remote.IsValid() {
+				uc.Remote = netip.AddrPortFrom(remote, uint16(p.Port))
+			}
+			u, err = openUDP(uc)
+		} else {
+			u, err = openUplink(conn.RawConfig{Local: local, Remote: remote, Device: p.Device, Protocols: codec.Protocols(), BatchSize: cfg.BatchSize})
+		}
 		if err != nil {
 			return nil, fmt.Errorf("paths[%d] (%s): %w", i, p.Name, err)
 		}
@@ -148,7 +187,7 @@ func Start(cfg *Config, deps Deps) (_ *Bond, err error) {
 			bits, _ := ParseRate(p.Ceiling) // validated
 			ceiling = bits / 8
 		}
-		paths = append(paths, EnginePath{Name: p.Name, Weight: uint32(p.Weight), Local: rc.Local, Remote: rc.Remote, Uplink: u, Ceiling: ceiling})
+		paths = append(paths, EnginePath{Name: p.Name, Weight: uint32(p.Weight), Local: local, Remote: remote, Uplink: u, Ceiling: ceiling})
 	}
 
 	openTUN := deps.OpenTUN
@@ -171,6 +210,7 @@ func Start(cfg *Config, deps Deps) (_ *Bond, err error) {
 		Reorder:   reorder.Config{Window: cfg.Reorder.Window, Timeout: cfg.Reorder.Timeout, LossGrace: cfg.Reorder.LossGrace},
 		Keepalive: cfg.Keepalive.Interval, Misses: cfg.Keepalive.Misses, MTU: b.mtu, Paths: paths, Log: log,
 		AdaptiveTimeout: cfg.Reorder.Adaptive, Repair: cfg.Reorder.Repair, Now: deps.Now, Redundancy: cfg.Redundancy,
+		Auth: authCfg,
 	}, dev)
 	if err != nil {
 		return nil, err
@@ -199,7 +239,7 @@ func Start(cfg *Config, deps Deps) (_ *Bond, err error) {
 	b.engine.Start()
 	log.Info("bond endpoint started", "tun", cfg.TUN.Name, "address", cfg.TUN.Address, "mtu", b.mtu,
 		"encap", cfg.Encap, "scheduler", cfg.Scheduler, "paths", len(paths), "offloads", dev.BatchSize() > 1,
-		"routing", cfg.Routing)
+		"routing", cfg.Routing, "auth", authCfg != nil, "encrypt", cfg.Auth.Encrypt)
 	return b, nil
 }
 

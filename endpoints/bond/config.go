@@ -1,6 +1,7 @@
 package bond
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -11,7 +12,10 @@ import (
 
 	"github.com/tunbond/tunbond/endpoints/config"
 	"github.com/tunbond/tunbond/scheduler/path"
+	"github.com/tunbond/tunbond/tunnel/conn"
 	"github.com/tunbond/tunbond/tunnel/encap"
+	"github.com/tunbond/tunbond/tunnel/header"
+	"github.com/tunbond/tunbond/tunnel/session"
 
 	"github.com/spf13/pflag"
 )
@@ -40,6 +44,7 @@ type Config struct {
 		Interval time.Duration `mapstructure:"interval"`
 		Misses   int           `mapstructure:"misses"`
 	} `mapstructure:"keepalive"`
+	Auth         AuthFileConfig   `mapstructure:"auth"`
 	Redundancy   RedundancyConfig `mapstructure:"redundancy"`
 	Routing      string           `mapstructure:"routing"`
 	RouteTable   int              `mapstructure:"route_table"`
@@ -53,11 +58,27 @@ type Config struct {
 	} `mapstructure:"control"`
 }
 
+// AuthFileConfig is the auth section: the key both ends share and what
+// the sessions it keys do.
+type AuthFileConfig struct {
+	KeyFile        string   `mapstructure:"key_file"`        // "": no auth
+	Encrypt        bool     `mapstructure:"encrypt"`         // encrypt inner packets too
+	AllowedSources []string `mapstructure:"allowed_sources"` // inner source prefixes accepted from the peer; empty: any
+}
+
+// Path transports.
+const (
+	TransportGRE = "gre" // raw IP, protocol 47
+	TransportUDP = "udp" // GRE-in-UDP (RFC 8086)
+)
+
 // PathConfig is one uplink.
 type PathConfig struct {
-	Name    string `mapstructure:"name"`
-	Local   string `mapstructure:"local"`
-	Remote  string `mapstructure:"remote"`
+	Name      string `mapstructure:"name"`
+	Transport string `mapstructure:"transport"` // gre | udp
+	Port      int    `mapstructure:"port"`      // udp: the port both ends use (RFC 8086's 4754)
+	Local     string `mapstructure:"local"`
+	Remote    string `mapstructure:"remote"`
 	Device  string `mapstructure:"device"`
 	Gateway string `mapstructure:"gateway"`
 	Weight  int64  `mapstructure:"weight"`
@@ -107,6 +128,9 @@ var defaults = map[string]any{
 	"reorder.repair":       false, // opt-in: see README (Repair) for what it costs and when it pays
 	"keepalive.interval":   "200ms",
 	"keepalive.misses":     3,
+	"auth.key_file":        "",
+	"auth.encrypt":         false,
+	"auth.allowed_sources": []string{},
 	"redundancy.max_size":  0,
 	"redundancy.dscp":      []string{},
 	"redundancy.tcp_flags": []string{},
@@ -142,6 +166,8 @@ func LoadConfig(file string, fs *pflag.FlagSet) (*Config, error) {
 		// A path without a weight has weight 1 (0 means "carry nothing").
 		if paths, ok := v.Get("paths").([]any); ok {
 			config.DefaultEach(paths, "weight", 1)
+			config.DefaultEach(paths, "transport", TransportGRE)
+			config.DefaultEach(paths, "port", conn.DefaultUDPPort)
 			v.Set("paths", paths)
 		}
 	}); err != nil {
@@ -263,8 +289,28 @@ func (c *Config) Validate() error {
 	if len(c.Paths) > 64 {
 		bad("paths", "%d paths; at most 64", len(c.Paths))
 	}
+	auth := c.Auth.KeyFile != ""
+	if auth {
+		if _, err := session.ReadKeyFile(c.Auth.KeyFile); err != nil {
+			bad("auth.key_file", "%v", err)
+		}
+		if c.Encap != "gre" {
+			bad("auth.key_file", "auth seals GRE packets; encap %s cannot carry them", c.Encap)
+		}
+		if c.Checksum {
+			bad("checksum", "a sealed packet has no GRE checksum (its tag covers more); drop checksum with auth")
+		}
+	} else if c.Auth.Encrypt {
+		bad("auth.encrypt", "needs auth.key_file")
+	}
+	if _, err := c.AllowedSources(); err != nil {
+		bad("auth.allowed_sources", "%v", err)
+	} else if len(c.Auth.AllowedSources) > 0 && !auth {
+		bad("auth.allowed_sources", "needs auth.key_file: without auth any inner source can be forged")
+	}
 	names := map[string]bool{}
 	pairs := map[[2]netip.Addr]bool{}
+	udpLocals := map[netip.AddrPort]bool{}
 	weight := uint64(0)
 	for i, p := range c.Paths {
 		key := func(f string) string { return fmt.Sprintf("paths[%d].%s", i, f) }
@@ -278,8 +324,34 @@ func (c *Config) Validate() error {
 		if err1 != nil || !local.Is4() {
 			bad(key("local"), "%q is not an IPv4 address", p.Local)
 		}
+		udp := p.Transport == TransportUDP
+		switch p.Transport {
+		case TransportGRE:
+		case TransportUDP:
+			if c.Encap != "gre" {
+				bad(key("transport"), "udp carries GRE (RFC 8086); encap %s cannot go in it", c.Encap)
+			}
+			if p.Port < 1 || p.Port > 65535 {
+				bad(key("port"), "%d out of range 1..65535", p.Port)
+			} else if err1 == nil {
+				lp := netip.AddrPortFrom(local, uint16(p.Port))
+				if udpLocals[lp] {
+					bad(key("port"), "local %v is another udp path's too; give one of them another port", lp)
+				}
+				udpLocals[lp] = true
+			}
+		case "auto":
+			bad(key("transport"), "auto (raw GRE with a fall back to UDP) is not built yet: use gre or udp")
+		default:
+			bad(key("transport"), "%q is not gre or udp", p.Transport)
+		}
 		remote, err2 := netip.ParseAddr(p.Remote)
-		if err2 != nil || !remote.Is4() {
+		switch {
+		case p.Remote == "" && udp && auth:
+			err2 = errNoRemote // learned from the peer's authenticated packets
+		case p.Remote == "" && udp:
+			bad(key("remote"), "missing; a udp path may leave it out only with auth (it is then learned from authenticated packets)")
+		case err2 != nil || !remote.Is4():
 			bad(key("remote"), "%q is not an IPv4 address", p.Remote)
 		}
 		if p.Gateway != "" {
@@ -287,7 +359,7 @@ func (c *Config) Validate() error {
 				bad(key("gateway"), "%q is not an IPv4 address", p.Gateway)
 			}
 		}
-		if err1 == nil && err2 == nil {
+		if err1 == nil && err2 == nil && !udp {
 			if pairs[[2]netip.Addr{local, remote}] {
 				bad(key("remote"), "local %v and remote %v are the same as another path's", local, remote)
 			}
@@ -317,8 +389,38 @@ func (c *Config) Validate() error {
 	return errs.Err()
 }
 
+// errNoRemote marks a path whose remote is learned.
+var errNoRemote = errors.New("no remote")
+
+// AllowedSources parses auth.allowed_sources.
+func (c *Config) AllowedSources() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range c.Auth.AllowedSources {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a prefix (like 10.1.0.0/16 or 2001:db8::/32)", s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
 // Encapsulation returns the bond's encapsulation.
 func (c *Config) Encapsulation() encap.Encapsulation {
 	e, _ := encap.Parse(c.Encap, uint32(c.Key), c.Checksum)
 	return e
+}
+
+// pathOverhead is what path i adds to an inner packet on the wire: outer
+// IPv4 header, UDP header for a udp path, GRE header, and with auth the
+// sealed header and tag.
+func (c *Config) pathOverhead(i int) int {
+	n := c.Encapsulation().Overhead()
+	if c.Paths[i].Transport == TransportUDP {
+		n += 8
+	}
+	if c.Auth.KeyFile != "" {
+		n += header.SealedOverhead
+	}
+	return n
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/tunbond/tunbond/tunnel/conn"
 	"github.com/tunbond/tunbond/tunnel/encap"
 	"github.com/tunbond/tunbond/tunnel/header"
+	"github.com/tunbond/tunbond/tunnel/session"
 
 	"golang.zx2c4.com/wireguard/tun"
 
@@ -59,7 +60,11 @@ type EngineConfig struct {
 	Redundancy RedundancyConfig
 	// Epoch is this start's session epoch, sent in every keepalive so the
 	// peer tells a restart from a jump; 0 (the default) draws a random one.
+	// With Auth it is the handshake's.
 	Epoch uint64
+	// Auth seals every packet under a session a handshake agreed; nil:
+	// plain GRE, anyone who can send from the peer's addresses gets in.
+	Auth *AuthConfig
 
 	firstSeq uint32 // tests: the sequence before the first packet's; 0 draws a random one
 }
@@ -72,6 +77,8 @@ type Engine struct {
 	now        func() time.Time
 	dev        tun.Device
 	codec      encap.Encapsulation
+	gre        encap.GRE // the codec, when GRE: UDP paths and sealed packets use it
+	auth       *auth     // nil without auth
 	paths      []*enginePath
 	pathSet    *path.Paths // the paths' weights, delays and states, shared with the scheduler
 	sched      path.Scheduler
@@ -154,6 +161,9 @@ type enginePath struct {
 	excludedSeen                 path.Exclusion // the scheduler's verdict last logged (health goroutine)
 	changes                      atomic.Uint64
 	decode                       [header.NumDecodeErrors]atomic.Uint64
+	authDrops                    [numAuthDrops]atomic.Uint64 // session.Drop reasons and the auth layer's own
+	roam                         roamer                      // a UDP path's uplink: its remote follows the peer
+	roams                        atomic.Uint64               // times the remote moved
 
 	// the receiver's side of feedback (what arrived on the path), and the
 	// sender's (what it sent, what feedback taught, what it keeps)
@@ -241,6 +251,19 @@ func NewEngine(cfg EngineConfig, dev tun.Device) (*Engine, error) {
 	if e.now == nil {
 		e.now = time.Now
 	}
+	if g, ok := cfg.Encap.(encap.GRE); ok {
+		e.gre = g
+	}
+	if cfg.Auth != nil {
+		if _, ok := cfg.Encap.(encap.GRE); !ok {
+			return nil, errors.New("engine: auth needs the GRE encapsulation")
+		}
+		a, err := newAuth(*cfg.Auth, e.gre)
+		if err != nil {
+			return nil, fmt.Errorf("engine: auth: %w", err)
+		}
+		e.auth, e.epoch = a, a.hs.Epoch()
+	}
 	red, problems := cfg.Redundancy.compile()
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("engine: %s", strings.Join(problems, "; "))
@@ -250,9 +273,15 @@ func NewEngine(cfg EngineConfig, dev tun.Device) (*Engine, error) {
 	weights := make([]uint32, len(cfg.Paths))
 	for i, p := range cfg.Paths {
 		weights[i] = p.Weight
-		ep := &enginePath{EnginePath: p, idx: i, local: p.Local.As4(), remote: p.Remote.As4(),
+		ep := &enginePath{EnginePath: p, idx: i, local: as4(p.Local), remote: as4(p.Remote),
 			health:    pathHealth{interval: cfg.Keepalive, misses: cfg.Misses},
-			fbScratch: make([]byte, encap.Headroom+header.FeedbackPacketLen)}
+			fbScratch: controlScratch(header.FeedbackPacketLen)}
+		if r, ok := p.Uplink.(roamer); ok {
+			if _, gre := cfg.Encap.(encap.GRE); !gre {
+				return nil, fmt.Errorf("engine: path %s: a UDP path needs the GRE encapsulation", p.Name)
+			}
+			ep.roam = r
+		}
 		if cfg.Encap.Sequenced() {
 			ep.tx = txLearning{log: path.NewSendLog(sendLogSequences), keep: newResendRing()}
 		}
@@ -277,10 +306,10 @@ func NewEngine(cfg EngineConfig, dev tun.Device) (*Engine, error) {
 			e.reorderBuf.SetActive(i, false, e.now())
 		}
 		if cfg.Repair {
-			e.repairScratch = make([]byte, encap.Headroom+header.RepairMaxPacketLen)
+			e.repairScratch = controlScratch(header.RepairMaxPacketLen)
 		}
 	}
-	bufSize := encap.Headroom + max(cfg.MTU+cfg.Encap.Overhead(), 1500) + 64
+	bufSize := encap.Headroom + max(cfg.MTU+cfg.Encap.Overhead(), 1500) + header.SealedOverhead + 64
 	e.bufLen = bufSize
 	e.packetPool.New = func() any { return &packet{buf: make([]byte, bufSize)} }
 	e.batchPool.New = func() any { return &rxBatch{items: make([]rxItem, 0, 128)} }
@@ -364,4 +393,47 @@ func (e *Engine) fail(err error) {
 		}
 	}
 	e.life.Fail(err, stopping) // closing already: errors are expected
+}
+
+// roamer is an uplink whose remote can move: UDP, whose peer may sit
+// behind a NAT that changes its mapping, or be learned (no remote given).
+type roamer interface {
+	Remote() netip.AddrPort
+	SetRemote(netip.AddrPort)
+}
+
+// controlScratch is a buffer for one control packet of n bytes (inner IPv4
+// header included) at encap.Headroom, with the tailroom sealing needs.
+func controlScratch(n int) []byte {
+	return make([]byte, encap.Headroom+n+session.Tailroom)
+}
+
+// frameControl returns the packet carrying the inner control packet of n
+// bytes (IPv4 header included) the caller wrote at scratch[encap.Headroom:]:
+// in the encapsulation's header, or with auth, the bare message sealed (nil
+// before the first session).
+func (e *Engine) frameControl(scratch []byte, n int) []byte {
+	if e.auth != nil {
+		return e.auth.sealControl(scratch, n-header.IPv4HeaderLen)
+	}
+	return e.codec.WrapControl(scratch, n)
+}
+
+// encapData puts the tunnel header in front of the TUN packet buf[off:off+n]
+// and, with auth, seals it; nil: dropped (not IP, or no session yet).
+func (e *Engine) encapData(buf []byte, off, n int, seq uint32) []byte {
+	if e.auth != nil {
+		return e.auth.sealData(buf, off, n, seq)
+	}
+	return e.codec.EncapData(buf, off, n, seq)
+}
+
+func epochString(epoch uint64) string { return fmt.Sprintf("%016x", epoch) }
+
+// as4 is a's four bytes; zero for no address (a remote still to learn).
+func as4(a netip.Addr) [4]byte {
+	if !a.Is4() {
+		return [4]byte{}
+	}
+	return a.As4()
 }

@@ -36,6 +36,13 @@ func newEnginePair(t *testing.T, enc encap.Encapsulation, sched string, weights 
 // newEnginePairKeepalive is newEnginePair with another keepalive interval.
 func newEnginePairKeepalive(t *testing.T, enc encap.Encapsulation, sched string, keepalive time.Duration, weights ...uint32) *enginePair {
 	t.Helper()
+	return newEnginePairWith(t, enc, sched, keepalive, nil, weights...)
+}
+
+// newEnginePairWith is newEnginePairKeepalive with both engines' configs
+// changed by with (nil: none).
+func newEnginePairWith(t *testing.T, enc encap.Encapsulation, sched string, keepalive time.Duration, with func(*EngineConfig), weights ...uint32) *enginePair {
+	t.Helper()
 	ep := &enginePair{ta: tuntest.NewChannelTUN(), tb: tuntest.NewChannelTUN(),
 		aAddr: netip.MustParseAddr("10.77.0.1"), bAddr: netip.MustParseAddr("10.77.0.2")}
 	var pa, pb []EnginePath
@@ -50,12 +57,16 @@ func newEnginePairKeepalive(t *testing.T, enc encap.Encapsulation, sched string,
 		pb = append(pb, EnginePath{Name: name, Weight: w, Local: lb, Remote: la, Uplink: ub})
 	}
 	mk := func(paths []EnginePath, dev *tuntest.ChannelTUN) *Engine {
-		e, err := NewEngine(EngineConfig{
+		cfg := EngineConfig{
 			Encap: enc, Scheduler: sched,
 			Reorder:   reorder.Config{Window: 1024, Timeout: 500 * time.Millisecond},
 			Keepalive: keepalive, Misses: 3, MTU: 1420, Paths: paths, Repair: true, // the repair tests need it; off, nothing asks
 			Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		}, dev.TUN())
+		}
+		if with != nil {
+			with(&cfg)
+		}
+		e, err := NewEngine(cfg, dev.TUN())
 		if err != nil {
 			t.Fatal(err)
 		}

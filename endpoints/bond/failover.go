@@ -3,7 +3,6 @@ package bond
 import (
 	"time"
 
-	"github.com/tunbond/tunbond/tunnel/encap"
 	"github.com/tunbond/tunbond/tunnel/header"
 )
 
@@ -143,7 +142,7 @@ func (e *Engine) failoverLoop() {
 	defer e.wg.Done()
 	t := time.NewTicker(stallCheckEvery)
 	defer t.Stop()
-	scratch := make([]byte, encap.Headroom+header.FeedbackPacketLen)
+	scratch := controlScratch(header.FeedbackPacketLen)
 	for {
 		select {
 		case <-t.C:

@@ -101,12 +101,10 @@ func (e *Engine) sendFeedback(p *enginePath, now int64, scratch []byte) {
 	f.ProbeSeq, f.Timestamp = r.seq, now
 	p.fbMu.Unlock()
 	header.EncodeFeedbackPacket(scratch[encap.Headroom:], p.local, p.remote, f)
-	pkt := e.codec.WrapControl(scratch, header.FeedbackPacketLen)
-	one := [1][]byte{pkt}
-	if _, err := p.Uplink.Send(one[:]); err != nil {
-		p.txErrors.Add(1)
+	if pkt := e.frameControl(scratch, header.FeedbackPacketLen); pkt != nil {
+		e.sendRaw(p, pkt)
+		p.feedbackTx.Add(1)
 	}
-	p.feedbackTx.Add(1)
 }
 
 // onFeedback takes the peer's report on what it received of our data on p.

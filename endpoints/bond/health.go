@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/tunbond/tunbond/scheduler/path"
-	"github.com/tunbond/tunbond/tunnel/encap"
 	"github.com/tunbond/tunbond/tunnel/header"
 )
 
@@ -73,11 +72,14 @@ func (e *Engine) setState(p *enginePath, up bool, now time.Time) {
 // healthLoop probes every path each interval and takes silent paths down.
 func (e *Engine) healthLoop() {
 	defer e.wg.Done()
-	scratch := make([]byte, encap.Headroom+header.FeedbackPacketLen)
+	scratch := controlScratch(header.FeedbackPacketLen)
 	t := time.NewTicker(e.cfg.Keepalive)
 	defer t.Stop()
 	for {
 		now := e.now()
+		if e.auth != nil {
+			e.handshakeDue()
+		}
 		for _, p := range e.paths {
 			p.mu.Lock()
 			if p.health.check(now) {

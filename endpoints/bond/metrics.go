@@ -68,6 +68,9 @@ var (
 	dRepairMissed    = desc("repair_missed_total", "Packets the peer asked for that were no longer kept, or had no path up.")
 	dRepairState     = desc("repair", "1 while repair is on, by side: offered (a path of ours loses packets of its own, the peer may ask), asking (the peer offers it; our reorder buffer asks for lost packets).", "side")
 	dRORepaired      = desc("reorder_repaired_total", "Holes asked for again whose packet came in time to go in order.")
+	dPathRoams       = desc("path_remote_changes_total", "Times a UDP path's remote moved to where authenticated packets came from (the peer's NAT mapping changed, or a remote learned).", "path")
+	dSessions        = desc("auth_sessions_total", "Sessions agreed by a handshake (auth).")
+	dNoSession       = desc("tx_no_session_total", "Packets not sent because no session was agreed yet (auth).")
 	dROTimeout       = desc("reorder_timeout_seconds", "Current longest wait for a missing packet (reorder.timeout, raised to cover the paths' delay difference).")
 )
 
@@ -77,7 +80,7 @@ func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
 		dTUNTxBytes, dNoPath, dNotIP, dTUNErrors, dRODepth, dROReleased, dROHoles, dROLate, dRODup, dROOverflow,
 		dROResync, dROOutOfWindow, dPeerRestarts, dROWait, dROSpurious, dROGrace, dROTimeout,
 		dPathRate, dPathOWD, dPathQueue, dPathLoss, dPathStalled, dPathStalls, dPathResent, dPathExcluded, dPathFeedback, dSolo, dRedundant, dROLateDelivered,
-		dPathRepaired, dRepairAsked, dRepairResent, dRepairMissed, dRORepaired, dRepairState} {
+		dPathRepaired, dRepairAsked, dRepairResent, dRepairMissed, dRORepaired, dRepairState, dPathRoams, dSessions, dNoSession} {
 		ch <- d
 	}
 }
@@ -121,6 +124,20 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 		for r := header.DecodeError(1); r < header.NumDecodeErrors; r++ {
 			counter(dDecode, p.decode[r].Load(), p.Name, r.Reason())
 		}
+		if e.auth != nil {
+			for r := 1; r < int(numAuthDrops); r++ {
+				if r != int(dropNoSession) {
+					counter(dDecode, p.authDrops[r].Load(), p.Name, authDropReason(r))
+				}
+			}
+		}
+		if p.roam != nil {
+			counter(dPathRoams, p.roams.Load(), p.Name)
+		}
+	}
+	if e.auth != nil {
+		counter(dSessions, e.auth.handshakes.Load())
+		counter(dNoSession, e.auth.noSession.Load())
 	}
 	counter(dTUNRxPackets, e.Stats.TUNRxPackets.Load())
 	counter(dTUNRxBytes, e.Stats.TUNRxBytes.Load())

@@ -103,9 +103,10 @@ func (e *Engine) sendRepair(p *enginePath, seqs []uint32) {
 		f := header.RepairFields{ControlFields: e.controlFields(p, header.ControlRepair), Seqs: seqs[:n]}
 		f.ProbeSeq, f.Timestamp = e.repairMsgs, e.now().UnixNano()
 		l := header.EncodeRepairPacket(e.repairScratch[encap.Headroom:], p.local, p.remote, f)
-		e.repairOne[0] = e.codec.WrapControl(e.repairScratch, l)
-		if _, err := p.Uplink.Send(e.repairOne[:]); err != nil {
-			p.txErrors.Add(1)
+		if e.repairOne[0] = e.frameControl(e.repairScratch, l); e.repairOne[0] != nil {
+			if _, err := p.Uplink.Send(e.repairOne[:]); err != nil {
+				p.txErrors.Add(1)
+			}
 		}
 		seqs = seqs[n:]
 	}

@@ -2,7 +2,7 @@ package bond
 
 import (
 	"errors"
-	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/tunbond/tunbond/tunnel/conn"
@@ -18,6 +18,7 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 	pk := make([]*packet, bs)
 	bufs := make([][]byte, bs)
 	sizes := make([]int, bs)
+	from := make([]netip.AddrPort, bs)
 	for i := range pk {
 		pk[i] = e.packetPool.Get().(*packet)
 		bufs[i] = pk[i].buf
@@ -27,13 +28,13 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 			e.packetPool.Put(x)
 		}
 	}()
-	scratch := make([]byte, encap.Headroom+header.ControlEpochPacketLen)
+	scratch := controlScratch(header.ControlEpochPacketLen)
 	ctls := make([]header.ControlFields, 0, bs)
 	fbs := make([]header.FeedbackFields, 0, bs)
 	var repairSeqs []uint32 // asked for by the peer in this batch
 	var repairs *repairOut
 	for {
-		n, err := recv(bufs, sizes, nil)
+		n, err := recv(bufs, sizes, from)
 		if err != nil {
 			if e.life.Closing() {
 				return
@@ -59,12 +60,8 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 				p.decode[header.ErrTruncated].Add(1)
 				continue
 			}
-			d, err := e.codec.Decap(bufs[i][:sizes[i]], p.remote)
-			if err != nil {
-				var de header.DecodeError
-				if errors.As(err, &de) && de < header.NumDecodeErrors {
-					p.decode[de].Add(1)
-				}
+			d, ok := e.decode(p, bufs[i][:sizes[i]], from[i])
+			if !ok {
 				continue
 			}
 			heard = true
@@ -165,7 +162,7 @@ func (e *Engine) newPeerEpoch(p *enginePath, c header.ControlFields, batch *rxBa
 	if old != 0 {
 		item.path = itemRestart
 		e.Stats.PeerRestarts.Add(1)
-		e.log.Warn("peer restarted", "path", p.Name, "old_epoch", fmt.Sprintf("%016x", old), "new_epoch", fmt.Sprintf("%016x", c.Epoch))
+		e.log.Warn("peer restarted", "path", p.Name, "old_epoch", epochString(old), "new_epoch", epochString(c.Epoch))
 	}
 	e.forgetLearning() // the counters on both sides start again
 	if e.reorderBuf != nil {
@@ -218,9 +215,41 @@ func (e *Engine) controlFields(p *enginePath, typ uint8) header.ControlFields {
 }
 
 func (e *Engine) sendControl(p *enginePath, scratch []byte, f header.ControlFields) {
-	pkt := e.codec.EncapControl(scratch, p.local, p.remote, f)
-	one := [1][]byte{pkt}
-	if _, err := p.Uplink.Send(one[:]); err != nil {
-		p.txErrors.Add(1)
+	header.EncodeControlPacket(scratch[encap.Headroom:], p.local, p.remote, f)
+	if pkt := e.frameControl(scratch, header.IPv4HeaderLen+f.Len()); pkt != nil {
+		e.sendRaw(p, pkt)
 	}
+}
+
+// decode finds the inner packet or control message in a received packet:
+// from its outer IPv4 header on (raw) or its GRE header on (UDP, sent by
+// from), opened when sealed. A packet that fails is counted on p, by
+// reason, and dropped: it touches nothing else.
+func (e *Engine) decode(p *enginePath, pkt []byte, from netip.AddrPort) (encap.Decoded, bool) {
+	var d encap.Decoded
+	var err error
+	if p.roam != nil {
+		if e.auth == nil && from.Addr().Unmap() != p.Remote {
+			p.decode[header.ErrWrongSource].Add(1) // unauthenticated, only the given remote is heard
+			return d, false
+		}
+		d, err = e.gre.DecapPayload(pkt, p.remote)
+	} else {
+		d, err = e.codec.Decap(pkt, p.remote)
+	}
+	if err != nil {
+		var de header.DecodeError
+		if errors.As(err, &de) && de < header.NumDecodeErrors {
+			p.decode[de].Add(1)
+		}
+		return d, false
+	}
+	switch {
+	case d.Kind == encap.KindSealed && e.auth != nil:
+		return e.openSealed(p, pkt, d, from)
+	case d.Kind == encap.KindSealed || e.auth != nil:
+		p.authDrops[dropNotSealed].Add(1)
+		return d, false
+	}
+	return d, true
 }

@@ -95,6 +95,9 @@ func (e *Engine) Status() []PathStatus {
 		for j := range p.decode {
 			dropped += p.decode[j].Load()
 		}
+		for j := range p.authDrops {
+			dropped += p.authDrops[j].Load()
+		}
 		out[i] = PathStatus{Name: p.Name, Up: p.upNow.Load(), Weight: e.pathSet.Weight(i),
 			RTTMs:     float64(p.rttNs.Load()) / 1e6,
 			TxPackets: p.txPackets.Load(), TxBytes: p.txBytes.Load(),

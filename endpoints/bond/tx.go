@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/tunbond/tunbond/tunnel/encap"
+	"github.com/tunbond/tunbond/tunnel/header"
 	"golang.zx2c4.com/wireguard/tun"
 )
 
@@ -38,9 +39,11 @@ func (e *Engine) txLoop() {
 				e.Stats.NoPath.Add(1)
 				continue
 			}
-			pkt := e.codec.EncapData(bufs[i], encap.Headroom, sizes[i], e.seq+1)
+			pkt := e.encapData(bufs[i], encap.Headroom, sizes[i], e.seq+1)
 			if pkt == nil {
-				e.Stats.NotIP.Add(1)
+				if e.auth == nil || header.InnerEtherType(bufs[i][encap.Headroom:encap.Headroom+sizes[i]]) == 0 {
+					e.Stats.NotIP.Add(1)
+				}
 				continue
 			}
 			e.seq++
@@ -103,6 +106,16 @@ func (e *Engine) sendData(p *enginePath, batch [][]byte, seqs, sizes []uint32, n
 		if e.firstDataNs.Load() == 0 {
 			e.firstDataNs.CompareAndSwap(0, now)
 		}
+	}
+	if seqs == nil && e.auth != nil { // re-sent copies: the peer's replay window took their counters
+		k := 0
+		for _, pkt := range batch {
+			if e.auth.reseal(pkt) {
+				batch[k] = pkt
+				k++
+			}
+		}
+		batch = batch[:k]
 	}
 	sent, err := p.Uplink.Send(batch)
 	var bytes uint64

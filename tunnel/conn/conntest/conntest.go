@@ -30,6 +30,20 @@ type ChannelUplink struct {
 	sends     atomic.Uint64
 	// Sent counts packets handed to the peer.
 	Sent atomic.Uint64
+	// Tap, when set, is called with each outer packet handed to the peer
+	// (its own copy), as a capture on the wire would see it.
+	Tap atomic.Pointer[func(pkt []byte)]
+}
+
+// Inject queues pkt, an outer IPv4 packet as from the wire, for this
+// uplink's receiver; false if its queue is full.
+func (u *ChannelUplink) Inject(pkt []byte) bool {
+	select {
+	case u.in <- append([]byte(nil), pkt...):
+		return true
+	default:
+		return false
+	}
 }
 
 // Pair returns two connected uplinks between addresses a and b that carry
@@ -65,6 +79,9 @@ func (u *ChannelUplink) Send(pkts [][]byte) (int, error) {
 		b := make([]byte, header.IPv4HeaderLen+len(p))
 		header.EncodeIPv4(b, len(b), 64, proto, u.local, u.remote)
 		copy(b[header.IPv4HeaderLen:], p)
+		if tap := u.Tap.Load(); tap != nil {
+			(*tap)(append([]byte(nil), b...))
+		}
 		select {
 		case u.peer.in <- b:
 			u.Sent.Add(1)

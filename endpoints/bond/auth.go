@@ -1,0 +1,292 @@
+package bond
+
+import (
+	"errors"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tunbond/tunbond/tunnel/encap"
+	"github.com/tunbond/tunbond/tunnel/header"
+	"github.com/tunbond/tunbond/tunnel/session"
+)
+
+// AuthConfig turns on authenticated sessions (auth.key_file): every packet
+// is sealed (docs/wire-format.md, "Sealed packets") under a session a
+// handshake agreed, and nothing that fails to open reaches the reorder
+// buffer, the paths' state or the TUN.
+type AuthConfig struct {
+	Key     session.Key
+	Encrypt bool // encrypt the inner packets too
+	// AllowedSources are the inner source addresses accepted from the peer
+	// (as WireGuard's AllowedIPs); empty: any.
+	AllowedSources []netip.Prefix
+}
+
+// Drop reasons of the auth layer beyond session.Drop's, counted with them
+// per path (rx_dropped_total's reason label).
+const (
+	dropNotSealed  = session.NumDrops + iota // a plain GRE packet where auth is on, or a sealed one where it is off
+	dropNotAllowed                           // an inner source outside auth.allowed_sources
+	dropNoSession                            // sent: data or a keepalive before the first handshake
+	numAuthDrops
+)
+
+func authDropReason(d int) string {
+	switch d {
+	case int(dropNotSealed):
+		return "not_sealed"
+	case int(dropNotAllowed):
+		return "source_not_allowed"
+	case int(dropNoSession):
+		return "no_session"
+	}
+	return session.Drop(d).Reason()
+}
+
+// auth is the engine's session state: the handshake (serialised by mu, as
+// any receive loop may hand it a message) and the sessions by index.
+type auth struct {
+	cfg     AuthConfig
+	gre     encap.GRE
+	mu      sync.Mutex
+	hs      *session.Handshake
+	table   session.Table
+	scratch []byte // handshake messages out, under mu
+
+	handshakes atomic.Uint64 // sessions agreed
+	agreedNs   atomic.Int64  // when the latest was (engine clock)
+	noSession  atomic.Uint64 // packets not sent for want of a session
+}
+
+// wallClock is the handshake's clock: init timestamps must grow across
+// restarts, which a test's clock need not do.
+func wallClock() int64 { return time.Now().UnixNano() }
+
+func newAuth(cfg AuthConfig, gre encap.GRE) (*auth, error) {
+	hs, err := session.NewHandshake(session.Config{Key: cfg.Key, Encrypt: cfg.Encrypt, Now: wallClock})
+	if err != nil {
+		return nil, err
+	}
+	return &auth{cfg: cfg, gre: gre, hs: hs, scratch: make([]byte, encap.Headroom+session.ResponsePacketLen)}, nil
+}
+
+// sealedHeadroom is where a sealed control message starts in a control
+// scratch buffer: after the room an unsealed one's inner IPv4 header takes.
+const sealedControlOff = encap.Headroom + header.IPv4HeaderLen
+
+// sealData seals the inner packet buf[off:off+n] with its bond sequence and
+// returns the packet to send, nil (counted) if there is no session yet.
+func (a *auth) sealData(buf []byte, off, n int, seq uint32) []byte {
+	s := a.table.Current()
+	if s == nil {
+		a.noSession.Add(1)
+		return nil
+	}
+	et := header.InnerEtherType(buf[off : off+n])
+	if et == 0 {
+		return nil
+	}
+	so := off - header.SealedHeaderLen
+	hdr := a.gre.SealedHeader(buf, so, seq, true)
+	pkt, err := s.Seal(buf, off, n, hdr, et)
+	if err != nil {
+		a.noSession.Add(1) // exhausted: the next handshake brings a new session
+		return nil
+	}
+	return pkt
+}
+
+// sealControl seals the control message of n bytes at
+// scratch[sealedControlOff:] and returns the packet to send, nil if there
+// is no session yet.
+func (a *auth) sealControl(scratch []byte, n int) []byte {
+	s := a.table.Current()
+	if s == nil {
+		a.noSession.Add(1)
+		return nil
+	}
+	so := sealedControlOff - header.SealedHeaderLen
+	hdr := a.gre.SealedHeader(scratch, so, 0, false)
+	pkt, err := s.Seal(scratch, sealedControlOff, n, hdr, header.EtherTypeControl)
+	if err != nil {
+		return nil
+	}
+	return pkt
+}
+
+// reseal seals again a kept data packet (a copy) before it is re-sent.
+func (a *auth) reseal(pkt []byte) bool {
+	s := a.table.Current()
+	if s == nil {
+		return false
+	}
+	hdr := header.GRE(pkt).HeaderLen()
+	return s.Reseal(pkt, hdr) == nil
+}
+
+// allowed reports whether the inner packet's source may come from the peer.
+func (a *auth) allowed(inner []byte) bool {
+	if len(a.cfg.AllowedSources) == 0 {
+		return true
+	}
+	var src netip.Addr
+	switch {
+	case len(inner) >= header.IPv4HeaderLen && inner[0]>>4 == 4:
+		src = netip.AddrFrom4([4]byte(inner[12:16]))
+	case len(inner) >= header.IPv6HeaderLen && inner[0]>>4 == 6:
+		src = netip.AddrFrom16([16]byte(inner[8:24]))
+	default:
+		return false
+	}
+	for _, p := range a.cfg.AllowedSources {
+		if p.Contains(src) {
+			return true
+		}
+	}
+	return false
+}
+
+// writeInit writes a new init into the handshake scratch and returns it;
+// the caller holds a.mu and sends it on every path with a remote.
+func (a *auth) writeInit() ([]byte, error) {
+	so := encap.Headroom
+	hdr := a.gre.SealedHeader(a.scratch, so, 0, false)
+	return a.hs.WriteInit(a.scratch[so-hdr:], hdr)
+}
+
+// errHandshake marks a handshake message that agreed nothing and needs no
+// answer (a response, say): not a drop.
+var errHandshake = errors.New("handshake handled")
+
+// openSealed opens the sealed packet d found in buf (received on p, from
+// from on a UDP path) and returns what it holds as a plain Decoded: data or
+// a control message. A handshake message is handled here (answered on p);
+// anything that fails is counted on p and dropped.
+func (e *Engine) openSealed(p *enginePath, buf []byte, d encap.Decoded, from netip.AddrPort) (encap.Decoded, bool) {
+	a := e.auth
+	pkt := buf[d.Off : d.Off+d.Len]
+	if len(pkt) >= d.Hdr+header.SealedOverhead && header.Sealed(pkt[d.Hdr:]).ReceiverIndex() == header.SealedHandshakeIndex {
+		e.onHandshake(p, pkt, d.Hdr, from)
+		return encap.Decoded{}, false
+	}
+	o, err := a.table.Open(pkt, d.Hdr)
+	if err != nil {
+		var drop session.Drop
+		if errors.As(err, &drop) {
+			p.authDrops[drop].Add(1)
+		}
+		return encap.Decoded{}, false
+	}
+	e.follow(p, from)
+	off := d.Off + d.Hdr + header.SealedHeaderLen
+	switch o.Type {
+	case header.EtherTypeControl:
+		if header.Control(o.Inner).Validate() != nil {
+			p.decode[header.ErrControl].Add(1)
+			return encap.Decoded{}, false
+		}
+		return encap.Decoded{Kind: encap.KindControl, Off: off, Len: header.Control(o.Inner).Len()}, true
+	case header.EtherTypeIPv4, header.EtherTypeIPv6:
+		if header.InnerEtherType(o.Inner) != o.Type {
+			p.decode[header.ErrInnerProto].Add(1)
+			return encap.Decoded{}, false
+		}
+		if !d.HasSeq {
+			p.decode[header.ErrNoSeq].Add(1)
+			return encap.Decoded{}, false
+		}
+		if !a.allowed(o.Inner) {
+			p.authDrops[dropNotAllowed].Add(1)
+			return encap.Decoded{}, false
+		}
+		return encap.Decoded{Kind: encap.KindData, Off: off, Len: len(o.Inner), Seq: d.Seq, HasSeq: true}, true
+	}
+	p.decode[header.ErrInnerProto].Add(1)
+	return encap.Decoded{}, false
+}
+
+// onHandshake hands a handshake message to the handshake: an init it
+// accepts is answered on p; a session agreed is installed.
+func (e *Engine) onHandshake(p *enginePath, pkt []byte, hdr int, from netip.AddrPort) {
+	a := e.auth
+	a.mu.Lock()
+	so := encap.Headroom
+	rh := a.gre.SealedHeader(a.scratch, so, 0, false)
+	o, err := a.hs.Handle(pkt, hdr, a.scratch[so-rh:], rh)
+	if err != nil {
+		a.mu.Unlock()
+		var drop session.Drop
+		if errors.As(err, &drop) {
+			p.authDrops[drop].Add(1)
+		}
+		return
+	}
+	e.follow(p, from) // authentic and fresh (a replayed init is stale)
+	if o.Reply != nil {
+		e.sendRaw(p, o.Reply)
+	}
+	a.mu.Unlock()
+	if o.Session != nil {
+		a.table.Install(o.Session)
+		a.agreedNs.Store(e.now().UnixNano())
+		a.handshakes.Add(1)
+		e.log.Info("session agreed", "path", p.Name, "initiator", o.Session.Initiator(),
+			"peer_epoch", epochString(o.Session.PeerEpoch()), "encrypt", o.Session.Encrypt())
+	}
+}
+
+// handshakeDue sends an init on every path when a session is needed and
+// the last init has waited long enough (health goroutine). A session is
+// needed when there is none, or when under the one there is no path is up
+// and nothing authentic came for session.RetryAfter since it was agreed:
+// the peer may have restarted behind paths that cannot reach us.
+func (e *Engine) handshakeDue() {
+	a := e.auth
+	if a.table.Current() != nil {
+		now := e.now().UnixNano()
+		if now-a.agreedNs.Load() < session.RetryAfter {
+			return
+		}
+		for _, p := range e.paths {
+			if p.upNow.Load() || now-p.lastRxNs.Load() < session.RetryAfter {
+				return
+			}
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.hs.Due() {
+		return
+	}
+	pkt, err := a.writeInit()
+	if err != nil {
+		e.log.Warn("handshake init", "err", err)
+		return
+	}
+	for _, p := range e.paths {
+		e.sendRaw(p, pkt)
+	}
+}
+
+// follow moves a UDP path's remote to where an authenticated packet came
+// from: the peer's NAT mapping changed, or a responder learns it.
+func (e *Engine) follow(p *enginePath, from netip.AddrPort) {
+	if p.roam == nil || !from.IsValid() {
+		return
+	}
+	if old := p.roam.Remote(); old != from {
+		p.roam.SetRemote(from)
+		p.roams.Add(1)
+		e.log.Info("path's peer address changed", "path", p.Name, "from", old, "to", from)
+	}
+}
+
+// sendRaw sends one ready packet on p.
+func (e *Engine) sendRaw(p *enginePath, pkt []byte) {
+	one := [1][]byte{pkt}
+	if _, err := p.Uplink.Send(one[:]); err != nil {
+		p.txErrors.Add(1)
+	}
+}
