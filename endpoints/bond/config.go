@@ -79,9 +79,9 @@ type PathConfig struct {
 	Port      int    `mapstructure:"port"`      // udp: the port both ends use (RFC 8086's 4754)
 	Local     string `mapstructure:"local"`
 	Remote    string `mapstructure:"remote"`
-	Device  string `mapstructure:"device"`
-	Gateway string `mapstructure:"gateway"`
-	Weight  int64  `mapstructure:"weight"`
+	Device    string `mapstructure:"device"`
+	Gateway   string `mapstructure:"gateway"`
+	Weight    int64  `mapstructure:"weight"`
 	// Ceiling caps the adaptive scheduler's rate on the path, in tc's
 	// words (20mbit, 500kbit, 1gbit): a metered or capped link. "": none.
 	Ceiling string `mapstructure:"ceiling"`
