@@ -23,6 +23,13 @@ const (
 	udpMaxPayload6 = 1<<16 - 1 - 8
 )
 
+// udpMaxDatagram is the size of a buffer that holds any datagram GRO
+// hands over (at most 64 segments and 64 KiB).
+const udpMaxDatagram = 1 << 16
+
+// groCtrlSpace is the control space of one UDP_GRO cmsg (an int).
+var groCtrlSpace = unix.CmsgSpace(4)
+
 // segmentCtrlSpace is the control space of one UDP_SEGMENT cmsg (a u16).
 var segmentCtrlSpace = unix.CmsgSpace(2)
 
@@ -47,6 +54,35 @@ func probeGSO(fd int) string {
 		return "getsockopt UDP_SEGMENT: " + err.Error() + " (kernel before 4.18?)"
 	}
 	return ""
+}
+
+// enableGRO turns UDP GRO on for fd and says why it could not, or "".
+func enableGRO(fd int) string {
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_GRO, 1); err != nil {
+		return "setsockopt UDP_GRO: " + err.Error() + " (kernel before 5.0?)"
+	}
+	return ""
+}
+
+// groSegmentSize returns the segment size of a coalesced datagram from its
+// control data, or 0 when it is a plain datagram.
+func groSegmentSize(ctrl []byte) int {
+	for len(ctrl) >= unix.SizeofCmsghdr {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(ctrl)
+		if err != nil {
+			return 0
+		}
+		if h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO {
+			switch {
+			case len(data) >= 4: // an int since Linux 5.0
+				return int(*(*int32)(unsafe.Pointer(&data[0])))
+			case len(data) >= 2:
+				return int(*(*uint16)(unsafe.Pointer(&data[0])))
+			}
+		}
+		ctrl = rest
+	}
+	return 0
 }
 
 // gsoRefusal says why the kernel refused a super-packet when err says it

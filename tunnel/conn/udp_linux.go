@@ -32,7 +32,7 @@ type UDPConfig struct {
 	SocketBuffer int            // SO_RCVBUF/SO_SNDBUF in bytes (default 4 MiB)
 	Log          *slog.Logger   // for the feature-probe log lines; nil = slog.Default()
 
-	noGSO bool // tests: send as without UDP GSO
+	noGSO, noGRO bool // tests: run as without UDP GSO, GRO
 }
 
 // UDPUplink is an Uplink over one UDP socket: each packet is one datagram's
@@ -41,7 +41,9 @@ type UDPConfig struct {
 // any source reach the receiver, which reports each one's sender.
 //
 // Where the kernel has UDP GSO, Send hands each run of equal-size packets
-// (the last may be shorter) to the kernel as one super-packet.
+// (the last may be shorter) to the kernel as one super-packet; where it has
+// UDP GRO, the receiver reads such runs as one datagram each into buffers of
+// its own and cuts them into the caller's.
 type UDPUplink struct {
 	f     *os.File
 	rc    syscall.RawConn
@@ -53,6 +55,7 @@ type UDPUplink struct {
 
 	remote atomic.Pointer[udpRemote] // nil: none known
 	gso    atomic.Bool               // send runs as super-packets (UDP_SEGMENT)
+	gro    bool                      // receive coalesced datagrams (UDP_GRO)
 
 	mu sync.Mutex // serialises Send
 	tx udpTx      // used under mu
@@ -89,7 +92,10 @@ type udpTx struct {
 	refused int // super-packets the kernel refused (for tests)
 }
 
-// udpRx is the receive state.
+// udpRx is the receive state. Without GRO, recvmmsg reads into the
+// caller's buffers; with it, into arena (a udpMaxDatagram slot per mmsghdr,
+// with a UDP_GRO cmsg), and the datagrams read are cut into the caller's
+// buffers over as many calls as it takes.
 type udpRx struct {
 	hdrs   []unix.Mmsghdr
 	iov    []unix.Iovec
@@ -97,6 +103,17 @@ type udpRx struct {
 	n      int
 	err    error
 	readFn func(fd uintptr) bool
+
+	// GRO
+	arena     []byte
+	ctrl      []byte
+	dgrams    int            // datagrams read by the last recvmmsg
+	cur       int            // the datagram being cut
+	off       int            // where its next packet starts
+	seg       int            // its segment size (its length if not coalesced)
+	src       netip.AddrPort // its sender
+	trunc     bool           // it did not fit its slot
+	coalesced int            // datagrams that held more than one packet (for tests)
 }
 
 // OpenUDP opens the socket of one uplink.
@@ -182,16 +199,25 @@ func OpenUDP(cfg UDPConfig) (*UDPUplink, error) {
 	}
 	u.local = netip.AddrPortFrom(la, port)
 
-	gsoOff := "turned off (test)"
+	gsoOff, groOff := "turned off (test)", "turned off (test)"
 	if !cfg.noGSO {
 		gsoOff = probeGSO(fd)
 	}
-	u.gso.Store(gsoOff == "")
-	if gsoOff == "" {
-		u.log.Info("UDP GSO on", "local", u.local)
-	} else {
-		u.log.Info("UDP GSO off: "+gsoOff, "local", u.local)
+	if !cfg.noGRO {
+		groOff = enableGRO(fd)
 	}
+	u.gso.Store(gsoOff == "")
+	u.gro = groOff == ""
+	msg := "UDP GSO on"
+	if gsoOff != "" {
+		msg = "UDP GSO off: " + gsoOff
+	}
+	if groOff != "" {
+		msg += "; UDP GRO off: " + groOff
+	} else {
+		msg += "; UDP GRO on"
+	}
+	u.log.Info(msg, "local", u.local)
 
 	u.f = os.NewFile(uintptr(fd), "udp-"+u.local.String())
 	if u.rc, err = u.f.SyscallConn(); err != nil {
@@ -210,6 +236,15 @@ func OpenUDP(cfg UDPConfig) (*UDPUplink, error) {
 		h.Name = (*byte)(unsafe.Pointer(&u.rx.names[i]))
 		h.Iov = &u.rx.iov[i]
 		h.SetIovlen(1)
+	}
+	if u.gro {
+		u.rx.arena = make([]byte, n*udpMaxDatagram) // untouched pages stay unbacked
+		u.rx.ctrl = make([]byte, n*groCtrlSpace)
+		for i := range u.rx.hdrs {
+			u.rx.iov[i].Base = &u.rx.arena[i*udpMaxDatagram]
+			u.rx.iov[i].SetLen(udpMaxDatagram)
+			u.rx.hdrs[i].Hdr.Control = &u.rx.ctrl[i*groCtrlSpace]
+		}
 	}
 	u.rx.readFn = u.rx.doRead
 	if cfg.Remote.IsValid() {
@@ -314,7 +349,7 @@ func addrPortOf(sa *unix.RawSockaddrInet6) netip.AddrPort {
 }
 
 // Offloads reports whether UDP GSO (send) and GRO (receive) are in use.
-func (u *UDPUplink) Offloads() (gso, gro bool) { return u.gso.Load(), false }
+func (u *UDPUplink) Offloads() (gso, gro bool) { return u.gso.Load(), u.gro }
 
 func (u *UDPUplink) Close() error { return u.f.Close() }
 
@@ -444,9 +479,12 @@ func (t *udpTx) doWrite(fd uintptr) bool {
 	}
 }
 
-// receive reads up to len(bufs) datagrams; one too big for its buffer has
+// receive reads up to len(bufs) packets; one too big for its buffer has
 // size 0.
 func (u *UDPUplink) receive(bufs [][]byte, sizes []int, from []netip.AddrPort) (int, error) {
+	if u.gro {
+		return u.receiveGRO(bufs, sizes, from)
+	}
 	r := &u.rx
 	n := min(len(bufs), len(r.hdrs))
 	for i := 0; i < n; i++ {
@@ -489,4 +527,66 @@ func (r *udpRx) doRead(fd uintptr) bool {
 		}
 		return true
 	}
+}
+
+// receiveGRO hands over the packets of the datagrams read, reading more
+// (up to one per buffer of the caller) when none are left.
+func (u *UDPUplink) receiveGRO(bufs [][]byte, sizes []int, from []netip.AddrPort) (int, error) {
+	r := &u.rx
+	if r.cur >= r.dgrams {
+		n := min(len(bufs), len(r.hdrs))
+		for i := 0; i < n; i++ {
+			h := &r.hdrs[i].Hdr
+			h.Namelen = unix.SizeofSockaddrInet6
+			h.SetControllen(groCtrlSpace)
+			h.Flags = 0
+		}
+		r.n = n
+		if err := u.rc.Read(r.readFn); err != nil {
+			return 0, err
+		}
+		if r.err != nil {
+			return 0, r.err
+		}
+		r.dgrams, r.cur, r.off = r.n, 0, 0
+		r.startDatagram()
+	}
+	k := 0
+	for k < len(bufs) && r.cur < r.dgrams {
+		dlen := int(r.hdrs[r.cur].Len)
+		end := min(r.off+r.seg, dlen)
+		if n := end - r.off; n > len(bufs[k]) || r.trunc && end == dlen {
+			sizes[k] = 0 // too big for the caller's buffer, or for the slot
+		} else {
+			base := r.cur * udpMaxDatagram
+			sizes[k] = copy(bufs[k], r.arena[base+r.off:base+end])
+		}
+		if from != nil {
+			from[k] = r.src
+		}
+		k++
+		r.off = end
+		if r.off >= dlen {
+			r.cur++
+			r.off = 0
+			if r.cur < r.dgrams {
+				r.startDatagram()
+			}
+		}
+	}
+	return k, nil
+}
+
+// startDatagram reads the segment size and sender of datagram r.cur.
+func (r *udpRx) startDatagram() {
+	h := &r.hdrs[r.cur]
+	dlen := int(h.Len)
+	r.seg = groSegmentSize(r.ctrl[r.cur*groCtrlSpace:][:h.Hdr.Controllen])
+	if r.seg <= 0 || r.seg > dlen {
+		r.seg = dlen
+	} else if r.seg < dlen {
+		r.coalesced++
+	}
+	r.src = addrPortOf(&r.names[r.cur])
+	r.trunc = h.Hdr.Flags&unix.MSG_TRUNC != 0
 }

@@ -23,7 +23,10 @@ var udpModes = []struct {
 	set  func(*UDPConfig)
 }{
 	{"offloads", func(c *UDPConfig) {}},
-	{"plain", func(c *UDPConfig) { c.noGSO = true }},
+	{"plain", func(c *UDPConfig) { c.noGSO, c.noGRO = true, true }},
+	{"gso-only", func(c *UDPConfig) { c.noGRO = true }}, // the receiving kernel cuts super-packets
+	{"gro-only", func(c *UDPConfig) { c.noGSO = true }}, // GRO sockets get plain datagrams
+
 }
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -210,7 +213,6 @@ func TestUDPUplinkGSOTooBig(t *testing.T) {
 	if n := strings.Count(log.String(), "UDP GSO off for segments over 1399 bytes: send with UDP_SEGMENT"); n != 1 {
 		t.Fatalf("log has %d lines about it, want 1: %q", n, log.String())
 	}
-	t.Log(log.String())
 }
 
 // syncBuffer is a bytes.Buffer for a logger.
@@ -238,14 +240,53 @@ func TestUDPUplinkProbeLog(t *testing.T) {
 			cfg := UDPConfig{Local: netip.MustParseAddrPort("127.0.0.1:0"), Log: slog.New(slog.NewTextHandler(&log, nil))}
 			m.set(&cfg)
 			u := openUDP(t, cfg)
-			gso, _ := u.Offloads()
+			gso, gro := u.Offloads()
 			if want := map[bool]string{true: "UDP GSO on", false: "UDP GSO off: "}[gso]; !strings.Contains(log.String(), want) {
 				t.Fatalf("GSO %v, log %q lacks %q", gso, log.String(), want)
 			}
-			if cfg.noGSO && gso {
-				t.Fatal("GSO on though turned off")
+			if want := map[bool]string{true: "UDP GRO on", false: "UDP GRO off: "}[gro]; !strings.Contains(log.String(), want) {
+				t.Fatalf("GRO %v, log %q lacks %q", gro, log.String(), want)
+			}
+			if strings.Count(log.String(), "\n") != 1 {
+				t.Fatalf("log %q: want one line", log.String())
+			}
+			if cfg.noGSO && gso || cfg.noGRO && gro {
+				t.Fatalf("GSO %v, GRO %v though turned off", gso, gro)
 			}
 		})
+	}
+}
+
+// A coalesced datagram of 40 packets is cut into a caller's batches of 16,
+// the rest kept for the next calls.
+func TestUDPUplinkGROSplit(t *testing.T) {
+	a, b := udpPair(t, "127.0.0.1", func(*UDPConfig) {})
+	if gso, _ := a.Offloads(); !gso {
+		t.Skip("no UDP GSO here")
+	}
+	if _, gro := b.Offloads(); !gro {
+		t.Skip("no UDP GRO here")
+	}
+	rb := newReceiver(b, 16, 2048)
+	for i := range 2 {
+		want := packets(8+i, repeat(40, 1200)...)
+		if n, err := a.Send(want); n != len(want) || err != nil {
+			t.Fatalf("Send = %d, %v", n, err)
+		}
+		coalesced := b.rx.coalesced
+		got, from := rb.collect(t, len(want))
+		checkSame(t, got, want)
+		if fmt.Sprint(rb.calls) != "[16 16 8]" {
+			t.Fatalf("packets per receive: %v, want [16 16 8]", rb.calls)
+		}
+		if d := b.rx.coalesced - coalesced; d != 1 {
+			t.Fatalf("%d coalesced datagrams, want 1", d)
+		}
+		for j, f := range from {
+			if f != a.LocalAddr() {
+				t.Fatalf("packet %d from %v, want %v", j, f, a.LocalAddr())
+			}
+		}
 	}
 }
 
