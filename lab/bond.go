@@ -18,7 +18,14 @@ type BondSpec struct {
 	Encap     string  // gre | ipip; the config default (gre) if empty
 	Scheduler string  // the config default (adaptive) if empty
 	Key       int64
-	Log       *slog.Logger // nil: discard
+	Transport string // gre | udp: every path's (paths[].transport); the config default (gre) if empty
+	KeyFile   string // auth.key_file on both sites; "": no auth
+	Encrypt   bool   // auth.encrypt
+	// NAT lists the uplinks that cross a NAT (netns.NATSites): site A
+	// reaches B's address behind it through its gateway, and site B's path
+	// has no remote (learned: needs Transport udp and KeyFile).
+	NAT []int
+	Log *slog.Logger // nil: discard
 }
 
 // Bond addresses: uplink i is 10.100.i.1/30 (site A) ↔ 10.100.i.2/30 (site
@@ -57,15 +64,27 @@ func (s BondSpec) EndpointConfig(side int) (*bond.Config, error) {
 	}
 	c.Routing = "manage"  // each uplink's tunnel leaves by its own uplink
 	c.Control.Socket = "" // the two sites share one filesystem
+	c.Auth.KeyFile, c.Auth.Encrypt = s.KeyFile, s.Encrypt
+	natted := map[int]bool{}
+	for _, i := range s.NAT {
+		natted[i] = true
+	}
 	for i := 0; i < s.uplinks(); i++ {
-		w := int64(1) // a path without a weight
+		p := bond.PathDefaults() // what a path that sets nothing more gets
+		p.Name, p.Device = netns.UplinkName(i), netns.UplinkName(i)
+		p.Local, p.Remote = netns.UplinkAddr(i, side), netns.UplinkAddr(i, 3-side)
 		if i < len(s.Weights) {
-			w = s.Weights[i]
+			p.Weight = s.Weights[i]
 		}
-		c.Paths = append(c.Paths, bond.PathConfig{
-			Name: netns.UplinkName(i), Local: netns.UplinkAddr(i, side), Remote: netns.UplinkAddr(i, 3-side),
-			Device: netns.UplinkName(i), Weight: w,
-		})
+		if s.Transport != "" {
+			p.Transport = s.Transport
+		}
+		if natted[i] && side == 1 {
+			p.Remote, p.Gateway = netns.NATSiteB(i), netns.NATGateway(i)
+		} else if natted[i] {
+			p.Local, p.Remote = netns.NATSiteB(i), ""
+		}
+		c.Paths = append(c.Paths, p)
 	}
 	return c, c.Validate()
 }
@@ -75,9 +94,19 @@ func (s BondSpec) uplinks() int { return max(len(s.Weights), s.Uplinks) }
 // StartBond builds the topology and starts both endpoints, and waits until
 // every path is up on both sides.
 func StartBond(ctx context.Context, id string, s BondSpec) (*Bond, error) {
-	net, err := netns.Sites(s.uplinks()).Build(id)
+	topo := netns.Sites(s.uplinks())
+	if len(s.NAT) > 0 {
+		topo = netns.NATSites(s.uplinks(), s.NAT...)
+	}
+	net, err := topo.Build(id)
 	if err != nil {
 		return nil, err
+	}
+	for _, i := range s.NAT {
+		if err := net.StartNAT(i); err != nil {
+			net.Close()
+			return nil, err
+		}
 	}
 	b, err := StartBondOn(ctx, net, s)
 	if err != nil {

@@ -87,6 +87,12 @@ type PathConfig struct {
 	Ceiling string `mapstructure:"ceiling"`
 }
 
+// PathDefaults is what a path gets for the keys it does not set: weight
+// 1 (0 means "carry nothing"), transport gre, port 4754 (RFC 8086).
+func PathDefaults() PathConfig {
+	return PathConfig{Weight: 1, Transport: TransportGRE, Port: conn.DefaultUDPPort}
+}
+
 // ParseRate reads a rate in tc's words (bit, kbit, mbit, gbit; a bare
 // number is bit/s) as bits per second.
 func ParseRate(s string) (float64, error) {
@@ -165,9 +171,10 @@ func LoadConfig(file string, fs *pflag.FlagSet) (*Config, error) {
 	if err := config.Load(file, fs, defaults, flagKeys, &c, func(v config.Settings) {
 		// A path without a weight has weight 1 (0 means "carry nothing").
 		if paths, ok := v.Get("paths").([]any); ok {
-			config.DefaultEach(paths, "weight", 1)
-			config.DefaultEach(paths, "transport", TransportGRE)
-			config.DefaultEach(paths, "port", conn.DefaultUDPPort)
+			d := PathDefaults()
+			config.DefaultEach(paths, "weight", d.Weight)
+			config.DefaultEach(paths, "transport", d.Transport)
+			config.DefaultEach(paths, "port", d.Port)
 			v.Set("paths", paths)
 		}
 	}); err != nil {

@@ -47,7 +47,7 @@ func installRouting(c *host.Changes, cfg *Config, links []uplinkLink) error {
 		table := cfg.RouteTable + i
 		l := links[i]
 		local := netip.MustParseAddr(p.Local)
-		remote := netip.MustParseAddr(p.Remote)
+		remote, _ := netip.ParseAddr(p.Remote) // none: learned (a udp path with auth), checked by no route here
 		onlink := l.prefix.Masked()
 		routes := []host.Route{{Dst: onlink, Link: l.link.Name, Src: local, Scope: host.ScopeLink, Table: table}}
 		gw, _ := netip.ParseAddr(p.Gateway)
@@ -56,7 +56,7 @@ func installRouting(c *host.Changes, cfg *Config, links []uplinkLink) error {
 		}
 		if gw.IsValid() {
 			routes = append(routes, host.Route{Gateway: gw, Link: l.link.Name, Src: local, Table: table})
-		} else if !onlink.Contains(remote) {
+		} else if remote.IsValid() && !onlink.Contains(remote) {
 			return fmt.Errorf("paths[%d] (%s): remote %s is not on-link of %s and no gateway is configured or found in the main table (set paths[%d].gateway)",
 				i, p.Name, p.Remote, l.link.Name, i)
 		}

@@ -84,6 +84,10 @@ type PathStatus struct {
 	Repaired     uint64  `json:"repaired_packets"`   // its packets sent again because the peer found them lost
 	FeedbackSent uint64  `json:"feedback_tx"`        // feedback messages sent on it
 	FeedbackRcvd uint64  `json:"feedback_rx"`        // feedback messages taken from it
+	// A udp path's remote as it stands (learned, or moved with the peer's
+	// NAT), and how often it moved; "" and 0 on a raw path.
+	Remote        string `json:"remote,omitempty"`
+	RemoteChanges uint64 `json:"remote_changes,omitempty"`
 }
 
 // Status returns a snapshot of every path.
@@ -105,6 +109,14 @@ func (e *Engine) Status() []PathStatus {
 			PeerTx: p.peerTx.Load(), Changes: p.changes.Load(), Dropped: dropped,
 			Stalled: e.pathSet.Stalled(i), Excluded: e.pathSet.Excluded(i).String(), Stalls: p.stalls.Load(),
 			Resent: p.resent.Load(), Repaired: p.repaired.Load(), FeedbackSent: p.feedbackTx.Load(), FeedbackRcvd: p.feedbackRx.Load()}
+		if p.roam != nil {
+			if r := p.roam.Remote(); r.IsValid() {
+				out[i].Remote = r.String()
+			} else {
+				out[i].Remote = "(learning)"
+			}
+			out[i].RemoteChanges = p.roams.Load()
+		}
 		if l, ok := e.pathSet.Learned(i); ok {
 			out[i].RateMbit, out[i].OneWayMs = l.Rate*8/1e6, float64(l.BaseOWD-lo)/1e6
 			out[i].QueueMs, out[i].LossPct = float64(l.Queue)/1e6, float64(l.LossPPM)/1e4

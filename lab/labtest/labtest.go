@@ -26,7 +26,7 @@ func RequireRoot(t testing.TB) {
 // debPackages names the Debian package of each optional tool the tests use.
 var debPackages = map[string]string{
 	"iperf3": "iperf3", "haproxy": "haproxy", "tshark": "tshark", "tcpdump": "tcpdump",
-	"ping": "iputils-ping", "bird": "bird2", "mptcpize": "mptcpd",
+	"ping": "iputils-ping", "bird": "bird2", "mptcpize": "mptcpd", "nft": "nftables",
 }
 
 // RequireTool is the one check of a test's optional tool: it returns the
