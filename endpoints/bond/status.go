@@ -141,3 +141,11 @@ func (e *Engine) ReorderStats() *reorder.Stats {
 	}
 	return &e.reorderBuf.Stats
 }
+
+// Sessions is how many sessions handshakes agreed (auth), 0 without auth.
+func (e *Engine) Sessions() uint64 {
+	if e.auth == nil {
+		return 0
+	}
+	return e.auth.handshakes.Load()
+}

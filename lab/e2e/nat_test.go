@@ -11,6 +11,7 @@ import (
 	"github.com/tunbond/tunbond/lab"
 	"github.com/tunbond/tunbond/lab/labtest"
 	"github.com/tunbond/tunbond/lab/netns"
+	"github.com/tunbond/tunbond/lab/traffic"
 	"github.com/tunbond/tunbond/tunnel/session"
 )
 
@@ -90,5 +91,65 @@ func TestBondCrossesNAT(t *testing.T) {
 	t.Logf("200 MB in %v (%.0f Mbit/s); the NAT path carried %.2f of it", r.r.Duration.Round(time.Millisecond), r.r.GoodputMbps(), share)
 	if share < 0.2 {
 		t.Errorf("the NAT path carried %.2f of the bytes; two equal uplinks should share them", share)
+	}
+}
+
+// TestSealedBondCarriesOnAfterAPeerRestart: site B restarts (a new
+// process: a new epoch and session); A recognises it by the epoch under a
+// new handshake, and pings go through again, with no restart of A.
+func TestSealedBondCarriesOnAfterAPeerRestart(t *testing.T) {
+	requireRoot(t)
+	spec := lab.BondSpec{Uplinks: 2, Transport: "udp", KeyFile: keyFile(t)}
+	b := startBond(t, spec)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if rtts, err := traffic.Ping(ctx, b.Net.NS("a"), lab.BondAddrB, 3, 20*time.Millisecond); err != nil || rtts[2] == 0 {
+		t.Fatalf("no ping through the bond before the restart: %v %v", rtts, err)
+	}
+	sessions := b.A.Engine().Sessions()
+	if err := b.B.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := spec.EndpointConfig(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Pings every 10 ms from the restart on: the first answered says when
+	// the bond carried again.
+	type pings struct {
+		rtts []time.Duration
+		err  error
+	}
+	const every = 10 * time.Millisecond
+	got := make(chan pings, 1)
+	go func() {
+		rtts, err := traffic.Ping(ctx, b.Net.NS("a"), lab.BondAddrB, 300, every)
+		got <- pings{rtts, err}
+	}()
+	b.B, err = bond.Start(cfg, bond.Deps{Host: b.Net.NS("b").Host()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := <-got
+	if p.err != nil {
+		t.Fatal(p.err)
+	}
+	first := -1
+	for i, r := range p.rtts {
+		if r != 0 {
+			first = i
+			break
+		}
+	}
+	if first < 0 {
+		t.Fatalf("no ping through the bond in %v after site B restarted", 300*every)
+	}
+	back := time.Duration(first)*every + p.rtts[first]
+	t.Logf("pings through again %v after site B restarted", back.Round(time.Millisecond))
+	if n := b.A.Engine().Stats.PeerRestarts.Load(); n != 1 {
+		t.Errorf("site A counted %d peer restarts, want 1", n)
+	}
+	if b.A.Engine().Sessions() == sessions {
+		t.Error("site A agreed no new session with the restarted peer")
 	}
 }
