@@ -101,6 +101,15 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"paths: [{name: a, local: 192.0.2.1, remote: 198.51.100.1, weight: 0}]", "weight"},
 		{"paths: []", "paths:"},
 		{"metrics: {listen: nowhere}", "metrics.listen"},
+		{"paths: [{name: a, transport: quic, local: 192.0.2.1, remote: 198.51.100.1}]", "paths[0].transport"},
+		{"paths: [{name: a, transport: auto, local: 192.0.2.1, remote: 198.51.100.1}]", "paths[0].transport"},
+		{"paths: [{name: a, transport: udp, port: 0, local: 192.0.2.1, remote: 198.51.100.1}]", "paths[0].port"},
+		{"paths: [{name: a, transport: udp, local: 192.0.2.1}]", "paths[0].remote"}, // learned only with auth
+		{"paths: [{name: a, local: 192.0.2.1}]", "paths[0].remote"},
+		{"paths: [{name: a, transport: udp, local: 192.0.2.1, remote: 198.51.100.1}, {name: b, transport: udp, local: 192.0.2.1, remote: 198.51.100.2}]", "paths[1].port"},
+		{"auth: {key_file: /nonexistent/bond.key}", "auth.key_file"},
+		{"auth: {encrypt: true}", "auth.encrypt"},
+		{"auth: {allowed_sources: [10.0.0.0/8]}", "auth.allowed_sources"},
 	}
 	for _, tt := range tests {
 		body := twoSite
@@ -183,6 +192,47 @@ func TestRouteTablesAvoidTheKernels(t *testing.T) {
 		}
 		if err != nil && !strings.Contains(err.Error(), "route_table") {
 			t.Errorf("route_table %d: the error does not name the key: %v", table, err)
+		}
+	}
+}
+
+// TestAuthConfig: a key file tunbond genkey wrote, readable by its owner
+// only, turns auth on, and a learned remote is allowed on a udp path; a
+// file the group may read is refused by name, as is a prefix that is not
+// one, and checksum and ipip with auth.
+func TestAuthConfig(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "bond.key")
+	if err := os.WriteFile(key, []byte("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := "tun: {address: 10.77.0.1/30}\nauth: {key_file: " + key + ", encrypt: true, allowed_sources: [10.77.0.0/30, '2001:db8::/64']}\n" +
+		"paths: [{name: lte, transport: udp, local: 192.0.2.1}, {name: fibre, local: 192.0.2.2, remote: 198.51.100.1}]\n"
+	c, err := LoadConfig(writeConfig(t, base), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Auth.Encrypt || c.Paths[0].Port != 4754 || c.Paths[0].Transport != "udp" || c.Paths[1].Transport != "gre" {
+		t.Fatalf("decoded %+v", c)
+	}
+	if got := c.pathOverhead(0) - c.pathOverhead(1); got != 8 {
+		t.Errorf("a udp path costs %d bytes more than a raw one, want 8 (its UDP header)", got)
+	}
+	for _, tt := range []struct {
+		name, body, key string
+		mode            os.FileMode
+	}{
+		{"group-readable key", base, "auth.key_file", 0o640},
+		{"bad prefix", strings.Replace(base, "10.77.0.0/30", "10.77.0.0/33", 1), "auth.allowed_sources", 0o600},
+		{"checksum", base + "checksum: true\n", "checksum", 0o600},
+		{"ipip", base + "encap: ipip\nscheduler: flowhash\n", "auth.key_file", 0o600},
+	} {
+		if err := os.Chmod(key, tt.mode); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadConfig(writeConfig(t, tt.body), nil)
+		if err == nil || !strings.Contains(err.Error(), tt.key) {
+			t.Errorf("%s: error %v, want one naming %s", tt.name, err, tt.key)
 		}
 	}
 }
