@@ -33,6 +33,13 @@ type Host interface {
 	Link(name string) (Link, error)
 	// LinkByAddr finds the interface that holds address a, with a's prefix there.
 	LinkByAddr(a netip.Addr) (Link, netip.Prefix, error)
+	// LinkAddrs lists the global addresses of a link (IPv4 and IPv6), with
+	// their prefixes, in the kernel's order.
+	LinkAddrs(name string) ([]netip.Prefix, error)
+	// Watch returns a channel that receives after links or addresses
+	// changed in the namespace (changes coalesce: one receive may stand for
+	// many), until done is closed.
+	Watch(done <-chan struct{}) (<-chan struct{}, error)
 	SetLinkUp(name string) error
 	SetLinkMTU(name string, mtu int) error
 

@@ -273,3 +273,64 @@ func ignoreMissing(err error) error {
 	}
 	return err
 }
+
+func (h *Netlink) LinkAddrs(name string) ([]netip.Prefix, error) {
+	l, err := h.link(name)
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := h.nl.AddrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("link %s: listing addresses: %w", name, err)
+	}
+	var out []netip.Prefix
+	for _, x := range addrs {
+		ip, ok := netip.AddrFromSlice(x.IP)
+		if !ok || x.Scope != int(netlink.SCOPE_UNIVERSE) || ip.Unmap().IsLinkLocalUnicast() {
+			continue
+		}
+		ones, _ := x.Mask.Size()
+		out = append(out, netip.PrefixFrom(ip.Unmap(), ones))
+	}
+	return out, nil
+}
+
+// Watch subscribes to the namespace's link and address changes (rtnetlink
+// groups; the sockets are opened inside the namespace).
+func (h *Netlink) Watch(done <-chan struct{}) (<-chan struct{}, error) {
+	links := make(chan netlink.LinkUpdate, 64)
+	addrs := make(chan netlink.AddrUpdate, 64)
+	out := make(chan struct{}, 1)
+	if err := h.do(func() error {
+		if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{}); err != nil {
+			return fmt.Errorf("subscribing to link changes: %w", err)
+		}
+		if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{}); err != nil {
+			return fmt.Errorf("subscribing to address changes: %w", err)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			select {
+			case _, ok := <-links:
+				if !ok {
+					return
+				}
+			case _, ok := <-addrs:
+				if !ok {
+					return
+				}
+			case <-done:
+				return
+			}
+			select {
+			case out <- struct{}{}:
+			default: // one is pending: it stands for this one too
+			}
+		}
+	}()
+	return out, nil
+}

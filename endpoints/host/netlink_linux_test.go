@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -175,4 +176,54 @@ func ours(rs []host.Route) []host.Route {
 		}
 	}
 	return out
+}
+
+// TestWatchSeesAddressesComeAndGo: Watch fires when an address is added to
+// a link of the namespace and when the link goes; LinkAddrs lists what the
+// link holds, link-local addresses left out.
+func TestWatchSeesAddressesComeAndGo(t *testing.T) {
+	h := newNamespace(t)
+	done := make(chan struct{})
+	defer close(done)
+	ch, err := h.Watch(done)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drain := func() {
+		for {
+			select {
+			case <-ch:
+			default:
+				return
+			}
+		}
+	}
+	await := func(what string) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no change seen after %s", what)
+		}
+	}
+	drain()
+	a := netip.MustParsePrefix("192.0.2.7/24")
+	if err := h.ReplaceAddr("up0", a); err != nil {
+		t.Fatal(err)
+	}
+	await("an address was added")
+	got, err := h.LinkAddrs("up0")
+	if err != nil || !slices.Contains(got, a) {
+		t.Fatalf("LinkAddrs = %v, %v; want %v among them", got, err, a)
+	}
+	for _, p := range got {
+		if p.Addr().IsLinkLocalUnicast() {
+			t.Errorf("LinkAddrs listed the link-local %v", p)
+		}
+	}
+	drain()
+	if err := h.DelAddr("up0", a); err != nil {
+		t.Fatal(err)
+	}
+	await("the address was removed")
 }

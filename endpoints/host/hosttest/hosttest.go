@@ -24,6 +24,8 @@ type Recorder struct {
 	rules   []host.Rule
 	sysctls map[string]string
 	calls   []string
+	index   int             // the last link index handed out
+	watches []chan struct{} // Watch's channels
 	// Fail makes the next call of an operation ("route replace", "rule add",
 	// "addr replace", "sysctl", "link up", "link mtu") fail with the error.
 	Fail map[string]error
@@ -46,7 +48,9 @@ func New(links ...string) *Recorder {
 func (r *Recorder) AddLink(name string, mtu int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.links[name] = &host.Link{Name: name, Index: len(r.links) + 1, MTU: mtu}
+	r.index++
+	r.links[name] = &host.Link{Name: name, Index: r.index, MTU: mtu}
+	r.notifyLocked()
 	for k, v := range r.sysctls {
 		if rest, ok := strings.CutPrefix(k, "net.ipv4.conf.default."); ok {
 			r.sysctls["net.ipv4.conf."+name+"."+rest] = v
@@ -61,6 +65,7 @@ func (r *Recorder) RemoveLink(name string) {
 	defer r.mu.Unlock()
 	delete(r.links, name)
 	delete(r.addrs, name)
+	r.notifyLocked()
 	for k := range r.sysctls {
 		if strings.Contains(k, ".conf."+name+".") {
 			delete(r.sysctls, k)
@@ -202,6 +207,7 @@ func (r *Recorder) ReplaceAddr(link string, p netip.Prefix) error {
 		}
 	}
 	r.addrs[link] = append(r.addrs[link], p)
+	r.notifyLocked()
 	return nil
 }
 
@@ -218,6 +224,7 @@ func (r *Recorder) DelAddr(link string, p netip.Prefix) error {
 			if len(r.addrs[link]) == 0 {
 				delete(r.addrs, link)
 			}
+			r.notifyLocked()
 			break
 		}
 	}
@@ -341,3 +348,31 @@ func (r *Recorder) SetSysctl(key, value string) error {
 }
 
 var _ host.Host = (*Recorder)(nil)
+
+func (r *Recorder) LinkAddrs(name string) ([]netip.Prefix, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, err := r.linkLocked(name); err != nil {
+		return nil, err
+	}
+	return append([]netip.Prefix(nil), r.addrs[name]...), nil
+}
+
+// Watch returns a channel that receives after every change of links or
+// addresses (AddLink, RemoveLink, ReplaceAddr, DelAddr).
+func (r *Recorder) Watch(done <-chan struct{}) (<-chan struct{}, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ch := make(chan struct{}, 1)
+	r.watches = append(r.watches, ch)
+	return ch, nil
+}
+
+func (r *Recorder) notifyLocked() {
+	for _, ch := range r.watches {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
