@@ -67,6 +67,8 @@ func runCtl(args []string) error {
 	for _, p := range resp.Paths {
 		state := "down"
 		switch {
+		case p.Waiting != "":
+			state = "waiting"
 		case p.Up && p.Stalled:
 			state = "stalled"
 		case p.Up && p.Excluded != "":
@@ -83,6 +85,11 @@ func runCtl(args []string) error {
 			p.TxPackets, p.TxBytes, p.RxPackets, p.RxBytes, p.TxErrors, p.Dropped, p.Stalls, p.Repaired, remote)
 	}
 	tw.Flush()
+	for _, p := range resp.Paths {
+		if p.Waiting != "" {
+			fmt.Printf("%s waiting: %s\n", p.Name, p.Waiting)
+		}
+	}
 	if resp.Scheduler != "" {
 		line := "scheduler: " + resp.Scheduler
 		if resp.Solo != "" {

@@ -49,6 +49,7 @@ type Bond struct {
 	host      host.Host
 	changes   *host.Changes
 	engine    *Engine
+	members   *members // the paths' sockets as the host's links and addresses come and go
 	control   *ctlsock.Server
 	metrics   prometheus.Registerer
 	mtu       int
@@ -92,13 +93,11 @@ func Start(cfg *Config, deps Deps) (_ *Bond, err error) {
 		}
 	}()
 
-	links, err := findUplinks(h, cfg.Paths)
-	if err != nil {
-		return nil, err
-	}
-	srcs := make([]netip.Prefix, len(cfg.Paths))
-	for i, p := range cfg.Paths {
-		srcs[i] = netip.PrefixFrom(netip.MustParseAddr(p.Local), 32)
+	var srcs []netip.Prefix
+	for _, p := range cfg.Paths {
+		if a, err := netip.ParseAddr(p.Local); err == nil {
+			srcs = append(srcs, netip.PrefixFrom(a, a.BitLen()))
+		}
 	}
 	removed, err := host.RemoveLeftovers(h, srcs)
 	for _, r := range removed {
@@ -122,16 +121,6 @@ func Start(cfg *Config, deps Deps) (_ *Bond, err error) {
 		}
 	} else {
 		log.Warn("no auth: any packet from the peer's addresses is taken as the peer's (one who can spoof them can inject into the TUN and disturb the paths); set auth.key_file, see README \"Security\"")
-	}
-	b.mtu = cfg.TUN.MTU
-	if b.mtu == 0 {
-		b.mtu = 65535
-		for i, l := range links {
-			b.mtu = min(b.mtu, l.link.MTU-cfg.pathOverhead(i))
-		}
-		if b.mtu < 576 {
-			return nil, fmt.Errorf("tun.mtu: the smallest uplink MTU leaves %d bytes after the encapsulation; set tun.mtu", b.mtu)
-		}
 	}
 	if cfg.Encap == "ipip" && cfg.Scheduler != "flowhash" {
 		log.Warn("IPIP carries no sequence number, so the far end cannot reorder: per-packet scheduling over paths of different delay will reorder TCP; use scheduler: flowhash", "scheduler", cfg.Scheduler)
@@ -163,32 +152,62 @@ func Start(cfg *Config, deps Deps) (_ *Bond, err error) {
 			return u, err
 		}
 	}
-	var paths []EnginePath
-	for i, p := range cfg.Paths {
-		local := netip.MustParseAddr(p.Local)
+	b.members = &members{cfg: cfg, h: h, changes: b.changes, log: log,
+		slots: make([]*pathSlot, len(cfg.Paths)), routing: make([]*pathRouting, len(cfg.Paths)), links: make([]string, len(cfg.Paths))}
+	b.members.open = func(i int, local netip.Addr) (conn.Uplink, error) {
+		p := cfg.Paths[i]
 		remote, _ := netip.ParseAddr(p.Remote) // validated; none: learned (udp with auth)
-		var u conn.Uplink
-		var err error
 		if p.Transport == TransportUDP {
 			uc := conn.UDPConfig{Local: netip.AddrPortFrom(local, uint16(p.Port)), Device: p.Device, BatchSize: cfg.BatchSize, Log: log}
 			if remote.IsValid() {
 				uc.Remote = netip.AddrPortFrom(remote, uint16(p.Port))
 			}
-			u, err = openUDP(uc)
-		} else {
-			u, err = openUplink(conn.RawConfig{Local: local, Remote: remote, Device: p.Device, Protocols: codec.Protocols(), BatchSize: cfg.BatchSize})
+			return openUDP(uc)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("paths[%d] (%s): %w", i, p.Name, err)
+		return openUplink(conn.RawConfig{Local: local, Remote: remote, Device: p.Device, Protocols: codec.Protocols(), BatchSize: cfg.BatchSize})
+	}
+	var paths []EnginePath
+	for i, p := range cfg.Paths {
+		local, _ := netip.ParseAddr(p.Local) // none: the device's, when it has one
+		remote, _ := netip.ParseAddr(p.Remote)
+		var rap netip.AddrPort
+		if remote.IsValid() {
+			rap = netip.AddrPortFrom(remote, uint16(p.Port))
 		}
-		owned = append(owned, u)
+		udp := p.Transport == TransportUDP
+		outer := !udp && !local.Is6() && !remote.Is6()
+		b.members.slots[i] = newPathSlot(cfg.BatchSize, len(codec.Protocols()), outer, udp, rap)
+		owned = append(owned, b.members.slots[i])
 		ceiling := 0.0
 		if p.Ceiling != "" {
 			bits, _ := ParseRate(p.Ceiling) // validated
 			ceiling = bits / 8
 		}
-		paths = append(paths, EnginePath{Name: p.Name, Weight: uint32(p.Weight), Local: local, Remote: remote, Uplink: u, Ceiling: ceiling})
+		paths = append(paths, EnginePath{Name: p.Name, Weight: uint32(p.Weight), Local: local, Remote: remote, Uplink: b.members.slots[i], Ceiling: ceiling})
 	}
+	if err := b.members.sync(true); err != nil {
+		return nil, err
+	}
+	if err := b.members.usable(); err != nil {
+		return nil, err
+	}
+	b.mtu = cfg.TUN.MTU
+	if b.mtu == 0 {
+		b.mtu = 65535
+		for i, s := range b.members.slots {
+			if s.Waiting() == "" {
+				l, err := h.Link(b.members.linkOf(i))
+				if err != nil {
+					return nil, fmt.Errorf("paths[%d] (%s): %w", i, cfg.Paths[i].Name, err)
+				}
+				b.mtu = min(b.mtu, l.MTU-cfg.pathOverhead(i))
+			}
+		}
+		if b.mtu < 576 {
+			return nil, fmt.Errorf("tun.mtu: the smallest uplink MTU leaves %d bytes after the encapsulation; set tun.mtu", b.mtu)
+		}
+	}
+	b.members.mtu = b.mtu
 
 	openTUN := deps.OpenTUN
 	if openTUN == nil {
@@ -220,10 +239,16 @@ func Start(cfg *Config, deps Deps) (_ *Bond, err error) {
 	if err := b.configureTUN(); err != nil {
 		return nil, err
 	}
-	if cfg.Routing == "manage" {
-		if err := installRouting(b.changes, cfg, links); err != nil {
-			return nil, err
+	b.members.mu.Lock()
+	b.members.engine = b.engine
+	for i, s := range b.members.slots {
+		if s.Waiting() == "" {
+			_ = b.engine.SetLocal(cfg.Paths[i].Name, s.local)
 		}
+	}
+	b.members.mu.Unlock()
+	if err := b.members.watch(); err != nil {
+		return nil, fmt.Errorf("following the host's links and addresses: %w", err)
 	}
 	if cfg.Control.Socket != "" {
 		if b.control, err = listenControl(cfg.Control.Socket, b.engine); err != nil {
@@ -283,6 +308,9 @@ func (b *Bond) Close() error {
 		var errs []error
 		if b.control != nil {
 			errs = append(errs, b.control.Close())
+		}
+		if b.members != nil {
+			b.members.stop()
 		}
 		if b.metrics != nil {
 			b.metrics.Unregister(b.engine.Collector())

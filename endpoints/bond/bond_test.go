@@ -171,14 +171,15 @@ func TestStartRecordsHostChangesAndCloseUndoesThem(t *testing.T) {
 		t.Fatalf("MTU %d, want 1468 (1500 − GRE with key and sequence − IPv4)", ba.MTU())
 	}
 	want := []string{
-		"link mtu tb0 1468",
-		"addr replace 10.77.0.1/30 dev tb0",
-		"link up tb0",
+		// each path's routing as it joins (at start: all that can), then the TUN
 		"route replace 192.0.2.0/24 dev eth0 table 7700 proto 201 scope link src 192.0.2.1",
 		"rule add 7700: from 192.0.2.1/32 lookup 7700 proto 201",
 		"route replace 203.0.113.0/24 dev eth1 table 7701 proto 201 scope link src 203.0.113.9",
 		"route replace default via 203.0.113.1 dev eth1 table 7701 proto 201 src 203.0.113.9",
 		"rule add 7700: from 203.0.113.9/32 lookup 7701 proto 201",
+		"link mtu tb0 1468",
+		"addr replace 10.77.0.1/30 dev tb0",
+		"link up tb0",
 	}
 	if got := a.rec.Calls()[calls0:]; !slices.Equal(got, want) {
 		t.Fatalf("host changes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -202,7 +203,7 @@ func TestStartRecordsHostChangesAndCloseUndoesThem(t *testing.T) {
 	if after := a.rec.State(); !slices.Equal(after, before) {
 		t.Fatalf("host not restored:\nbefore %q\nafter  %q", before, after)
 	}
-	if undo := a.rec.Calls()[calls1:]; len(undo) == 0 || undo[0] != "rule del 7700: from 203.0.113.9/32 lookup 7701 proto 201" {
+	if undo := a.rec.Calls()[calls1:]; len(undo) == 0 || undo[0] != "addr del 10.77.0.1/30 dev tb0" {
 		t.Fatalf("undo not newest first: %q", undo)
 	}
 	if names := metricNames(t, a.reg); len(names) != 0 {

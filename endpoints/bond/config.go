@@ -328,8 +328,14 @@ func (c *Config) Validate() error {
 		}
 		names[p.Name] = true
 		local, err1 := netip.ParseAddr(p.Local)
-		if err1 != nil || !local.Is4() {
-			bad(key("local"), "%q is not an IPv4 address", p.Local)
+		switch {
+		case p.Local == "" && p.Device != "":
+			err1 = errNoLocal // the device's address, followed as it changes
+		case p.Local == "":
+			bad(key("local"), "missing (an IPv4 or IPv6 address; or name only the device, and its address is used)")
+		case err1 != nil || local.Zone() != "" || local.IsLinkLocalUnicast() || local.IsUnspecified() || local.IsMulticast():
+			bad(key("local"), "%q is not a unicast IPv4 or IPv6 address (link-local addresses are not supported)", p.Local)
+			err1 = errNoLocal
 		}
 		udp := p.Transport == TransportUDP
 		switch p.Transport {
@@ -358,12 +364,19 @@ func (c *Config) Validate() error {
 			err2 = errNoRemote // learned from the peer's authenticated packets
 		case p.Remote == "" && udp:
 			bad(key("remote"), "missing; a udp path may leave it out only with auth (it is then learned from authenticated packets)")
-		case err2 != nil || !remote.Is4():
-			bad(key("remote"), "%q is not an IPv4 address", p.Remote)
+		case err2 != nil || remote.Zone() != "" || remote.IsUnspecified() || remote.IsMulticast():
+			bad(key("remote"), "%q is not a unicast IPv4 or IPv6 address", p.Remote)
+			err2 = errNoRemote
+		case err1 == nil && local.Is4() != remote.Is4():
+			bad(key("remote"), "%v and local %v are of different families", remote, local)
+		}
+		v6 := err1 == nil && local.Is6() || err2 == nil && remote.Is6()
+		if v6 && c.Encap != "gre" {
+			bad(key("remote"), "an IPv6 path carries GRE (RFC 7676); encap %s over IPv6 is not supported", c.Encap)
 		}
 		if p.Gateway != "" {
-			if g, err := netip.ParseAddr(p.Gateway); err != nil || !g.Is4() {
-				bad(key("gateway"), "%q is not an IPv4 address", p.Gateway)
+			if g, err := netip.ParseAddr(p.Gateway); err != nil || (err1 == nil && g.Is4() != local.Is4()) {
+				bad(key("gateway"), "%q is not an address of the path's family", p.Gateway)
 			}
 		}
 		if err1 == nil && err2 == nil && !udp {
@@ -396,8 +409,12 @@ func (c *Config) Validate() error {
 	return errs.Err()
 }
 
-// errNoRemote marks a path whose remote is learned.
-var errNoRemote = errors.New("no remote")
+// errNoRemote marks a path whose remote is learned (or wrong: reported);
+// errNoLocal one whose local address is its device's (or wrong).
+var (
+	errNoRemote = errors.New("no remote")
+	errNoLocal  = errors.New("no local")
+)
 
 // AllowedSources parses auth.allowed_sources.
 func (c *Config) AllowedSources() ([]netip.Prefix, error) {

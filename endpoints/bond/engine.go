@@ -144,8 +144,10 @@ type EngineStats struct {
 
 type enginePath struct {
 	EnginePath
-	idx           int
-	local, remote [4]byte
+	idx    int
+	local  atomic.Uint32 // IPv4 source of its inner control packets (SetLocal); 0 for an IPv6 path
+	remote [4]byte       // IPv4 source the peer's inner control packets carry
+	outer  bool          // received packets start with the outer IPv4 header (raw IPv4)
 
 	mu       sync.Mutex // health, probeSeq
 	health   pathHealth
@@ -273,14 +275,19 @@ func NewEngine(cfg EngineConfig, dev tun.Device) (*Engine, error) {
 	weights := make([]uint32, len(cfg.Paths))
 	for i, p := range cfg.Paths {
 		weights[i] = p.Weight
-		ep := &enginePath{EnginePath: p, idx: i, local: as4(p.Local), remote: as4(p.Remote),
+		ep := &enginePath{EnginePath: p, idx: i, remote: as4(p.Remote),
 			health:    pathHealth{interval: cfg.Keepalive, misses: cfg.Misses},
 			fbScratch: controlScratch(header.FeedbackPacketLen)}
-		if r, ok := p.Uplink.(roamer); ok {
-			if _, gre := cfg.Encap.(encap.GRE); !gre {
-				return nil, fmt.Errorf("engine: path %s: a UDP path needs the GRE encapsulation", p.Name)
-			}
+		ep.setLocal(p.Local)
+		if r, ok := p.Uplink.(roamer); ok && roams(p.Uplink) {
 			ep.roam = r
+		}
+		ep.outer = ep.roam == nil
+		if x, ok := p.Uplink.(interface{ OuterHeader() bool }); ok {
+			ep.outer = x.OuterHeader()
+		}
+		if _, gre := cfg.Encap.(encap.GRE); !ep.outer && !gre {
+			return nil, fmt.Errorf("engine: path %s: a UDP or IPv6 path needs the GRE encapsulation", p.Name)
 		}
 		if cfg.Encap.Sequenced() {
 			ep.tx = txLearning{log: path.NewSendLog(sendLogSequences), keep: newResendRing()}
@@ -393,6 +400,39 @@ func (e *Engine) fail(err error) {
 		}
 	}
 	e.life.Fail(err, stopping) // closing already: errors are expected
+}
+
+// roams reports whether a roamer's remote may follow the peer: a UDP
+// uplink's does; one that says otherwise (a raw path's slot) does not.
+func roams(u conn.Uplink) bool {
+	if x, ok := u.(interface{ Roams() bool }); ok {
+		return x.Roams()
+	}
+	return true
+}
+
+// setLocal records the path's local address for its inner control packets.
+func (p *enginePath) setLocal(a netip.Addr) {
+	b := as4(a)
+	p.local.Store(binary.BigEndian.Uint32(b[:]))
+}
+
+// localAs4 is the source of the path's inner control packets.
+func (p *enginePath) localAs4() [4]byte {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], p.local.Load())
+	return b
+}
+
+// SetLocal tells the engine a path's local address changed (a path that
+// names only its device, whose address came or moved).
+func (e *Engine) SetLocal(name string, a netip.Addr) error {
+	p, err := e.path(name)
+	if err != nil {
+		return err
+	}
+	p.setLocal(a)
+	return nil
 }
 
 // roamer is an uplink whose remote can move: UDP, whose peer may sit

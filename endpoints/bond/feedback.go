@@ -100,7 +100,7 @@ func (e *Engine) sendFeedback(p *enginePath, now int64, scratch []byte) {
 	}
 	f.ProbeSeq, f.Timestamp = r.seq, now
 	p.fbMu.Unlock()
-	header.EncodeFeedbackPacket(scratch[encap.Headroom:], p.local, p.remote, f)
+	header.EncodeFeedbackPacket(scratch[encap.Headroom:], p.localAs4(), p.remote, f)
 	if pkt := e.frameControl(scratch, header.FeedbackPacketLen); pkt != nil {
 		e.sendRaw(p, pkt)
 		p.feedbackTx.Add(1)

@@ -69,6 +69,7 @@ var (
 	dRepairState     = desc("repair", "1 while repair is on, by side: offered (a path of ours loses packets of its own, the peer may ask), asking (the peer offers it; our reorder buffer asks for lost packets).", "side")
 	dRORepaired      = desc("reorder_repaired_total", "Holes asked for again whose packet came in time to go in order.")
 	dPathRoams       = desc("path_remote_changes_total", "Times a UDP path's remote moved to where authenticated packets came from (the peer's NAT mapping changed, or a remote learned).", "path")
+	dPathWaiting     = desc("path_waiting", "1 while the path has no socket: its local address or device is missing (it joins when they appear).", "path")
 	dSessions        = desc("auth_sessions_total", "Sessions agreed by a handshake (auth).")
 	dNoSession       = desc("tx_no_session_total", "Packets not sent because no session was agreed yet (auth).")
 	dROTimeout       = desc("reorder_timeout_seconds", "Current longest wait for a missing packet (reorder.timeout, raised to cover the paths' delay difference).")
@@ -80,7 +81,7 @@ func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
 		dTUNTxBytes, dNoPath, dNotIP, dTUNErrors, dRODepth, dROReleased, dROHoles, dROLate, dRODup, dROOverflow,
 		dROResync, dROOutOfWindow, dPeerRestarts, dROWait, dROSpurious, dROGrace, dROTimeout,
 		dPathRate, dPathOWD, dPathQueue, dPathLoss, dPathStalled, dPathStalls, dPathResent, dPathExcluded, dPathFeedback, dSolo, dRedundant, dROLateDelivered,
-		dPathRepaired, dRepairAsked, dRepairResent, dRepairMissed, dRORepaired, dRepairState, dPathRoams, dSessions, dNoSession} {
+		dPathRepaired, dRepairAsked, dRepairResent, dRepairMissed, dRORepaired, dRepairState, dPathRoams, dSessions, dNoSession, dPathWaiting} {
 		ch <- d
 	}
 }
@@ -104,6 +105,7 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 			up = 1
 		}
 		gauge(dPathUp, up, p.Name)
+		gauge(dPathWaiting, b2f(p.waiting() != ""), p.Name)
 		gauge(dPathRTT, float64(p.rttNs.Load())/1e9, p.Name)
 		gauge(dPathWeight, float64(e.pathSet.Weight(i)), p.Name)
 		gauge(dPathPeerTx, float64(p.peerTx.Load()), p.Name)

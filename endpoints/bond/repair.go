@@ -102,7 +102,7 @@ func (e *Engine) sendRepair(p *enginePath, seqs []uint32) {
 		e.repairMsgs++
 		f := header.RepairFields{ControlFields: e.controlFields(p, header.ControlRepair), Seqs: seqs[:n]}
 		f.ProbeSeq, f.Timestamp = e.repairMsgs, e.now().UnixNano()
-		l := header.EncodeRepairPacket(e.repairScratch[encap.Headroom:], p.local, p.remote, f)
+		l := header.EncodeRepairPacket(e.repairScratch[encap.Headroom:], p.localAs4(), p.remote, f)
 		if e.repairOne[0] = e.frameControl(e.repairScratch, l); e.repairOne[0] != nil {
 			if _, err := p.Uplink.Send(e.repairOne[:]); err != nil {
 				p.txErrors.Add(1)

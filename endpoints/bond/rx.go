@@ -215,7 +215,7 @@ func (e *Engine) controlFields(p *enginePath, typ uint8) header.ControlFields {
 }
 
 func (e *Engine) sendControl(p *enginePath, scratch []byte, f header.ControlFields) {
-	header.EncodeControlPacket(scratch[encap.Headroom:], p.local, p.remote, f)
+	header.EncodeControlPacket(scratch[encap.Headroom:], p.localAs4(), p.remote, f)
 	if pkt := e.frameControl(scratch, header.IPv4HeaderLen+f.Len()); pkt != nil {
 		e.sendRaw(p, pkt)
 	}
@@ -228,9 +228,9 @@ func (e *Engine) sendControl(p *enginePath, scratch []byte, f header.ControlFiel
 func (e *Engine) decode(p *enginePath, pkt []byte, from netip.AddrPort) (encap.Decoded, bool) {
 	var d encap.Decoded
 	var err error
-	if p.roam != nil {
-		if e.auth == nil && from.Addr().Unmap() != p.Remote {
-			p.decode[header.ErrWrongSource].Add(1) // unauthenticated, only the given remote is heard
+	if !p.outer {
+		if (p.roam == nil || e.auth == nil) && from.Addr().Unmap() != p.Remote {
+			p.decode[header.ErrWrongSource].Add(1) // only a sealed UDP path follows its peer; the others hear their remote only
 			return d, false
 		}
 		d, err = e.gre.DecapPayload(pkt, p.remote)

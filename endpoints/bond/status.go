@@ -86,7 +86,10 @@ type PathStatus struct {
 	FeedbackRcvd uint64  `json:"feedback_rx"`        // feedback messages taken from it
 	// A udp path's remote as it stands (learned, or moved with the peer's
 	// NAT), and how often it moved; "" and 0 on a raw path.
-	Remote        string `json:"remote,omitempty"`
+	Remote string `json:"remote,omitempty"`
+	// Waiting says why the path has no socket (its address or device is
+	// missing); "" once it has one.
+	Waiting       string `json:"waiting,omitempty"`
 	RemoteChanges uint64 `json:"remote_changes,omitempty"`
 }
 
@@ -109,6 +112,7 @@ func (e *Engine) Status() []PathStatus {
 			PeerTx: p.peerTx.Load(), Changes: p.changes.Load(), Dropped: dropped,
 			Stalled: e.pathSet.Stalled(i), Excluded: e.pathSet.Excluded(i).String(), Stalls: p.stalls.Load(),
 			Resent: p.resent.Load(), Repaired: p.repaired.Load(), FeedbackSent: p.feedbackTx.Load(), FeedbackRcvd: p.feedbackRx.Load()}
+		out[i].Waiting = p.waiting()
 		if p.roam != nil {
 			if r := p.roam.Remote(); r.IsValid() {
 				out[i].Remote = r.String()
@@ -148,4 +152,13 @@ func (e *Engine) Sessions() uint64 {
 		return 0
 	}
 	return e.auth.handshakes.Load()
+}
+
+// waiting is why the path has no socket, "" if it has one (or cannot
+// lose it: an uplink that is not a slot).
+func (p *enginePath) waiting() string {
+	if w, ok := p.Uplink.(interface{ Waiting() string }); ok {
+		return w.Waiting()
+	}
+	return ""
 }

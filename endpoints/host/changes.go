@@ -88,6 +88,12 @@ func (c *Changes) AddRule(r Rule) error {
 	return nil
 }
 
+// DelRule deletes a rule added through c.
+func (c *Changes) DelRule(r Rule) error {
+	c.drop("rule " + r.String())
+	return c.h.DelRule(r)
+}
+
 // SetSysctl writes a sysctl; Undo writes back the value it had before. A
 // value already in place is not a change.
 func (c *Changes) SetSysctl(key, value string) error {

@@ -18,7 +18,7 @@ type ChannelUplink struct {
 	local, remote [4]byte
 	protocols     []uint8
 	in            chan []byte
-	peer          *ChannelUplink
+	peer          atomic.Pointer[ChannelUplink]
 	closed        chan struct{}
 	closeOnce     sync.Once
 
@@ -51,8 +51,30 @@ func (u *ChannelUplink) Inject(pkt []byte) bool {
 func Pair(a, b netip.Addr, protocols []uint8) (*ChannelUplink, *ChannelUplink) {
 	x := &ChannelUplink{local: a.As4(), remote: b.As4(), protocols: protocols, in: make(chan []byte, 4096), closed: make(chan struct{})}
 	y := &ChannelUplink{local: b.As4(), remote: a.As4(), protocols: protocols, in: make(chan []byte, 4096), closed: make(chan struct{})}
-	x.peer, y.peer = y, x
+	x.peer.Store(y)
+	y.peer.Store(x)
 	return x, y
+}
+
+// Reopen closes u and returns a new end in its place, which the peer sends
+// to from now on: a socket opened again after its device came back.
+func (u *ChannelUplink) Reopen() *ChannelUplink {
+	u.Close()
+	n := &ChannelUplink{local: u.local, remote: u.remote, protocols: u.protocols, in: make(chan []byte, 4096), closed: make(chan struct{})}
+	peer := u.peer.Load()
+	n.peer.Store(peer)
+	peer.peer.Store(n)
+	return n
+}
+
+// Closed reports whether Close was called.
+func (u *ChannelUplink) Closed() bool {
+	select {
+	case <-u.closed:
+		return true
+	default:
+		return false
+	}
 }
 
 func (u *ChannelUplink) BatchSize() int { return 32 }
@@ -83,7 +105,7 @@ func (u *ChannelUplink) Send(pkts [][]byte) (int, error) {
 			(*tap)(append([]byte(nil), b...))
 		}
 		select {
-		case u.peer.in <- b:
+		case u.peer.Load().in <- b:
 			u.Sent.Add(1)
 		default:
 		}
