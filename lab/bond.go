@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 
 	"github.com/tunbond/tunbond/endpoints/bond"
 	"github.com/tunbond/tunbond/lab/netns"
@@ -25,7 +26,10 @@ type BondSpec struct {
 	// reaches B's address behind it through its gateway, and site B's path
 	// has no remote (learned: needs Transport udp and KeyFile).
 	NAT []int
-	Log *slog.Logger // nil: discard
+	// IPv6 lists the uplinks whose paths use their IPv6 addresses
+	// (netns.UplinkAddr6) instead of their IPv4 ones.
+	IPv6 []int
+	Log  *slog.Logger // nil: discard
 }
 
 // Bond addresses: uplink i is 10.100.i.1/30 (site A) ↔ 10.100.i.2/30 (site
@@ -78,6 +82,9 @@ func (s BondSpec) EndpointConfig(side int) (*bond.Config, error) {
 		}
 		if s.Transport != "" {
 			p.Transport = s.Transport
+		}
+		if slices.Contains(s.IPv6, i) {
+			p.Local, p.Remote = netns.UplinkAddr6(i, side), netns.UplinkAddr6(i, 3-side)
 		}
 		if natted[i] && side == 1 {
 			p.Remote, p.Gateway = netns.NATSiteB(i), netns.NATGateway(i)

@@ -436,10 +436,15 @@ func (c *Config) Encapsulation() encap.Encapsulation {
 }
 
 // pathOverhead is what path i adds to an inner packet on the wire: outer
-// IPv4 header, UDP header for a udp path, GRE header, and with auth the
-// sealed header and tag.
+// IP header (IPv4's 20 bytes, IPv6's 40), UDP header for a udp path, GRE
+// header, and with auth the sealed header and tag.
 func (c *Config) pathOverhead(i int) int {
 	n := c.Encapsulation().Overhead()
+	local, _ := netip.ParseAddr(c.Paths[i].Local)
+	remote, _ := netip.ParseAddr(c.Paths[i].Remote)
+	if local.Is6() || remote.Is6() {
+		n += header.IPv6HeaderLen - header.IPv4HeaderLen
+	}
 	if c.Paths[i].Transport == TransportUDP {
 		n += 8
 	}

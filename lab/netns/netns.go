@@ -83,6 +83,10 @@ func (n *Namespace) Do(f func() error) error {
 	return ferr
 }
 
+// Handle is the namespace's handle, for netlink calls that place a device
+// in it (netlink.NsFd).
+func (n *Namespace) Handle() vnetns.NsHandle { return n.h }
+
 // Host is the namespace as an endpoint sees it.
 func (n *Namespace) Host() *host.Netlink { return host.NewNetlink(n.NL, n.Do) }
 

@@ -13,13 +13,17 @@ func UplinkName(i int) string { return fmt.Sprintf("ul%d", i) }
 // UplinkAddr is the address of uplink i on a side (1 = A, 2 = B).
 func UplinkAddr(i, side int) string { return fmt.Sprintf("10.100.%d.%d", i, side) }
 
-// Sites is site A and site B joined by n veth uplinks.
+// UplinkAddr6 is the IPv6 address of uplink i on a side (1 = A, 2 = B).
+func UplinkAddr6(i, side int) string { return fmt.Sprintf("fd00:100:%d::%d", i, side) }
+
+// Sites is site A and site B joined by n veth uplinks, each with an IPv4
+// and an IPv6 address on both ends.
 func Sites(n int) Topology {
 	t := Topology{Namespaces: []string{"a", "b"}}
 	for i := 0; i < n; i++ {
 		t.Links = append(t.Links, Link{
-			A: End{NS: "a", Name: UplinkName(i), Addr: UplinkAddr(i, 1) + "/30"},
-			B: End{NS: "b", Name: UplinkName(i), Addr: UplinkAddr(i, 2) + "/30"},
+			A: End{NS: "a", Name: UplinkName(i), Addr: UplinkAddr(i, 1) + "/30", Addr6: UplinkAddr6(i, 1) + "/64"},
+			B: End{NS: "b", Name: UplinkName(i), Addr: UplinkAddr(i, 2) + "/30", Addr6: UplinkAddr6(i, 2) + "/64"},
 		})
 	}
 	return t

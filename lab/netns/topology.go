@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Topology describes namespaces, the veth links between them, addresses and
@@ -24,9 +25,10 @@ type Link struct {
 	MTU  int // 0: 1500
 }
 
-// End is one side of a link: its namespace, interface name and address.
+// End is one side of a link: its namespace, interface name and addresses.
 type End struct {
 	NS, Name, Addr string // Addr with prefix, e.g. 10.100.0.1/30; may be empty
+	Addr6          string // an IPv6 address with prefix, e.g. fd00:100:0::1/64 (no duplicate address detection); may be empty
 }
 
 // Route is a route in a namespace: to Dst ("default" or a prefix) via a
@@ -102,13 +104,17 @@ func (n *Net) addLink(l Link) error {
 		if err := e.ns.NL.LinkSetMTU(link, mtu); err != nil {
 			return err
 		}
-		if e.end.Addr != "" {
-			addr, err := netlink.ParseAddr(e.end.Addr)
+		for _, a := range []string{e.end.Addr, e.end.Addr6} {
+			if a == "" {
+				continue
+			}
+			addr, err := netlink.ParseAddr(a)
 			if err != nil {
 				return fmt.Errorf("%s/%s: %w", e.end.NS, e.end.Name, err)
 			}
+			addr.Flags = unix.IFA_F_NODAD // usable at once: no tentative phase
 			if err := e.ns.NL.AddrAdd(link, addr); err != nil {
-				return fmt.Errorf("%s/%s address %s: %w", e.end.NS, e.end.Name, e.end.Addr, err)
+				return fmt.Errorf("%s/%s address %s: %w", e.end.NS, e.end.Name, a, err)
 			}
 		}
 		if err := e.ns.NL.LinkSetUp(link); err != nil {
