@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/tunbond/tunbond/reorder"
+	"github.com/tunbond/tunbond/tunnel/header"
 )
 
 // PathUp reports whether the named path is up.
@@ -89,8 +90,11 @@ type PathStatus struct {
 	Remote string `json:"remote,omitempty"`
 	// Waiting says why the path has no socket (its address or device is
 	// missing); "" once it has one.
-	Waiting       string `json:"waiting,omitempty"`
-	RemoteChanges uint64 `json:"remote_changes,omitempty"`
+	Waiting string `json:"waiting,omitempty"`
+	// DroppedBy counts the received packets dropped, by reason (the
+	// reasons of tunbond_rx_dropped_total); only reasons seen.
+	DroppedBy     map[string]uint64 `json:"rx_dropped_by,omitempty"`
+	RemoteChanges uint64            `json:"remote_changes,omitempty"`
 }
 
 // Status returns a snapshot of every path.
@@ -99,11 +103,18 @@ func (e *Engine) Status() []PathStatus {
 	lo := lowestOWD(e)
 	for i, p := range e.paths {
 		var dropped uint64
-		for j := range p.decode {
-			dropped += p.decode[j].Load()
+		by := map[string]uint64{}
+		for j := header.DecodeError(1); j < header.NumDecodeErrors; j++ {
+			if n := p.decode[j].Load(); n > 0 {
+				dropped += n
+				by[j.Reason()] = n
+			}
 		}
-		for j := range p.authDrops {
-			dropped += p.authDrops[j].Load()
+		for j := 1; j < int(numAuthDrops); j++ {
+			if n := p.authDrops[j].Load(); n > 0 {
+				dropped += n
+				by[authDropReason(j)] = n
+			}
 		}
 		out[i] = PathStatus{Name: p.Name, Up: p.upNow.Load(), Weight: e.pathSet.Weight(i),
 			RTTMs:     float64(p.rttNs.Load()) / 1e6,
@@ -113,6 +124,9 @@ func (e *Engine) Status() []PathStatus {
 			Stalled: e.pathSet.Stalled(i), Excluded: e.pathSet.Excluded(i).String(), Stalls: p.stalls.Load(),
 			Resent: p.resent.Load(), Repaired: p.repaired.Load(), FeedbackSent: p.feedbackTx.Load(), FeedbackRcvd: p.feedbackRx.Load()}
 		out[i].Waiting = p.waiting()
+		if len(by) > 0 {
+			out[i].DroppedBy = by
+		}
 		if p.roam != nil {
 			if r := p.roam.Remote(); r.IsValid() {
 				out[i].Remote = r.String()
