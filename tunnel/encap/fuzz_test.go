@@ -19,15 +19,25 @@ func FuzzDecap(f *testing.F) {
 	header.EncodeFeedbackPacket(fb[Headroom:], remote, [4]byte{}, header.FeedbackFields{
 		ControlFields: header.ControlFields{Epoch: 1}, HighestSeq: 5, DeliveredPackets: 2})
 	f.Add(outerPkt(remote, header.ProtoGRE, gre.WrapControl(fb, header.FeedbackPacketLen)))
+	sealed := make([]byte, 64)
+	n := gre.SealedHeader(sealed, 32, 9, true)
+	f.Add(outerPkt(remote, header.ProtoGRE, sealed[32-n:]))
 	f.Fuzz(func(t *testing.T, pkt []byte) {
+		check := func(d Decoded) {
+			if d.Off < 0 || d.Off+d.Len > len(pkt) || d.Len < 0 || d.Kind == KindSealed && (d.Hdr < 0 || d.Hdr > d.Len) {
+				t.Fatalf("decoded %+v outside a %d-byte packet", d, len(pkt))
+			}
+		}
+		// GRE-in-UDP: the same bytes as a UDP payload (no outer header).
+		if d, err := gre.DecapPayload(pkt, remote); err == nil {
+			check(d)
+		}
 		for _, c := range []Encapsulation{gre, GRE{Key: 7, Checksum: true}, IPIP{}} {
 			d, err := c.Decap(pkt, remote)
 			if err != nil {
 				continue
 			}
-			if d.Off < 0 || d.Off+d.Len > len(pkt) || d.Len < 0 {
-				t.Fatalf("decoded %+v outside a %d-byte packet", d, len(pkt))
-			}
+			check(d)
 			if d.Kind == KindControl {
 				c := header.Control(pkt[d.Off : d.Off+d.Len])
 				_ = c.Fields()
