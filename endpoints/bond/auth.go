@@ -273,7 +273,7 @@ func (e *Engine) handshakeDue() {
 // follow moves a UDP path's remote to where an authenticated packet came
 // from: the peer's NAT mapping changed, or a responder learns it.
 func (e *Engine) follow(p *enginePath, from netip.AddrPort) {
-	if p.roam == nil || !from.IsValid() {
+	if p.roam == nil || from.Port() == 0 { // raw sockets do not roam
 		return
 	}
 	if old := p.roam.Remote(); old != from {

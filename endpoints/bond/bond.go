@@ -174,9 +174,7 @@ func Start(cfg *Config, deps Deps) (_ *Bond, err error) {
 		if remote.IsValid() {
 			rap = netip.AddrPortFrom(remote, uint16(p.Port))
 		}
-		udp := p.Transport == TransportUDP
-		outer := !udp && !local.Is6() && !remote.Is6()
-		b.members.slots[i] = newPathSlot(cfg.BatchSize, len(codec.Protocols()), outer, udp, rap)
+		b.members.slots[i] = newPathSlot(cfg.BatchSize, len(codec.Protocols()), p.Transport == TransportUDP, rap)
 		owned = append(owned, b.members.slots[i])
 		ceiling := 0.0
 		if p.Ceiling != "" {

@@ -147,7 +147,6 @@ type enginePath struct {
 	idx    int
 	local  atomic.Uint32 // IPv4 source of its inner control packets (SetLocal); 0 for an IPv6 path
 	remote [4]byte       // IPv4 source the peer's inner control packets carry
-	outer  bool          // received packets start with the outer IPv4 header (raw IPv4)
 
 	mu       sync.Mutex // health, probeSeq
 	health   pathHealth
@@ -282,12 +281,8 @@ func NewEngine(cfg EngineConfig, dev tun.Device) (*Engine, error) {
 		if r, ok := p.Uplink.(roamer); ok && roams(p.Uplink) {
 			ep.roam = r
 		}
-		ep.outer = ep.roam == nil
-		if x, ok := p.Uplink.(interface{ OuterHeader() bool }); ok {
-			ep.outer = x.OuterHeader()
-		}
-		if _, gre := cfg.Encap.(encap.GRE); !ep.outer && !gre {
-			return nil, fmt.Errorf("engine: path %s: a UDP or IPv6 path needs the GRE encapsulation", p.Name)
+		if _, gre := cfg.Encap.(encap.GRE); ep.roam != nil && !gre {
+			return nil, fmt.Errorf("engine: path %s: a UDP path needs the GRE encapsulation", p.Name)
 		}
 		if cfg.Encap.Sequenced() {
 			ep.tx = txLearning{log: path.NewSendLog(sendLogSequences), keep: newResendRing()}

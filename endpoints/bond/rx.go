@@ -34,6 +34,7 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 	var repairSeqs []uint32 // asked for by the peer in this batch
 	var repairs *repairOut
 	for {
+		clear(from) // set by a transport that strips the outer header: UDP, raw IPv6
 		n, err := recv(bufs, sizes, from)
 		if err != nil {
 			if e.life.Closing() {
@@ -221,15 +222,17 @@ func (e *Engine) sendControl(p *enginePath, scratch []byte, f header.ControlFiel
 	}
 }
 
-// decode finds the inner packet or control message in a received packet:
-// from its outer IPv4 header on (raw) or its GRE header on (UDP, sent by
-// from), opened when sealed. A packet that fails is counted on p, by
-// reason, and dropped: it touches nothing else.
+// decode finds the inner packet or control message in a received packet,
+// opened when sealed. A transport says how it came by from: not set, from
+// a raw IPv4 socket, outer header included; set, without it (a raw IPv6
+// socket's from has port 0, a UDP socket's the sender's port). A packet
+// that fails is counted on p, by reason, and dropped: it touches nothing
+// else.
 func (e *Engine) decode(p *enginePath, pkt []byte, from netip.AddrPort) (encap.Decoded, bool) {
 	var d encap.Decoded
 	var err error
-	if !p.outer {
-		if (p.roam == nil || e.auth == nil) && from.Addr().Unmap() != p.Remote {
+	if from.IsValid() {
+		if (e.auth == nil || from.Port() == 0) && from.Addr().Unmap() != p.Remote {
 			p.decode[header.ErrWrongSource].Add(1) // only a sealed UDP path follows its peer; the others hear their remote only
 			return d, false
 		}

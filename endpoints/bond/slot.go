@@ -25,7 +25,6 @@ var errSlotClosed = errors.New("path closed")
 type pathSlot struct {
 	batch    int
 	nrecv    int  // receivers per uplink (an IPIP uplink has two sockets)
-	outer    bool // packets start with the outer IPv4 header (raw IPv4)
 	cur      atomic.Pointer[slotUplink]
 	mu       sync.Mutex
 	changed  chan struct{} // closed and replaced at every Join, Wait and Close
@@ -45,8 +44,8 @@ type slotUplink struct {
 	recv []conn.ReceiveFunc
 }
 
-func newPathSlot(batch, nrecv int, outer, udp bool, remote netip.AddrPort) *pathSlot {
-	s := &pathSlot{batch: batch, nrecv: nrecv, outer: outer, udp: udp, remote: remote, changed: make(chan struct{})}
+func newPathSlot(batch, nrecv int, udp bool, remote netip.AddrPort) *pathSlot {
+	s := &pathSlot{batch: batch, nrecv: nrecv, udp: udp, remote: remote, changed: make(chan struct{})}
 	why := "not joined yet"
 	s.waitWhy.Store(&why)
 	return s
@@ -193,7 +192,3 @@ func (s *pathSlot) Close() error {
 
 // Roams reports whether the path's remote may follow the peer (UDP).
 func (s *pathSlot) Roams() bool { return s.udp }
-
-// OuterHeader reports whether received packets start with the outer IPv4
-// header (raw IPv4).
-func (s *pathSlot) OuterHeader() bool { return s.outer }
