@@ -63,7 +63,7 @@ func runCtl(args []string) error {
 		return json.NewEncoder(os.Stdout).Encode(resp)
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "PATH\tSTATE\tWEIGHT\tRTT ms\tRATE Mbit/s\tOWD +ms\tQUEUE ms\tLOSS %\tTX pkts\tTX bytes\tRX pkts\tRX bytes\tTX errs\tRX drops\tSTALLS\tREPAIRED\tREMOTE\t")
+	fmt.Fprintln(tw, "PATH\tSTATE\tWEIGHT\tRTT ms\tRATE Mbit/s\tOWD +ms\tQUEUE ms\tLOSS %\tTX pkts\tTX bytes\tRX pkts\tRX bytes\tTX errs\tRX drops\tSTALLS\tREPAIRED\tTRANSPORT\tREMOTE\t")
 	for _, p := range resp.Paths {
 		state := "down"
 		switch {
@@ -80,9 +80,9 @@ func runCtl(args []string) error {
 		if remote == "" {
 			remote = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.2f\t%.1f\t%.1f\t%.1f\t%.2f\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", p.Name, state, p.Weight, p.RTTMs,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.2f\t%.1f\t%.1f\t%.1f\t%.2f\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\n", p.Name, state, p.Weight, p.RTTMs,
 			p.RateMbit, p.OneWayMs, p.QueueMs, p.LossPct,
-			p.TxPackets, p.TxBytes, p.RxPackets, p.RxBytes, p.TxErrors, p.Dropped, p.Stalls, p.Repaired, remote)
+			p.TxPackets, p.TxBytes, p.RxPackets, p.RxBytes, p.TxErrors, p.Dropped, p.Stalls, p.Repaired, p.Transport, remote)
 	}
 	tw.Flush()
 	for _, p := range resp.Paths {

@@ -164,7 +164,17 @@ func Start(cfg *Config, deps Deps) (_ *Bond, err error) {
 			}
 			return openUDP(uc)
 		}
-		return openUplink(conn.RawConfig{Local: local, Remote: remote, Device: p.Device, Protocols: codec.Protocols(), BatchSize: cfg.BatchSize})
+		raw, err := openUplink(conn.RawConfig{Local: local, Remote: remote, Device: p.Device, Protocols: codec.Protocols(), BatchSize: cfg.BatchSize})
+		if err != nil || p.Transport != TransportAuto {
+			return raw, err
+		}
+		udp, err := openUDP(conn.UDPConfig{Local: netip.AddrPortFrom(local, uint16(p.Port)), Remote: netip.AddrPortFrom(remote, uint16(p.Port)),
+			Device: p.Device, BatchSize: cfg.BatchSize, Log: log})
+		if err != nil {
+			raw.Close()
+			return nil, err
+		}
+		return &autoUplink{name: p.Name, raw: raw, udp: udp, log: log}, nil
 	}
 	var paths []EnginePath
 	for i, p := range cfg.Paths {
@@ -174,14 +184,18 @@ func Start(cfg *Config, deps Deps) (_ *Bond, err error) {
 		if remote.IsValid() {
 			rap = netip.AddrPortFrom(remote, uint16(p.Port))
 		}
-		b.members.slots[i] = newPathSlot(cfg.BatchSize, len(codec.Protocols()), p.Transport == TransportUDP, rap)
+		nrecv := len(codec.Protocols())
+		if p.Transport == TransportAuto {
+			nrecv++ // and the UDP socket's
+		}
+		b.members.slots[i] = newPathSlot(cfg.BatchSize, nrecv, p.Transport != TransportGRE, rap)
 		owned = append(owned, b.members.slots[i])
 		ceiling := 0.0
 		if p.Ceiling != "" {
 			bits, _ := ParseRate(p.Ceiling) // validated
 			ceiling = bits / 8
 		}
-		paths = append(paths, EnginePath{Name: p.Name, Weight: uint32(p.Weight), Local: local, Remote: remote, Uplink: b.members.slots[i], Ceiling: ceiling})
+		paths = append(paths, EnginePath{Name: p.Name, Weight: uint32(p.Weight), Local: local, Remote: remote, Uplink: b.members.slots[i], Ceiling: ceiling, Transport: p.Transport})
 	}
 	if err := b.members.sync(true); err != nil {
 		return nil, err

@@ -340,7 +340,7 @@ func (c *Config) Validate() error {
 		udp := p.Transport == TransportUDP
 		switch p.Transport {
 		case TransportGRE:
-		case TransportUDP:
+		case TransportUDP, TransportAuto:
 			if c.Encap != "gre" {
 				bad(key("transport"), "udp carries GRE (RFC 8086); encap %s cannot go in it", c.Encap)
 			}
@@ -353,10 +353,8 @@ func (c *Config) Validate() error {
 				}
 				udpLocals[lp] = true
 			}
-		case "auto":
-			bad(key("transport"), "auto (raw GRE with a fall back to UDP) is not built yet: use gre or udp")
 		default:
-			bad(key("transport"), "%q is not gre or udp", p.Transport)
+			bad(key("transport"), "%q is not gre, udp or auto", p.Transport)
 		}
 		remote, err2 := netip.ParseAddr(p.Remote)
 		switch {
@@ -445,8 +443,8 @@ func (c *Config) pathOverhead(i int) int {
 	if local.Is6() || remote.Is6() {
 		n += header.IPv6HeaderLen - header.IPv4HeaderLen
 	}
-	if c.Paths[i].Transport == TransportUDP {
-		n += 8
+	if t := c.Paths[i].Transport; t == TransportUDP || t == TransportAuto {
+		n += 8 // auto: room for UDP's header, in case it falls back
 	}
 	if c.Auth.KeyFile != "" {
 		n += header.SealedOverhead

@@ -102,7 +102,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"paths: []", "paths:"},
 		{"metrics: {listen: nowhere}", "metrics.listen"},
 		{"paths: [{name: a, transport: quic, local: 192.0.2.1, remote: 198.51.100.1}]", "paths[0].transport"},
-		{"paths: [{name: a, transport: auto, local: 192.0.2.1, remote: 198.51.100.1}]", "paths[0].transport"},
+		{"paths: [{name: a, transport: auto, local: 192.0.2.1}]", "paths[0].remote"}, // raw GRE first: it needs the remote
 		{"paths: [{name: a, transport: udp, port: 0, local: 192.0.2.1, remote: 198.51.100.1}]", "paths[0].port"},
 		{"paths: [{name: a, transport: udp, local: 192.0.2.1}]", "paths[0].remote"}, // learned only with auth
 		{"paths: [{name: a, local: 192.0.2.1}]", "paths[0].remote"},

@@ -35,6 +35,9 @@ type EnginePath struct {
 	// Ceiling caps what the adaptive scheduler sends on the path, in inner
 	// bytes/s (a metered or capped link); 0: none.
 	Ceiling float64
+	// Transport is the path's configured transport (gre, udp, auto), for
+	// its status.
+	Transport string
 }
 
 // EngineConfig is what the data plane needs; the system around it (TUN

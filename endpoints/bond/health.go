@@ -75,10 +75,18 @@ func (e *Engine) healthLoop() {
 	scratch := controlScratch(header.FeedbackPacketLen)
 	t := time.NewTicker(e.cfg.Keepalive)
 	defer t.Stop()
+	started := e.now()
 	for {
 		now := e.now()
 		if e.auth != nil {
 			e.handshakeDue()
+		}
+		if now.Sub(started) >= autoFallback {
+			for _, p := range e.paths {
+				if f, ok := p.Uplink.(fallback); ok && p.changes.Load() == 0 && !f.OnUDP() {
+					f.UseUDP("no answer over raw GRE in " + autoFallback.String() + " (a NAT, or a firewall dropping IP protocol 47, on the way?)")
+				}
+			}
 		}
 		for _, p := range e.paths {
 			p.mu.Lock()

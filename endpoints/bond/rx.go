@@ -53,7 +53,7 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 		}
 		now := e.now()
 		batch := e.batchPool.Get().(*rxBatch)
-		heard := false
+		heard, heardUDP := false, false
 		var dataBytes, dataPackets uint64
 		var highest uint32
 		for i := 0; i < n; i++ {
@@ -66,6 +66,7 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 				continue
 			}
 			heard = true
+			heardUDP = heardUDP || from[i].Port() != 0
 			if d.Kind == encap.KindControl {
 				c := header.Control(bufs[i][d.Off : d.Off+d.Len]).Fields()
 				if c.Epoch != e.peerEpoch.Load() { // Epoch is 0 without epochs, as peerEpoch for such a peer
@@ -108,6 +109,11 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 		}
 		if heard {
 			p.lastRxNs.Store(now.UnixNano())
+		}
+		if heardUDP {
+			if f, ok := p.Uplink.(fallback); ok && !f.OnUDP() {
+				f.UseUDP("the peer sends over UDP") // an auto path's peer fell back, or runs udp
+			}
 		}
 		if len(batch.items) == 0 {
 			e.batchPool.Put(batch)

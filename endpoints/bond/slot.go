@@ -192,3 +192,23 @@ func (s *pathSlot) Close() error {
 
 // Roams reports whether the path's remote may follow the peer (UDP).
 func (s *pathSlot) Roams() bool { return s.udp }
+
+// OnUDP reports whether an auto path sends over UDP (false for the others,
+// or while it waits).
+func (s *pathSlot) OnUDP() bool {
+	if c := s.cur.Load(); c != nil {
+		if f, ok := c.u.(fallback); ok {
+			return f.OnUDP()
+		}
+	}
+	return false
+}
+
+// UseUDP makes an auto path send over UDP from now on.
+func (s *pathSlot) UseUDP(why string) {
+	if c := s.cur.Load(); c != nil {
+		if f, ok := c.u.(fallback); ok {
+			f.UseUDP(why)
+		}
+	}
+}

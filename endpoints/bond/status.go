@@ -91,6 +91,9 @@ type PathStatus struct {
 	// Waiting says why the path has no socket (its address or device is
 	// missing); "" once it has one.
 	Waiting string `json:"waiting,omitempty"`
+	// Transport is gre, udp, or for auto what it sends over now: "auto:
+	// gre", "auto: udp".
+	Transport string `json:"transport,omitempty"`
 	// DroppedBy counts the received packets dropped, by reason (the
 	// reasons of tunbond_rx_dropped_total); only reasons seen.
 	DroppedBy     map[string]uint64 `json:"rx_dropped_by,omitempty"`
@@ -124,6 +127,10 @@ func (e *Engine) Status() []PathStatus {
 			Stalled: e.pathSet.Stalled(i), Excluded: e.pathSet.Excluded(i).String(), Stalls: p.stalls.Load(),
 			Resent: p.resent.Load(), Repaired: p.repaired.Load(), FeedbackSent: p.feedbackTx.Load(), FeedbackRcvd: p.feedbackRx.Load()}
 		out[i].Waiting = p.waiting()
+		out[i].Transport = p.Transport
+		if f, ok := p.Uplink.(fallback); ok && p.Transport == TransportAuto {
+			out[i].Transport = map[bool]string{false: "auto: gre", true: "auto: udp"}[f.OnUDP()]
+		}
 		if len(by) > 0 {
 			out[i].DroppedBy = by
 		}

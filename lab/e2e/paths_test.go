@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +13,7 @@ import (
 
 	"github.com/tunbond/tunbond/endpoints/bond"
 	"github.com/tunbond/tunbond/lab"
+	"github.com/tunbond/tunbond/lab/labtest"
 	"github.com/tunbond/tunbond/lab/netns"
 	"github.com/tunbond/tunbond/lab/traffic"
 )
@@ -171,4 +175,60 @@ func startSides(t *testing.T, net *netns.Net, spec lab.BondSpec) [2]*bond.Bond {
 		out[i] = b
 	}
 	return out
+}
+
+// TestAutoFallsBackToUDP: two auto paths; a firewall on site B drops IP
+// protocol 47 on uplink 1. Uplink 0 stays on raw GRE; uplink 1 gets no
+// answer over it, falls back to GRE-in-UDP on both sites and carries its
+// share of a transfer.
+func TestAutoFallsBackToUDP(t *testing.T) {
+	requireRoot(t)
+	nft := labtest.RequireTool(t, "nft")
+	net, err := netns.Sites(2).Build(newID(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { net.Close() })
+	rules := `table inet tunbond_lab_fw {
+	chain input {
+		type filter hook input priority filter; policy accept;
+		iifname "` + netns.UplinkName(1) + `" meta l4proto gre drop
+	}
+}
+`
+	cmd := exec.Command(nft, "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := net.NS("b").Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("nft: %v: %s", err, out.String())
+	}
+	spec := lab.BondSpec{Uplinks: 2, Transport: "auto", KeyFile: keyFile(t), Scheduler: "rr"}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sides := startSides(t, net, spec)
+	for _, s := range sides {
+		for i := 0; i < 2; i++ {
+			awaitPath(t, ctx, s, netns.UplinkName(i))
+		}
+	}
+	for side, s := range sides {
+		if tr := pathStatus(t, s, netns.UplinkName(0)).Transport; tr != "auto: gre" {
+			t.Errorf("site %d: uplink 0 %q, want it still on raw GRE", side+1, tr)
+		}
+		if tr := pathStatus(t, s, netns.UplinkName(1)).Transport; tr != "auto: udp" {
+			t.Errorf("site %d: uplink 1 %q, want it fallen back to UDP", side+1, tr)
+		}
+	}
+	before := sides[0].Engine().Status()
+	res, err := traffic.Transfer(ctx, net.NS("a"), net.NS("b"), lab.BondAddrB, 20<<20, nil)
+	if err != nil || res.SentSHA256 != res.ReceivedSHA256 {
+		t.Fatalf("transfer: %v", err)
+	}
+	if after := sides[0].Engine().Status(); after[1].TxPackets == before[1].TxPackets {
+		t.Fatal("the fallen-back path carried nothing")
+	}
 }
