@@ -24,7 +24,7 @@ var errSlotClosed = errors.New("path closed")
 // While the path waits, Send fails and the receivers block.
 type pathSlot struct {
 	batch    int
-	nrecv    int  // receivers per uplink (an IPIP uplink has two sockets)
+	nrecv    int // receivers per uplink (an IPIP uplink has two sockets)
 	cur      atomic.Pointer[slotUplink]
 	mu       sync.Mutex
 	changed  chan struct{} // closed and replaced at every Join, Wait and Close
