@@ -24,14 +24,19 @@ type BenchConfig struct {
 	Duration    time.Duration
 	Flows       int
 	Schedulers  []string                               // tunbond schedulers to measure
-	NoBaselines bool                                   // measure tunbond only: no link-N, ecmp or mptcp rows
+	NoBaselines bool                                   // measure tunbond only: no link-N, ecmp, mptcp or wireguard-go rows
 	Progress    func(phase string, left time.Duration) // called as each method starts
 	Note        func(msg string)                       // skipped methods and such
 	Log         *slog.Logger
+	// Transports are the variants each tunbond scheduler is measured in
+	// (variants.go); none: the default variant (gre). With one, a row is
+	// "tunbond-<sched>"; with several, "tunbond-<sched>/<variant>".
+	Transports []Variant
 	// Direct joins the sites with plain veths, no WAN namespace: each link is
 	// shaped with TBF at its rate (`tbf rate R burst 32kbit latency 50ms` on
 	// both ends), or not at all if it has none. Delay, jitter and loss need the
-	// emulator and are refused.
+	// emulator and are refused. A profile with no shape at all (Unshaped)
+	// always runs this way: there is nothing to emulate.
 	Direct bool
 	// Tool makes every TCP row's traffic: ToolGo ("": the same) or
 	// ToolIperf3, which skips the MPTCP row without mptcpize.
@@ -46,6 +51,10 @@ type BenchConfig struct {
 	// UDP > 0 adds a UDP row per method but MPTCP after the TCP rows, at
 	// this fraction of the sum of the link rates (udpbench.go).
 	UDP float64
+
+	keyFile string // the run's auth.key_file, when a variant needs one
+	// only, if set, measures just the methods it names (tests).
+	only map[string]bool
 }
 
 // Report is a whole run, in the shape `--json` writes.
@@ -95,20 +104,29 @@ type BenchResult struct {
 	// RateDuringFaultMbps is the goodput from the first fault's start to
 	// the last one's end; RateAfterFaultMbps from then to the run's end
 	// (absent when no time is left after the faults).
-	RateDuringFaultMbps *float64    `json:"rate_during_fault_mbps,omitempty"`
-	RateAfterFaultMbps  *float64    `json:"rate_after_fault_mbps,omitempty"`
-	CPUPct              float64     `json:"tunbond_cpu_pct,omitempty"`
-	Reorder             *Reorder    `json:"reorder,omitempty"`
-	Error               string      `json:"error,omitempty"`    // the method could not be measured
-	Skipped             string      `json:"skipped,omitempty"`  // why the method was not measured (e.g. no mptcpize for iperf3)
-	Subflows            int         `json:"subflows,omitempty"` // MPTCP: the most subflows the connection had (tool go)
-	PerSecond           []float64   `json:"per_second_mbps"`
-	LinkShare           []float64   `json:"link_share"`           // fraction of A→B bytes each uplink carried
-	LinkPerSec          [][]float64 `json:"link_per_second_mbps"` // per second, per uplink, A→B
+	RateDuringFaultMbps *float64 `json:"rate_during_fault_mbps,omitempty"`
+	RateAfterFaultMbps  *float64 `json:"rate_after_fault_mbps,omitempty"`
+	// Transport is a tunbond row's transport variant (gre, udp+auth, ...).
+	Transport string `json:"transport,omitempty"`
+	// CPUPct is this process's CPU while the row's flow ran, less the Go
+	// tool's own threads, in % of one core: the tunnel's, in the rows
+	// whose tunnel runs in the process (tunbond and wireguard-go; with the
+	// emulator, its forwarding counts too).
+	CPUPct float64 `json:"tunbond_cpu_pct,omitempty"`
+	// CPUSPerGbit is CPUPct per goodput: CPU seconds per Gbit carried.
+	CPUSPerGbit float64     `json:"cpu_s_per_gbit,omitempty"`
+	Reorder     *Reorder    `json:"reorder,omitempty"`
+	Error       string      `json:"error,omitempty"`    // the method could not be measured
+	Skipped     string      `json:"skipped,omitempty"`  // why the method was not measured (e.g. no mptcpize for iperf3)
+	Subflows    int         `json:"subflows,omitempty"` // MPTCP: the most subflows the connection had (tool go)
+	PerSecond   []float64   `json:"per_second_mbps"`
+	LinkShare   []float64   `json:"link_share"`           // fraction of A→B bytes each uplink carried
+	LinkPerSec  [][]float64 `json:"link_per_second_mbps"` // per second, per uplink, A→B
 
 	*UDPStats // a UDP row's (udpbench.go); nil in a TCP row
 
 	congestion string // what the flow's sender used
+	udp        bool   // a UDP row (udpbench.go), measured or not
 }
 
 // Reorder summarises the receiving endpoint's reorder buffer over a run.
@@ -145,9 +163,15 @@ type method struct {
 	name             string
 	srcAddr, dstAddr string // for the flow and the RTT probes
 	mptcp            bool
-	sched            string // tunbond scheduler
-	skipped          string // why it is not measured
+	sched            string  // tunbond scheduler
+	variant          Variant // tunbond transport variant
+	wireguard        bool    // the wireguard-go baseline
+	skipped          string  // why it is not measured
 }
+
+// inProcess reports whether the method's tunnel runs in this process (its
+// CPU is measured).
+func (m method) inProcess() bool { return m.sched != "" || m.wireguard }
 
 // RunBondBench builds site A — WAN — site B with the profile's emulated
 // uplinks and measures, on the same links in one run: each uplink alone,
@@ -158,6 +182,12 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 	n := len(p.Links)
 	if cfg.Tool == "" {
 		cfg.Tool = traffic.ToolGo
+	}
+	if p.Unshaped() {
+		cfg.Direct = true
+	}
+	if len(cfg.Transports) == 0 {
+		cfg.Transports, _ = ParseVariants("")
 	}
 	if err := traffic.ToolCanRun(cfg.Tool, false); err != nil {
 		return nil, err
@@ -262,10 +292,35 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 		mptcp.skipped = err.Error()
 	}
 	if !cfg.NoBaselines {
-		methods = append(methods, mptcp)
+		methods = append(methods, mptcp, method{name: "wireguard-go", dstAddr: WireGuardAddrB, wireguard: true})
 	}
 	for _, s := range cfg.Schedulers {
-		methods = append(methods, method{name: "tunbond-" + s, dstAddr: BondAddrB, sched: s})
+		for _, v := range cfg.Transports {
+			name := "tunbond-" + s
+			if len(cfg.Transports) > 1 {
+				name += "/" + v.Name
+			}
+			methods = append(methods, method{name: name, dstAddr: BondAddrB, sched: s, variant: v})
+		}
+	}
+	if cfg.only != nil {
+		var keep []method
+		for _, m := range methods {
+			if cfg.only[m.name] {
+				keep = append(keep, m)
+			}
+		}
+		methods = keep
+	}
+	for _, m := range methods {
+		if m.variant.Auth && cfg.keyFile == "" {
+			key, remove, err := writeRunKey()
+			if err != nil {
+				return nil, err
+			}
+			defer remove()
+			cfg.keyFile = key
+		}
 	}
 	weights := make([]int64, n)
 	for i, l := range p.Links {
@@ -302,6 +357,9 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 				cfg.Note(fmt.Sprintf("%s: %v", m.name, err))
 			}
 		}
+		if m.sched != "" {
+			r.Transport = m.variant.Name
+		}
 		rep.Results = append(rep.Results, r)
 	}
 	if cfg.UDP > 0 {
@@ -310,8 +368,8 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 		}
 	}
 	best := 0.0
-	if !cfg.NoBaselines {
-		for _, r := range rep.Results[:n] { // the links alone
+	for _, r := range rep.Results {
+		if isLinkRow(r.Method, n) { // the links alone
 			best = max(best, r.GoodputMbps)
 		}
 	}
@@ -327,6 +385,16 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// isLinkRow reports whether a row is the TCP row of one of the n links alone.
+func isLinkRow(name string, n int) bool {
+	for i := 0; i < n; i++ {
+		if name == fmt.Sprintf("link-%d", i+1) {
+			return true
+		}
+	}
+	return false
+}
 
 // runMethodBounded runs a method with a deadline: a tool that hangs (it
 // happens to iperf3 over MPTCP now and then) must not stall the run.
@@ -344,27 +412,60 @@ func runMethodBounded(ctx context.Context, net *netns.Net, counters linkCounters
 }
 
 // startMethodBond starts the bond a tunbond method runs through (nil for
-// the others), with the user's defaults and the method's scheduler.
+// the others), with the user's defaults and the method's scheduler and
+// transport variant.
 func startMethodBond(ctx context.Context, net *netns.Net, m method, cfg BenchConfig, weights []int64) (*Bond, error) {
 	if m.sched == "" {
 		return nil, nil
 	}
 	bctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	return StartBondOn(bctx, net, BondSpec{Weights: weights, Scheduler: m.sched, Log: cfg.Log})
+	spec := BondSpec{Weights: weights, Scheduler: m.sched, Log: cfg.Log, Transport: m.variant.Transport, Encrypt: m.variant.Encrypt}
+	if m.variant.Auth {
+		spec.KeyFile = cfg.keyFile
+	}
+	return StartBondOn(bctx, net, spec)
+}
+
+// startMethodTunnel starts the tunnel a method runs through: the bond of a
+// tunbond method, the devices of wireguard-go; stop (never nil) ends it.
+func startMethodTunnel(ctx context.Context, net *netns.Net, m method, cfg BenchConfig, weights []int64) (bond *Bond, stop func(), err error) {
+	if m.wireguard {
+		wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		wg, err := StartWireGuard(wctx, net, cfg.Log)
+		if err != nil {
+			if wg != nil {
+				wg.Close()
+			}
+			return nil, nil, err
+		}
+		return nil, wg.Close, nil
+	}
+	bond, err = startMethodBond(ctx, net, m, cfg, weights)
+	if err != nil || bond == nil {
+		return nil, func() {}, err
+	}
+	return bond, func() { bond.Stop() }, nil
+}
+
+// cpuPerGbit is CPU seconds per Gbit carried: cores busy per Gbit/s.
+func cpuPerGbit(cpuPct, goodputMbps float64) float64 {
+	if cpuPct <= 0 || goodputMbps <= 0 {
+		return 0
+	}
+	return (cpuPct / 100) / (goodputMbps / 1000)
 }
 
 // runMethod measures one method: the flow, RTT probes through the same path
 // while it is loaded (10 a second), and each uplink's bytes every second.
 func runMethod(ctx context.Context, net *netns.Net, counters linkCounters, m method, cfg BenchConfig, weights []int64) (BenchResult, error) {
 	row := BenchResult{Method: m.name}
-	bond, err := startMethodBond(ctx, net, m, cfg, weights)
+	bond, stop, err := startMethodTunnel(ctx, net, m, cfg, weights)
 	if err != nil {
 		return row, err
 	}
-	if bond != nil {
-		defer bond.Stop()
-	}
+	defer stop()
 	mctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	probeSrc := m.srcAddr
@@ -453,10 +554,13 @@ func runMethod(ctx context.Context, net *netns.Net, counters linkCounters, m met
 			return row, fmt.Errorf("the MPTCP connection had %d subflow(s), want one per uplink (%d)", fr.Subflows, links)
 		}
 	}
-	if bond != nil {
-		// The process runs the bond, the emulator and the Go tool's
-		// threads: the tool's own CPU time is not the bond's.
+	if m.inProcess() {
+		// The process runs the tunnel, the emulator and the Go tool's
+		// threads: the tool's own CPU time is not the tunnel's.
 		row.CPUPct = 100 * (cpu - fr.ToolCPU).Seconds() / wall.Seconds()
+		row.CPUSPerGbit = cpuPerGbit(row.CPUPct, row.GoodputMbps)
+	}
+	if bond != nil {
 		row.Reorder = reorderSummary(bond)
 	}
 	return row, nil

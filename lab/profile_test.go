@@ -11,7 +11,7 @@ import (
 )
 
 func TestBuiltinProfiles(t *testing.T) {
-	want := []string{"dsl-lte", "fiber-lte", "lossy", "lte-trace", "ratio-10", "starlink", "symmetric", "three-mixed"}
+	want := []string{"dsl-lte", "fiber-lte", "lossy", "lte-trace", "ratio-10", "starlink", "symmetric", "three-mixed", "unshaped"}
 	got := Profiles()
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("profiles %v, want %v", got, want)

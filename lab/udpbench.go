@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/tunbond/tunbond/lab/emulator"
@@ -41,8 +40,10 @@ type UDPStats struct {
 	Skipped     uint64 `json:"udp_skipped,omitempty"`
 }
 
-// IsUDP reports whether the row is a UDP row.
-func (r BenchResult) IsUDP() bool { return strings.HasSuffix(r.Method, UDPSuffix) }
+// IsUDP reports whether the row is a UDP row. A TCP row's name may end in
+// "/udp" too: that of tunbond's udp transport variant ("tunbond-rr/udp"),
+// whose UDP row is "tunbond-rr/udp/udp".
+func (r BenchResult) IsUDP() bool { return r.UDPStats != nil || r.udp }
 
 // runUDPRows appends the UDP rows to rep (cfg.UDP > 0). Only the context's
 // end is an error; a row that cannot be measured says why.
@@ -58,7 +59,7 @@ func runUDPRows(ctx context.Context, net *netns.Net, counters linkCounters, meth
 			continue
 		}
 		name := m.name + UDPSuffix
-		row := BenchResult{Method: name, Retransmits: -1, RTO: -1}
+		row := BenchResult{Method: name, Retransmits: -1, RTO: -1, udp: true}
 		switch {
 		case !allLimited(params):
 			row.Skipped = "a link has no rate: the UDP rate is a fraction of their sum"
@@ -90,6 +91,10 @@ func runUDPRows(ctx context.Context, net *netns.Net, counters linkCounters, meth
 				cfg.Note(fmt.Sprintf("%s: %v", name, err))
 			}
 		}
+		r.udp = true
+		if m.sched != "" {
+			r.Transport = m.variant.Name
+		}
 		rep.Results = append(rep.Results, r)
 	}
 	return nil
@@ -98,13 +103,11 @@ func runUDPRows(ctx context.Context, net *netns.Net, counters linkCounters, meth
 // runUDPMethod measures one method's UDP row at rate bit/s.
 func runUDPMethod(ctx context.Context, net *netns.Net, counters linkCounters, m method, cfg BenchConfig, weights []int64, rate float64) (BenchResult, error) {
 	row := BenchResult{Method: m.name + UDPSuffix, Retransmits: -1, RTO: -1}
-	bond, err := startMethodBond(ctx, net, m, cfg, weights)
+	bond, stop, err := startMethodTunnel(ctx, net, m, cfg, weights)
 	if err != nil {
 		return row, err
 	}
-	if bond != nil {
-		defer bond.Stop()
-	}
+	defer stop()
 	c0 := counters()
 	r, err := traffic.UDPFlowFrom(ctx, net.NS("a"), net.NS("b"), m.srcAddr, m.dstAddr, rate, UDPDatagram, cfg.Duration)
 	if err != nil {

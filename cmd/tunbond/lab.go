@@ -24,7 +24,7 @@ import (
 	"github.com/tunbond/tunbond/lab"
 )
 
-const labUsage = `usage: tunbond lab bond [--profile NAME | --links SPEC] [--duration 10s] [--flows 1] [--tool go|iperf3] [--cc NAME] [--fault SPEC]... [--udp FRACTION] [--json FILE] [--plot FILE.svg]
+const labUsage = `usage: tunbond lab bond [--profile NAME | --links SPEC] [--duration 10s] [--flows 1] [--tool go|iperf3] [--cc NAME] [--fault SPEC]... [--udp FRACTION] [--transports gre,udp+auth] [--json FILE] [--plot FILE.svg]
        tunbond lab director [--reals 3] [--scheduler rr] [--requests 3000] [--clients 16] [--body 262144] [--duration 10s] [--json FILE]`
 
 func runLab(args []string) error {
@@ -35,7 +35,7 @@ func runLab(args []string) error {
 		return errors.New("lab: " + labUsage)
 	}
 	fs := pflag.NewFlagSet("lab bond", pflag.ContinueOnError)
-	profile := fs.String("profile", "symmetric", "built-in link profile: "+strings.Join(lab.Profiles(), ", "))
+	profile := fs.String("profile", "symmetric", "built-in link profile: "+strings.Join(lab.Profiles(), ", ")+` ("unshaped": no rate, delay or loss, always on plain veths as with --direct)`)
 	links := fs.String("links", "", `ad hoc links instead of a profile: "100mbit/10ms,50mbit/40ms/1%/±5ms"`)
 	duration := fs.Duration("duration", 10*time.Second, "measured time per method")
 	flows := fs.Int("flows", 1, "parallel TCP flows")
@@ -43,11 +43,13 @@ func runLab(args []string) error {
 	cc := fs.String("cc", "", "inner TCP congestion control of every row, set per socket (e.g. cubic, bbr, reno); default: the kernel's default")
 	faultSpecs := fs.StringArray("fault", nil, "a fault in every method's run, at offsets from the measured start (repeatable or comma-separated): blackhole:link1@8s-16s (drop all arriving on uplink 1, carrier kept), down:link2@8s[-12s] (uplink 2 down)")
 	scheds := fs.String("schedulers", strings.Join(path.Names, ","), "tunbond schedulers to measure")
+	transports := fs.String("transports", lab.DefaultVariant, "transport variants each tunbond scheduler is measured in (rows \"tunbond-<scheduler>/<variant>\" when more than one): "+
+		strings.Join(lab.Variants, ", ")+"; auth uses a fresh key per run, encrypt implies auth")
 	udp := fs.Float64("udp", 0, "after the TCP rows, one UDP row per method but mptcp (\"<method>/udp\"): a paced flow of 1200-byte datagrams at FRACTION of the sum of the link rates (e.g. 0.9), received %, out of order, one-way delay; 0: none")
-	noBase := fs.Bool("no-baselines", false, "measure tunbond only (no link-N, ecmp, mptcp rows; the ratios to them are then not reported)")
+	noBase := fs.Bool("no-baselines", false, "measure tunbond only (no link-N, ecmp, mptcp, wireguard-go rows; the ratios to them are then not reported)")
 	jsonOut := fs.String("json", "", "write the results as JSON to FILE")
 	plotOut := fs.String("plot", "", "draw goodput over time and uplink shares to FILE (.svg)")
-	direct := fs.Bool("direct", false, "join the sites with plain veths shaped by TBF at the link rates (no WAN emulator: rates only)")
+	direct := fs.Bool("direct", false, "join the sites with plain veths shaped by TBF at the link rates (no WAN emulator: rates only); implied when no link has a rate, delay or loss (--profile unshaped)")
 	debug := fs.Bool("debug", false, "log the endpoints")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to FILE")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -88,6 +90,10 @@ func runLab(args []string) error {
 	}
 	if *plotOut != "" && !strings.HasSuffix(*plotOut, ".svg") {
 		return errors.New("lab: --plot writes SVG: name the file .svg")
+	}
+	variants, err := lab.ParseVariants(*transports)
+	if err != nil {
+		return fmt.Errorf("lab: --transports: %w", err)
 	}
 	var ss []string
 	for _, s := range strings.Split(*scheds, ",") {
@@ -131,8 +137,11 @@ func runLab(args []string) error {
 	for _, f := range faults {
 		fmt.Fprintf(os.Stderr, "lab bond: fault %s in every run\n", f)
 	}
+	if p.Unshaped() {
+		fmt.Fprintln(os.Stderr, "lab bond: no link has a rate, delay or loss: the sites are joined by plain veths (as with --direct)")
+	}
 	rep, err := lab.RunBondBench(ctx, netns.RunID(), lab.BenchConfig{
-		Profile: p, Duration: *duration, Flows: *flows, Schedulers: ss, NoBaselines: *noBase, Log: log, Direct: *direct,
+		Profile: p, Duration: *duration, Flows: *flows, Schedulers: ss, Transports: variants, NoBaselines: *noBase, Log: log, Direct: *direct,
 		Tool: *tool, CongestionControl: *cc, Faults: faults, UDP: *udp,
 		Progress: func(phase string, left time.Duration) {
 			fmt.Fprintf(os.Stderr, "  measuring %-18s about %v left\n", phase, left.Round(time.Second))
@@ -170,7 +179,7 @@ func printReport(w io.Writer, rep *lab.Report) {
 	if faults {
 		head = append(head, "gap ms", "RTOs", "in fault Mbit/s", "after Mbit/s")
 	}
-	head = append(head, "uplink shares", "tunbond CPU %", "reorder lost/timeout/late")
+	head = append(head, "uplink shares", "tunnel CPU %", "CPU s/Gbit", "reorder lost/timeout/late")
 	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
 	orDash := func(v *float64) string {
 		if v == nil {
@@ -193,9 +202,12 @@ func printReport(w io.Writer, rep *lab.Report) {
 			fmt.Fprintf(tw, "%s%s\t  %s\n", r.Method, strings.Repeat("\t-", len(head)-1), why)
 			continue
 		}
-		cpu, ro, rt, rto := "-", "-", "-", "-"
+		cpu, perGbit, ro, rt, rto := "-", "-", "-", "-", "-"
 		if r.CPUPct > 0 {
 			cpu = fmt.Sprintf("%.0f", r.CPUPct)
+		}
+		if r.CPUSPerGbit > 0 {
+			perGbit = fmt.Sprintf("%.2f", r.CPUSPerGbit)
 		}
 		if r.Reorder != nil {
 			ro = fmt.Sprintf("%d/%d/%d", r.Reorder.HolesLost, r.Reorder.HolesTimeout, r.Reorder.Late)
@@ -219,7 +231,7 @@ func printReport(w io.Writer, rep *lab.Report) {
 		if faults {
 			cells = append(cells, fmt.Sprintf("%.0f", r.LongestGapMs), rto, orDash(r.RateDuringFaultMbps), orDash(r.RateAfterFaultMbps))
 		}
-		cells = append(cells, strings.Join(sh, "/"), cpu, ro)
+		cells = append(cells, strings.Join(sh, "/"), cpu, perGbit, ro)
 		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
 	}
 	tw.Flush()

@@ -66,7 +66,7 @@ func TestLabBondJSON(t *testing.T) {
 	if rep.Tool != traffic.ToolGo || rep.CC == "" {
 		t.Errorf("tool %q congestion control %q, want go and a name", rep.Tool, rep.CC)
 	}
-	want := []string{"link-1", "link-2", "ecmp", "mptcp", "tunbond-adaptive", "tunbond-rr", "tunbond-wrr", "tunbond-flowhash", "tunbond-delay"}
+	want := []string{"link-1", "link-2", "ecmp", "mptcp", "wireguard-go", "tunbond-adaptive", "tunbond-rr", "tunbond-wrr", "tunbond-flowhash", "tunbond-delay"}
 	var got []string
 	for _, r := range rep.Results {
 		got = append(got, r.Method)
@@ -149,6 +149,9 @@ func TestLabClearErrors(t *testing.T) {
 		{[]string{"bond", "--tool", "netperf"}, `no traffic tool "netperf"`},
 		{[]string{"bond", "--fault", "blackhole:link1"}, `--fault: fault "blackhole:link1": no @START`},
 		{[]string{"bond", "--fault", "down:link1@2s", "--tool", "iperf3"}, "--fault needs --tool go"},
+		{[]string{"bond", "--transports", "gre,tcp"}, `--transports: "tcp" is not a transport variant (valid: gre, udp, gre+auth, udp+auth, gre+encrypt, udp+encrypt)`},
+		{[]string{"bond", "--transports", "udp+sign"}, `--transports: "udp+sign" is not a transport variant (valid: `},
+		{[]string{"bond", "--transports", "udp,udp"}, `--transports: "udp" is named twice`},
 		{[]string{"other"}, "usage"},
 	} {
 		err := runLab(tt.args)
