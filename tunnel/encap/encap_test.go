@@ -263,3 +263,40 @@ func TestFeedbackPacketGolden(t *testing.T) {
 		t.Fatalf("decoded %+v", got)
 	}
 }
+
+// TestGREInUDPGolden: a GRE-in-UDP datagram's payload (RFC 8086) is the GRE
+// packet from its first byte: DecapPayload finds the inner packet behind
+// the 12-byte header; a sealed packet's GRE header (SealedHeader) has
+// protocol 0x88b5, the key, the sequence for data and none for control;
+// it comes back whole as KindSealed.
+func TestGREInUDPGolden(t *testing.T) {
+	g := GRE{Key: 7}
+	payload := mustHex("30000800" + "00000007" + "00000001" + hex.EncodeToString(innerV4))
+	d, err := g.DecapPayload(payload, [4]byte{198, 51, 100, 1})
+	if err != nil || d.Kind != KindData || d.Off != 12 || d.Len != len(innerV4) || d.Seq != 1 {
+		t.Fatalf("DecapPayload = %+v, %v", d, err)
+	}
+	for _, tt := range []struct {
+		name   string
+		seq    uint32
+		hasSeq bool
+		want   string
+	}{
+		{"data", 9, true, "300088b5" + "00000007" + "00000009"},
+		{"control", 0, false, "200088b5" + "00000007"},
+	} {
+		buf := make([]byte, 64)
+		n := g.SealedHeader(buf, 32, tt.seq, tt.hasSeq)
+		if got := hex.EncodeToString(buf[32-n : 32]); got != tt.want {
+			t.Errorf("%s: sealed GRE header %s, want %s", tt.name, got, tt.want)
+		}
+		pkt := append(buf[32-n:32], make([]byte, header.SealedOverhead)...)
+		d, err := g.DecapPayload(pkt, [4]byte{})
+		if err != nil || d.Kind != KindSealed || d.Off != 0 || d.Hdr != n || d.Len != len(pkt) || d.HasSeq != tt.hasSeq {
+			t.Errorf("%s: DecapPayload = %+v, %v; want it whole, KindSealed", tt.name, d, err)
+		}
+	}
+	if _, err := g.DecapPayload(mustHex("300088b5"+"00000008"+"00000009"), [4]byte{}); !errors.Is(err, header.ErrWrongKey) {
+		t.Errorf("a sealed packet with another key: %v, want wrong key", err)
+	}
+}
