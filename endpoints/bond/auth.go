@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tunbond/tunbond/tunnel/conn"
 	"github.com/tunbond/tunbond/tunnel/encap"
 	"github.com/tunbond/tunbond/tunnel/header"
 	"github.com/tunbond/tunbond/tunnel/session"
@@ -286,7 +287,14 @@ func (e *Engine) follow(p *enginePath, from netip.AddrPort) {
 // sendRaw sends one ready packet on p.
 func (e *Engine) sendRaw(p *enginePath, pkt []byte) {
 	one := [1][]byte{pkt}
-	if _, err := p.Uplink.Send(one[:]); err != nil {
+	if _, err := p.Uplink.Send(one[:]); err != nil && !notSendable(err) {
 		p.txErrors.Add(1)
 	}
+}
+
+// notSendable reports a send error that is a path's state, not a
+// failure: it waits for its address or device, or has not learned its
+// remote yet.
+func notSendable(err error) bool {
+	return errors.Is(err, errPathWaiting) || errors.Is(err, conn.ErrNoRemote)
 }
