@@ -226,7 +226,15 @@ func printReport(w io.Writer, rep *lab.Report) {
 		for _, s := range r.LinkShare {
 			sh = append(sh, fmt.Sprintf("%.0f", 100*s))
 		}
-		cells := []string{r.Method, fmt.Sprintf("%.1f", r.GoodputMbps), fmt.Sprintf("%.1f", r.SumPct), fmt.Sprintf("%.2f", r.VsBestLink),
+		// 0: not reported (a link without a rate; no link-N row to compare).
+		sumPct, vsBest := "-", "-"
+		if r.SumPct > 0 {
+			sumPct = fmt.Sprintf("%.1f", r.SumPct)
+		}
+		if r.VsBestLink > 0 {
+			vsBest = fmt.Sprintf("%.2f", r.VsBestLink)
+		}
+		cells := []string{r.Method, fmt.Sprintf("%.1f", r.GoodputMbps), sumPct, vsBest,
 			fmt.Sprintf("%.1f", r.RTTP50Ms), fmt.Sprintf("%.1f", r.RTTP99Ms), load, rt}
 		if faults {
 			cells = append(cells, fmt.Sprintf("%.0f", r.LongestGapMs), rto, orDash(r.RateDuringFaultMbps), orDash(r.RateAfterFaultMbps))

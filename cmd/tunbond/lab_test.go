@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunbond/tunbond/lab"
 	"github.com/tunbond/tunbond/lab/labtest"
 	"github.com/tunbond/tunbond/lab/netns"
 	"github.com/tunbond/tunbond/lab/traffic"
@@ -305,5 +306,29 @@ func testLabTeardown(t *testing.T, bin, tool string) {
 	}
 	if left := namespacesOf(pid); len(left) > 0 {
 		t.Errorf("after SIGKILL and CleanStale, namespaces left: %v", left)
+	}
+}
+
+// TestPrintReportVariants: a TCP row of the udp transport variant stays in
+// the TCP table (only its UDP row goes to the UDP table), CPU s/Gbit is
+// printed, and ratios that were not reported are dashes.
+func TestPrintReportVariants(t *testing.T) {
+	rep := &lab.Report{Results: []lab.BenchResult{
+		{Method: "tunbond-rr/udp", Transport: "udp", GoodputMbps: 2000, CPUPct: 100, CPUSPerGbit: 0.5, Retransmits: 0, RTO: 0, LinkShare: []float64{0.5, 0.5}},
+		{Method: "tunbond-rr/udp/udp", Transport: "udp", GoodputMbps: 90, UDPStats: &lab.UDPStats{RateMbit: 100}},
+	}}
+	var b strings.Builder
+	printReport(&b, rep)
+	tcp, udp, ok := strings.Cut(b.String(), "\n\n")
+	if !ok {
+		t.Fatalf("no UDP table:\n%s", b.String())
+	}
+	lines := strings.Split(tcp, "\n")
+	if f := strings.Fields(lines[len(lines)-1]); !strings.Contains(lines[0], "CPU s/Gbit") || len(f) < 4 ||
+		f[0] != "tunbond-rr/udp" || f[1] != "2000.0" || f[2] != "-" || f[3] != "-" || !strings.Contains(tcp, " 0.50 ") {
+		t.Errorf("TCP table:\n%s", tcp)
+	}
+	if strings.Contains(tcp, "tunbond-rr/udp/udp") || !strings.Contains(udp, "tunbond-rr/udp/udp") || strings.Count(udp, "tunbond-rr/udp") != 1 {
+		t.Errorf("UDP table:\n%s", udp)
 	}
 }
