@@ -217,14 +217,23 @@ func (e *Engine) onHandshake(p *enginePath, pkt []byte, hdr int, from netip.Addr
 	rh := a.gre.SealedHeader(a.scratch, so, 0, false)
 	o, err := a.hs.Handle(pkt, hdr, a.scratch[so-rh:], rh)
 	if err != nil {
-		a.mu.Unlock()
 		var drop session.Drop
 		if errors.As(err, &drop) {
 			p.authDrops[drop].Add(1)
 		}
+		if errors.Is(err, session.DropRace) {
+			// Our init wins the race, but the peer sent its own: it may
+			// never have had ours (it started after we sent it). Send
+			// ours again now rather than after session.RetryAfter.
+			e.sendInitLocked()
+		}
+		a.mu.Unlock()
 		return
 	}
 	e.follow(p, from) // authentic and fresh (a replayed init is stale)
+	if e.firstHeardNs.Load() == 0 {
+		e.firstHeardNs.CompareAndSwap(0, e.now().UnixNano())
+	}
 	if o.Reply != nil {
 		e.sendRaw(p, o.Reply)
 	}
@@ -258,10 +267,14 @@ func (e *Engine) handshakeDue() {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if !a.hs.Due() {
-		return
+	if a.hs.Due() {
+		e.sendInitLocked()
 	}
-	pkt, err := a.writeInit()
+}
+
+// sendInitLocked sends a new init on every path; e.auth.mu is held.
+func (e *Engine) sendInitLocked() {
+	pkt, err := e.auth.writeInit()
 	if err != nil {
 		e.log.Warn("handshake init", "err", err)
 		return

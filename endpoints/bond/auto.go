@@ -27,9 +27,14 @@ type autoUplink struct {
 }
 
 // autoFallback is how long an auto path waits for its first answer over
-// raw GRE before it sends over UDP: about three keepalive timeouts at the
-// defaults (3 × 200 ms × 3).
-const autoFallback = 2 * time.Second
+// raw GRE, once the peer is heard on another path (or the handshake got
+// through), before it sends over UDP: about three keepalive timeouts at
+// the defaults (3 × 200 ms × 3). autoAlone is how long it waits when
+// nothing at all is heard from the peer.
+const (
+	autoFallback = 2 * time.Second
+	autoAlone    = 10 * time.Second
+)
 
 func (a *autoUplink) Send(pkts [][]byte) (int, error) {
 	if a.onUDP.Load() {

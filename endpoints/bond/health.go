@@ -81,13 +81,7 @@ func (e *Engine) healthLoop() {
 		if e.auth != nil {
 			e.handshakeDue()
 		}
-		if now.Sub(started) >= autoFallback {
-			for _, p := range e.paths {
-				if f, ok := p.Uplink.(fallback); ok && p.changes.Load() == 0 && !f.OnUDP() {
-					f.UseUDP("no answer over raw GRE in " + autoFallback.String() + " (a NAT, or a firewall dropping IP protocol 47, on the way?)")
-				}
-			}
-		}
+		e.autoFallBack(now, started)
 		for _, p := range e.paths {
 			p.mu.Lock()
 			if p.health.check(now) {
@@ -310,6 +304,29 @@ func (e *Engine) checkSilence(p *enginePath, now time.Time) {
 		select {
 		case e.reorderChanges <- reorderChange{path: p.idx}:
 		case <-e.life.Done():
+		}
+	}
+}
+
+// autoFallBack sends an auto path that never came up over UDP when the peer
+// has been heard (on any path) for autoFallback, or when nothing at all has
+// been heard from it for autoAlone since the start: a peer that is down
+// does not make a path fall back, unless it stays away long enough that
+// raw GRE may be blocked on every path.
+func (e *Engine) autoFallBack(now, started time.Time) {
+	first := e.firstHeardNs.Load()
+	var why string
+	switch {
+	case first != 0 && now.UnixNano()-first >= int64(autoFallback):
+		why = "no answer over raw GRE in " + autoFallback.String() + " while the peer answers elsewhere (a NAT, or a firewall dropping IP protocol 47, on the way?)"
+	case first == 0 && now.Sub(started) >= autoAlone:
+		why = "no answer at all in " + autoAlone.String() + " (raw GRE blocked on every path?)"
+	default:
+		return
+	}
+	for _, p := range e.paths {
+		if f, ok := p.Uplink.(fallback); ok && p.changes.Load() == 0 && !f.OnUDP() {
+			f.UseUDP(why)
 		}
 	}
 }
