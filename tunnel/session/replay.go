@@ -7,8 +7,14 @@ package session
 // is being reused never holds a counter still inside the window.
 
 // WindowSize is how far behind the newest counter accepted a counter may be
-// and still be accepted (once).
-const WindowSize = 2048
+// and still be accepted (once). A bond's paths reorder far more than one
+// WireGuard socket does: its receive loops (one per path) hand over packets
+// milliseconds apart under load, and its paths differ in delay by tens of
+// milliseconds. 65536 counters is 180 ms at 4 Gbit/s of 1400-byte packets,
+// more than the default reorder window (4096 packets) waits for; 2048 (as
+// WireGuard's) dropped hundreds of packets a second as too old between two
+// unshaped veths.
+const WindowSize = 65536
 
 // RejectAfterMessages is the first counter never sent nor accepted. It
 // stays 2^13 below 2^64, more than the senders that can race past it
@@ -20,7 +26,7 @@ const (
 	wordBits  = 64
 	wordShift = 6
 	bitMask   = wordBits - 1
-	ringWords = 64 // a power of two, more than the WindowSize/wordBits+1 words a window touches
+	ringWords = 2048 // a power of two, more than the WindowSize/wordBits+1 words a window touches (16 KiB)
 	ringMask  = ringWords - 1
 )
 
