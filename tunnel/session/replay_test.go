@@ -115,3 +115,31 @@ func TestRingPowerOfTwo(t *testing.T) {
 		t.Fatal("ringWords is not a power of two")
 	}
 }
+
+// TestWindowTakesTwoSkewedPaths: a bond seals one counter sequence over
+// two paths whose receive loops run apart: here path A's packets (every
+// second counter) arrive 20000 counters after path B's. Every counter is
+// accepted once (WireGuard's 2048-counter window dropped these as too old).
+func TestWindowTakesTwoSkewedPaths(t *testing.T) {
+	var w Window
+	const n, skew = 100000, 20000
+	accept := func(c uint64) {
+		if d := w.Accept(c); d != 0 {
+			t.Fatalf("counter %d (newest %d): %v", c, w.last, d)
+		}
+	}
+	for c := uint64(1); c < n; c += 2 { // path B, ahead
+		accept(c)
+		if a := c + 1; a > skew { // path A, skew behind
+			accept(a - skew)
+		}
+	}
+	for a := uint64(n - skew + 2); a < n; a += 2 { // the rest of path A
+		accept(a)
+	}
+	for c := uint64(1); c < n; c += 997 {
+		if d := w.Check(c); c+WindowSize > w.last && d != DropReplayed {
+			t.Fatalf("counter %d seen, yet Check says %v", c, d)
+		}
+	}
+}
