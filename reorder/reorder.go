@@ -82,6 +82,15 @@ type Buffer[T any] struct {
 	// holeSince is when the hole at next was first seen (the earliest
 	// arrival of a held packet); valid while held > 0.
 	holeSince time.Time
+	// arrived lists the sequences stored, in arrival order (a ring of
+	// arrHead..arrTail): after the head moves, the first one still held
+	// arrived first, so the new hole's holeSince is found without a scan of
+	// the window. Entries of released sequences are dropped as they come to
+	// the front. It holds at most a window of held sequences and a window
+	// of released ones behind the oldest held, so twice the window never
+	// overflows.
+	arrived          []uint32
+	arrHead, arrTail uint32
 	// wm[p] is the highest sequence number known to have left on path p
 	// before everything received on p so far; paths deliver in order.
 	wm     []uint32
@@ -134,7 +143,8 @@ func New[T any](cfg Config, release func(T)) (*Buffer[T], error) {
 	}
 	b := &Buffer[T]{cfg: cfg, slots: make([]slot[T], cfg.Window), release: release,
 		wm: make([]uint32, cfg.Paths), wmOK: make([]bool, cfg.Paths), active: make([]bool, cfg.Paths),
-		owed: make([]uint64, bits/64), owedMask: bits - 1, asks: make([]gaveUp, cfg.Window)}
+		owed: make([]uint64, bits/64), owedMask: bits - 1, asks: make([]gaveUp, cfg.Window),
+		arrived: make([]uint32, 2*bits)}
 	for i := range b.active {
 		b.active[i] = true
 	}
@@ -244,6 +254,10 @@ func (b *Buffer[T]) Push(seq uint32, path int, item T, now time.Time) bool {
 		return false
 	}
 	s.item, s.at, s.present = item, now, true
+	if b.arrTail-b.arrHead < uint32(len(b.arrived)) {
+		b.arrived[b.arrTail&uint32(len(b.arrived)-1)] = seq
+		b.arrTail++
+	}
 	if a := &b.asks[seq%uint32(len(b.asks))]; a.ok && a.seq == seq {
 		a.ok = false
 		b.Stats.Repaired.Add(1)
@@ -430,6 +444,9 @@ func (b *Buffer[T]) advance(now time.Time) {
 	if moved && b.held > 0 {
 		b.resetHoleSince()
 	}
+	if b.held == 0 {
+		b.arrHead = b.arrTail // every entry is of a released sequence
+	}
 	b.Stats.Depth.Store(int64(b.held))
 	if b.grace > b.cfg.LossGrace && now.Sub(b.graceAt) >= time.Second {
 		b.grace = max(b.cfg.LossGrace, b.grace-b.grace/8)
@@ -469,8 +486,20 @@ func (b *Buffer[T]) pop(s *slot[T], now time.Time) {
 }
 
 // resetHoleSince sets holeSince to the earliest arrival among held packets:
-// the moment the new head hole became known.
+// the moment the new head hole became known. The first sequence of arrived
+// still held is that packet (arrivals are pushed with a clock that does not
+// go back); only if arrived lost track (it cannot, sized as it is) is the
+// window scanned.
 func (b *Buffer[T]) resetHoleSince() {
+	mask := uint32(len(b.arrived) - 1)
+	for b.arrHead != b.arrTail {
+		seq := b.arrived[b.arrHead&mask]
+		if d := seq - b.next; d < uint32(len(b.slots)) && b.slot(seq).present {
+			b.holeSince = b.slot(seq).at
+			return
+		}
+		b.arrHead++
+	}
 	seen := 0
 	var first time.Time
 	for seq := b.next; seen < b.held; seq++ {
@@ -555,6 +584,9 @@ func (b *Buffer[T]) overflow(upTo uint32, now time.Time) {
 		b.Stats.Holes.Add(gap)
 		b.skipTo(upTo)
 	}
+	if b.held > 0 {
+		b.resetHoleSince() // the hole now at the head was seen when the first packet still held came
+	}
 	b.Stats.Depth.Store(int64(b.held))
 }
 
@@ -570,5 +602,6 @@ func (b *Buffer[T]) Flush(now time.Time) {
 		}
 	}
 	clear(b.owed)
+	b.arrHead = b.arrTail // nothing is held
 	b.Stats.Depth.Store(0)
 }

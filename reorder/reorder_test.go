@@ -3,6 +3,7 @@ package reorder
 import (
 	"slices"
 	"testing"
+	"math/rand/v2"
 	"time"
 )
 
@@ -484,5 +485,49 @@ func TestReset(t *testing.T) {
 	r.expect(6, 7)
 	if holes, _, resync, oow := r.counters(); holes != 0 || resync != 0 || oow != 0 {
 		t.Fatalf("holes %d resync %d out of window %d", holes, resync, oow)
+	}
+}
+
+// TestHoleSinceIsTheEarliestHeld: after any mix of in-order runs, holes,
+// late fills, timeouts and overflows, holeSince is the earliest arrival
+// among the packets held, as a scan of the window finds it (the buffer
+// keeps it from its arrival list, not by scanning).
+func TestHoleSinceIsTheEarliestHeld(t *testing.T) {
+	const window = 256
+	b, err := New(Config{Window: window, Timeout: 50 * time.Millisecond, LossGrace: time.Millisecond, Paths: 2}, func(uint32) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	now := time.Unix(0, 0)
+	next := uint32(1)
+	b.Watermark(0, 0, now)
+	for i := 0; i < 200000; i++ {
+		now = now.Add(time.Duration(r.IntN(300)) * time.Microsecond)
+		seq := next + uint32(r.IntN(window/2)) // ahead, out of order, or over the window's end at times
+		if r.IntN(50) == 0 {
+			seq += window
+		}
+		if r.IntN(4) != 0 {
+			next++
+			seq = next - 1
+		}
+		b.Push(seq, r.IntN(2), seq, now)
+		if r.IntN(100) == 0 {
+			b.Expire(now)
+		}
+		if b.held == 0 {
+			continue
+		}
+		var first time.Time
+		found := false
+		for j := range b.slots {
+			if s := b.slots[j]; s.present && (!found || s.at.Before(first)) {
+				first, found = s.at, true
+			}
+		}
+		if !b.holeSince.Equal(first) {
+			t.Fatalf("push %d: holeSince %v, the earliest held arrived %v", i, b.holeSince, first)
+		}
 	}
 }
