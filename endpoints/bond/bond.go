@@ -128,29 +128,11 @@ func Start(cfg *Config, deps Deps) (_ *Bond, err error) {
 
 	openUplink := deps.OpenUplink
 	if openUplink == nil {
-		openUplink = func(rc conn.RawConfig) (u conn.Uplink, err error) {
-			err = h.Do(func() error {
-				raw, err := conn.OpenRaw(rc)
-				if err == nil {
-					u = raw
-				}
-				return err
-			})
-			return u, err
-		}
+		openUplink = openInside(h, conn.OpenRaw)
 	}
 	openUDP := deps.OpenUDP
 	if openUDP == nil {
-		openUDP = func(uc conn.UDPConfig) (u conn.Uplink, err error) {
-			err = h.Do(func() error {
-				udp, err := conn.OpenUDP(uc)
-				if err == nil {
-					u = udp
-				}
-				return err
-			})
-			return u, err
-		}
+		openUDP = openInside(h, conn.OpenUDP)
 	}
 	b.members = &members{cfg: cfg, h: h, changes: b.changes, log: log,
 		slots: make([]*pathSlot, len(cfg.Paths)), routing: make([]*pathRouting, len(cfg.Paths)), links: make([]string, len(cfg.Paths))}
@@ -337,4 +319,19 @@ func (b *Bond) Close() error {
 		b.closeErr = errors.Join(errs...)
 	})
 	return b.closeErr
+}
+
+// openInside is open run inside h's namespace: the sockets belong to the
+// namespace of the thread that creates them.
+func openInside[C any, U conn.Uplink](h host.Host, open func(C) (U, error)) func(C) (conn.Uplink, error) {
+	return func(c C) (u conn.Uplink, err error) {
+		err = h.Do(func() error {
+			x, err := open(c)
+			if err == nil {
+				u = x
+			}
+			return err
+		})
+		return u, err
+	}
 }

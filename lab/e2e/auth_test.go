@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -163,29 +162,7 @@ func TestCaptureDecodesGREInUDP(t *testing.T) {
 	b := startBond(t, lab.BondSpec{Uplinks: 1, Transport: "udp", KeyFile: keyFile(t)})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	pcap := filepath.Join(t.TempDir(), "ul0.pcap")
-	cmd := exec.CommandContext(ctx, tshark, "-i", netns.UplinkName(0), "-f", "udp port 4754", "-c", "40", "-w", pcap)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Net.NS("a").Start(cmd); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	sc := bufio.NewScanner(stderr)
-	for sc.Scan() && !strings.Contains(sc.Text(), "Capturing on") {
-	}
-	go func() {
-		for sc.Scan() {
-		}
-	}()
-	if _, err := traffic.Ping(ctx, b.Net.NS("a"), lab.BondAddrB, 20, 5*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("tshark capture: %v", err)
-	}
+	pcap := capturePings(t, ctx, tshark, b, "udp port 4754", 40)
 	out, err := exec.CommandContext(ctx, tshark, "-r", pcap, "-d", "udp.port==4754,gre", "-T", "fields", "-E", "separator=;",
 		"-e", "udp.dstport", "-e", "gre.key", "-e", "gre.proto", "-e", "gre.flags.sequence_number").Output()
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,29 +24,7 @@ func TestCaptureDecodesAsGRE(t *testing.T) {
 	b := startBond(t, lab.BondSpec{Weights: []int64{1}})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	pcap := filepath.Join(t.TempDir(), "ul0.pcap")
-	cmd := exec.CommandContext(ctx, tshark, "-i", netns.UplinkName(0), "-f", "ip proto 47", "-c", "100", "-w", pcap) // the pings, and feedback and keepalives among them and after
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Net.NS("a").Start(cmd); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	sc := bufio.NewScanner(stderr)
-	for sc.Scan() && !strings.Contains(sc.Text(), "Capturing on") {
-	}
-	go func() {
-		for sc.Scan() {
-		}
-	}()
-	if _, err := traffic.Ping(ctx, b.Net.NS("a"), lab.BondAddrB, 20, 5*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("tshark capture: %v", err)
-	}
+	pcap := capturePings(t, ctx, tshark, b, "ip proto 47", 100) // the pings, and feedback and keepalives among them and after
 	out, err := exec.CommandContext(ctx, tshark, "-r", pcap, "-T", "fields", "-E", "separator=;",
 		"-e", "gre.flags.key", "-e", "gre.flags.sequence_number", "-e", "gre.key", "-e", "gre.proto", "-e", "ip.proto").Output()
 	if err != nil {
@@ -76,4 +55,34 @@ func TestCaptureDecodesAsGRE(t *testing.T) {
 	if data < 20 {
 		t.Fatalf("only %d data packets decoded with key and sequence", data)
 	}
+}
+
+// capturePings has tshark capture count packets matching filter on site
+// A's uplink 0 while 20 pings cross the bond, and returns the pcap file.
+func capturePings(t *testing.T, ctx context.Context, tshark string, b *lab.Bond, filter string, count int) string {
+	t.Helper()
+	pcap := filepath.Join(t.TempDir(), "ul0.pcap")
+	cmd := exec.CommandContext(ctx, tshark, "-i", netns.UplinkName(0), "-f", filter, "-c", strconv.Itoa(count), "-w", pcap)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Net.NS("a").Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() && !strings.Contains(sc.Text(), "Capturing on") {
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	if _, err := traffic.Ping(ctx, b.Net.NS("a"), lab.BondAddrB, 20, 5*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("tshark capture: %v", err)
+	}
+	return pcap
 }
