@@ -235,17 +235,8 @@ func openRawSocket(cfg RawConfig, proto uint8) (*rawSocket, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("uplink %v: %s: %w", cfg.Local, what, err)
 	}
-	if cfg.Device != "" {
-		if err := unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, cfg.Device); err != nil {
-			return fail("bind to device "+cfg.Device, err)
-		}
-	}
-	// Large buffers absorb bursts from TSO-sized TUN reads; FORCE works as
-	// root and ignores rmem_max; fall back to the capped call.
-	for _, o := range [][2]int{{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}} {
-		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[0], cfg.SocketBuffer) != nil {
-			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[1], cfg.SocketBuffer)
-		}
+	if what, err := setDeviceAndBuffers(fd, cfg.Device, cfg.SocketBuffer); err != nil {
+		return fail(what, err)
 	}
 	var sa unix.Sockaddr
 	if v6 {
@@ -324,20 +315,11 @@ func (s *rawSocket) receive(bufs [][]byte, sizes []int, from []netip.AddrPort) (
 }
 
 func (s *rawSocket) doRead(fd uintptr) bool {
-	for {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&s.rhdrs[0])), uintptr(s.rn), 0, 0, 0)
-		switch e {
-		case 0:
-			s.rn, s.rerr = int(r), nil
-		case unix.EINTR:
-			continue // a signal, not readiness: nothing would wake a wait for more
-		case unix.EAGAIN:
-			return false
-		default:
-			s.rn, s.rerr = 0, e
-		}
-		return true
+	k, ready, err := mmsg(unix.SYS_RECVMMSG, fd, &s.rhdrs[0], s.rn)
+	if ready {
+		s.rn, s.rerr = k, err
 	}
+	return ready
 }
 
 func (s *rawSocket) send(pkts [][]byte) (int, error) { return s.sendTo(pkts, nil) }
@@ -399,18 +381,9 @@ func (s *rawSocket) write(from, n int) (int, error) {
 }
 
 func (s *rawSocket) doWrite(fd uintptr) bool {
-	for {
-		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&s.shdrs[s.sfrom])), uintptr(s.sn), 0, 0, 0)
-		switch e {
-		case 0:
-			s.sn = int(r)
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		default:
-			s.serr, s.sn = e, 0
-		}
-		return true
+	k, ready, err := mmsg(unix.SYS_SENDMMSG, fd, &s.shdrs[s.sfrom], s.sn)
+	if ready {
+		s.sn, s.serr = k, err
 	}
+	return ready
 }

@@ -34,20 +34,11 @@ func rawNetns(t testing.TB) vnetns.NsHandle {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (raw sockets, network namespaces); CI runs it as root")
 	}
-	runtime.LockOSThread()
-	orig, err := vnetns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := vnetns.New() // moves this thread into it
-	if serr := vnetns.Set(orig); serr != nil {
-		// The thread is stuck in the namespace: it stays locked and dies
-		// with this goroutine.
-		t.Fatalf("back to the original namespace: %v", serr)
-	}
-	runtime.UnlockOSThread()
+	var ns vnetns.NsHandle
+	err := onNetnsThread(t, func() (err error) {
+		ns, err = vnetns.New() // moves this thread into it
+		return err
+	})
 	if err != nil {
 		t.Fatalf("new network namespace: %v", err)
 	}
@@ -106,11 +97,11 @@ func rawNetns(t testing.TB) vnetns.NsHandle {
 	return ns
 }
 
-// openRawIn opens an uplink inside ns; its receivers give up after 20 s so
-// a lost packet fails the test instead of hanging it.
-func openRawIn(t testing.TB, ns vnetns.NsHandle, cfg RawConfig) *RawUplink {
+// onNetnsThread runs fn, which may move the thread into another network
+// namespace, on a locked OS thread, and brings the thread back to the
+// namespace it was in.
+func onNetnsThread(t testing.TB, fn func() error) error {
 	t.Helper()
-	var u *RawUplink
 	runtime.LockOSThread()
 	orig, err := vnetns.Get()
 	if err != nil {
@@ -118,15 +109,29 @@ func openRawIn(t testing.TB, ns vnetns.NsHandle, cfg RawConfig) *RawUplink {
 		t.Fatal(err)
 	}
 	defer orig.Close()
-	if err := vnetns.Set(ns); err != nil {
-		runtime.UnlockOSThread()
-		t.Fatal(err)
-	}
-	u, err = OpenRaw(cfg)
+	err = fn()
 	if serr := vnetns.Set(orig); serr != nil {
-		t.Fatalf("back to the original namespace: %v", serr) // the thread stays locked and dies
+		// The thread is stuck in the namespace: it stays locked and dies
+		// with this goroutine.
+		t.Fatalf("back to the original namespace: %v", serr)
 	}
 	runtime.UnlockOSThread()
+	return err
+}
+
+// openRawIn opens an uplink inside ns; its receivers give up after 20 s so
+// a lost packet fails the test instead of hanging it.
+func openRawIn(t testing.TB, ns vnetns.NsHandle, cfg RawConfig) *RawUplink {
+	t.Helper()
+	var u *RawUplink
+	err := onNetnsThread(t, func() error {
+		if err := vnetns.Set(ns); err != nil {
+			return err
+		}
+		var err error
+		u, err = OpenRaw(cfg)
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,41 +163,6 @@ func grePackets(seed int, sizes ...int) [][]byte {
 	return pkts
 }
 
-// rawReceiver reads from one receiver of a RawUplink with fixed buffers.
-type rawReceiver struct {
-	fn    ReceiveFunc
-	bufs  [][]byte
-	sizes []int
-	from  []netip.AddrPort
-}
-
-func newRawReceiver(fn ReceiveFunc, batch, bufSize int) *rawReceiver {
-	r := &rawReceiver{fn: fn, bufs: make([][]byte, batch), sizes: make([]int, batch), from: make([]netip.AddrPort, batch)}
-	for i := range r.bufs {
-		r.bufs[i] = make([]byte, bufSize)
-	}
-	return r
-}
-
-// collect reads until n packets came, returning copies and their from[].
-func (r *rawReceiver) collect(t testing.TB, n int) (pkts [][]byte, from []netip.AddrPort) {
-	t.Helper()
-	for len(pkts) < n {
-		k, err := r.fn(r.bufs, r.sizes, r.from)
-		if err != nil {
-			t.Fatalf("receive after %d of %d packets: %v", len(pkts), n, err)
-		}
-		for i := 0; i < k; i++ {
-			pkts = append(pkts, bytes.Clone(r.bufs[i][:r.sizes[i]]))
-			from = append(from, r.from[i])
-		}
-	}
-	if len(pkts) != n {
-		t.Fatalf("received %d packets, want %d", len(pkts), n)
-	}
-	return pkts, from
-}
-
 // checkFrom checks that every from is addr with port 0.
 func checkFrom(t testing.TB, from []netip.AddrPort, addr netip.Addr) {
 	t.Helper()
@@ -217,7 +187,7 @@ func TestRawUplinkIPv6Exchange(t *testing.T) {
 		if n, err := tx.Send(pkts); n != len(pkts) || err != nil {
 			t.Fatalf("Send: %d, %v; want %d", n, err, len(pkts))
 		}
-		r := newRawReceiver(rx.Receivers()[0], 16, 9100) // several calls
+		r := newReceiver(rx.Receivers()[0], 16, 9100) // several calls
 		got, from := r.collect(t, len(pkts))
 		checkSame(t, got, pkts)
 		checkFrom(t, from, tx.cfg.Local)
@@ -228,7 +198,7 @@ func TestRawUplinkIPv6Exchange(t *testing.T) {
 	if n, err := a.Send(pkts); n != 2 || err != nil {
 		t.Fatalf("Send: %d, %v", n, err)
 	}
-	r := newRawReceiver(b.Receivers()[0], 2, 2048)
+	r := newReceiver(b.Receivers()[0], 2, 2048)
 	for got := 0; got < 2; {
 		k, err := r.fn(r.bufs[got:], r.sizes[got:], nil)
 		if err != nil {
@@ -251,7 +221,7 @@ func TestRawUplinkIPv4Exchange(t *testing.T) {
 	if n, err := a.Send(pkts); n != len(pkts) || err != nil {
 		t.Fatalf("Send: %d, %v; want %d", n, err, len(pkts))
 	}
-	r := newRawReceiver(b.Receivers()[0], 16, 2048)
+	r := newReceiver(b.Receivers()[0], 16, 2048)
 	sentinel := netip.MustParseAddrPort("192.0.2.9:9")
 	for i := range r.from {
 		r.from[i] = sentinel
@@ -290,8 +260,8 @@ func TestRawUplinkIPv6IPIP(t *testing.T) {
 	if n, err := a.Send(pkts); n != len(pkts) || err != nil {
 		t.Fatalf("Send: %d, %v", n, err)
 	}
-	v4, from4 := newRawReceiver(b.Receivers()[0], 8, 2048).collect(t, 4)
-	v6, from6 := newRawReceiver(b.Receivers()[1], 8, 2048).collect(t, 2)
+	v4, from4 := newReceiver(b.Receivers()[0], 8, 2048).collect(t, 4)
+	v6, from6 := newReceiver(b.Receivers()[1], 8, 2048).collect(t, 2)
 	checkSame(t, v4, [][]byte{pkts[0], pkts[1], pkts[3], pkts[4]})
 	checkSame(t, v6, [][]byte{pkts[2], pkts[5]})
 	checkFrom(t, append(from4, from6...), raw6A)
@@ -301,7 +271,7 @@ func TestRawUplinkIPv6SendTo(t *testing.T) {
 	ns := rawNetns(t)
 	dir := openRawIn(t, ns, RawConfig{Local: raw6A, Protocols: []uint8{47}}) // a director: no remote
 	rs := openRawIn(t, ns, RawConfig{Local: raw6B, Remote: raw6A, Protocols: []uint8{47}})
-	r := newRawReceiver(rs.Receivers()[0], 16, 2048)
+	r := newReceiver(rs.Receivers()[0], 16, 2048)
 
 	pkts := grePackets(11, repeat(5, 500)...)
 	dsts := []netip.Addr{raw6B, raw6B, raw6B, raw6B, raw6B}
@@ -363,42 +333,21 @@ func TestRawUplinkConfigErrors(t *testing.T) {
 func TestRawUplinkIPv6CloseWakesReceiver(t *testing.T) {
 	ns := rawNetns(t)
 	u := openRawIn(t, ns, RawConfig{Local: raw6A, Remote: raw6B, Protocols: []uint8{47}})
-	r := newRawReceiver(u.Receivers()[0], 4, 2048)
-	errc := make(chan error, 1)
-	go func() {
-		_, err := r.fn(r.bufs, r.sizes, r.from)
-		errc <- err
-	}()
-	awaitIOWait(t, "(*rawSocket).receive")
-	if err := u.Close(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-errc:
-		if err == nil {
-			t.Fatal("receive after Close returned no error")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Close did not wake the receiver")
-	}
+	closeWakesReceiver(t, u, "(*rawSocket).receive")
 }
 
 func TestRawUplinkIPv6Allocs(t *testing.T) {
 	ns := rawNetns(t)
 	a, b := rawPair(t, ns, raw6A, raw6B, 47)
-	r := newRawReceiver(b.Receivers()[0], 64, 2048)
+	r := newReceiver(b.Receivers()[0], 64, 2048)
 	pkts := grePackets(4, append(repeat(40, 1400), repeat(24, 200)...)...)
 	dsts := make([]netip.Addr, len(pkts))
 	for i := range dsts {
 		dsts[i] = raw6B
 	}
 	recvAll := func() {
-		for got := 0; got < len(pkts); {
-			n, err := r.fn(r.bufs, r.sizes, r.from)
-			if err != nil {
-				panic(err)
-			}
-			got += n
+		if err := r.receiveN(len(pkts)); err != nil {
+			panic(err)
 		}
 	}
 	allocs := testing.AllocsPerRun(100, func() {
@@ -421,20 +370,6 @@ func TestRawUplinkIPv6Allocs(t *testing.T) {
 func BenchmarkRawUplinkIPv6(b *testing.B) {
 	ns := rawNetns(b)
 	tx, rx := rawPair(b, ns, raw6A, raw6B, 47)
-	r := newRawReceiver(rx.Receivers()[0], 64, 2048)
-	pkts := grePackets(5, repeat(64, 1400)...)
-	b.SetBytes(64 * 1400)
-	b.ReportAllocs()
-	for b.Loop() {
-		if n, err := tx.Send(pkts); n != len(pkts) || err != nil {
-			b.Fatal("Send: ", n, err)
-		}
-		for got := 0; got < len(pkts); {
-			n, err := r.fn(r.bufs, r.sizes, r.from)
-			if err != nil {
-				b.Fatal(err)
-			}
-			got += n
-		}
-	}
+	r := newReceiver(rx.Receivers()[0], 64, 2048)
+	benchmarkExchange(b, tx, r, grePackets(5, repeat(64, 1400)...))
 }

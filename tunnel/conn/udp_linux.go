@@ -158,17 +158,8 @@ func OpenUDP(cfg UDPConfig) (*UDPUplink, error) {
 			return fail("IPV6_V6ONLY", err)
 		}
 	}
-	if cfg.Device != "" {
-		if err := unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, cfg.Device); err != nil {
-			return fail("bind to device "+cfg.Device, err)
-		}
-	}
-	// As for raw sockets: FORCE works as root and ignores rmem_max; fall
-	// back to the capped call.
-	for _, o := range [][2]int{{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}} {
-		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[0], cfg.SocketBuffer) != nil {
-			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[1], cfg.SocketBuffer)
-		}
+	if what, err := setDeviceAndBuffers(fd, cfg.Device, cfg.SocketBuffer); err != nil {
+		return fail(what, err)
 	}
 	var sa unix.Sockaddr
 	if u.v6 {
@@ -463,20 +454,11 @@ func (t *udpTx) prepare(pkts [][]byte, r *udpRemote, gso bool) int {
 }
 
 func (t *udpTx) doWrite(fd uintptr) bool {
-	for {
-		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&t.hdrs[t.from])), uintptr(t.n), 0, 0, 0)
-		switch e {
-		case 0:
-			t.n = int(r)
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		default:
-			t.err, t.n = e, 0
-		}
-		return true
+	k, ready, err := mmsg(unix.SYS_SENDMMSG, fd, &t.hdrs[t.from], t.n)
+	if ready {
+		t.n, t.err = k, err
 	}
+	return ready
 }
 
 // receive reads up to len(bufs) packets; one too big for its buffer has
@@ -493,12 +475,8 @@ func (u *UDPUplink) receive(bufs [][]byte, sizes []int, from []netip.AddrPort) (
 		r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
 		r.hdrs[i].Hdr.Flags = 0
 	}
-	r.n = n
-	if err := u.rc.Read(r.readFn); err != nil {
+	if err := u.read(n); err != nil {
 		return 0, err
-	}
-	if r.err != nil {
-		return 0, r.err
 	}
 	for i := 0; i < r.n; i++ {
 		sizes[i] = int(r.hdrs[i].Len)
@@ -512,21 +490,23 @@ func (u *UDPUplink) receive(bufs [][]byte, sizes []int, from []netip.AddrPort) (
 	return r.n, nil
 }
 
-func (r *udpRx) doRead(fd uintptr) bool {
-	for {
-		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(r.n), 0, 0, 0)
-		switch e {
-		case 0:
-			r.n, r.err = int(n), nil
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		default:
-			r.n, r.err = 0, e
-		}
-		return true
+// read receives into the first n mmsghdrs of u.rx with recvmmsg, waiting
+// until the socket is readable; u.rx.n becomes how many datagrams came.
+func (u *UDPUplink) read(n int) error {
+	r := &u.rx
+	r.n = n
+	if err := u.rc.Read(r.readFn); err != nil {
+		return err
 	}
+	return r.err
+}
+
+func (r *udpRx) doRead(fd uintptr) bool {
+	k, ready, err := mmsg(unix.SYS_RECVMMSG, fd, &r.hdrs[0], r.n)
+	if ready {
+		r.n, r.err = k, err
+	}
+	return ready
 }
 
 // receiveGRO hands over the packets of the datagrams read, reading more
@@ -541,12 +521,8 @@ func (u *UDPUplink) receiveGRO(bufs [][]byte, sizes []int, from []netip.AddrPort
 			h.SetControllen(groCtrlSpace)
 			h.Flags = 0
 		}
-		r.n = n
-		if err := u.rc.Read(r.readFn); err != nil {
+		if err := u.read(n); err != nil {
 			return 0, err
-		}
-		if r.err != nil {
-			return 0, r.err
 		}
 		r.dgrams, r.cur, r.off = r.n, 0, 0
 		r.startDatagram()

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -65,77 +64,6 @@ func udpPair(t testing.TB, host string, set func(*UDPConfig)) (a, b *UDPUplink) 
 	return a, b
 }
 
-// packets returns packets of the given sizes whose bytes depend on seed and
-// their index.
-func packets(seed int, sizes ...int) [][]byte {
-	pkts := make([][]byte, len(sizes))
-	for i, n := range sizes {
-		p := make([]byte, n)
-		for j := range p {
-			p[j] = byte(seed*31 + i*7 + j)
-		}
-		pkts[i] = p
-	}
-	return pkts
-}
-
-func repeat(n, size int) []int {
-	s := make([]int, n)
-	for i := range s {
-		s[i] = size
-	}
-	return s
-}
-
-// receiver reads packets with a fixed set of buffers.
-type receiver struct {
-	fn    ReceiveFunc
-	bufs  [][]byte
-	sizes []int
-	from  []netip.AddrPort
-	calls []int // packets per call, for the last collect
-}
-
-func newReceiver(u *UDPUplink, batch, bufSize int) *receiver {
-	r := &receiver{fn: u.Receivers()[0], bufs: make([][]byte, batch), sizes: make([]int, batch), from: make([]netip.AddrPort, batch)}
-	for i := range r.bufs {
-		r.bufs[i] = make([]byte, bufSize)
-	}
-	return r
-}
-
-// collect reads until n packets came, returning copies and their senders.
-func (r *receiver) collect(t testing.TB, n int) (pkts [][]byte, from []netip.AddrPort) {
-	t.Helper()
-	r.calls = r.calls[:0]
-	for len(pkts) < n {
-		k, err := r.fn(r.bufs, r.sizes, r.from)
-		if err != nil {
-			t.Fatalf("receive after %d of %d packets: %v", len(pkts), n, err)
-		}
-		r.calls = append(r.calls, k)
-		for i := 0; i < k; i++ {
-			pkts = append(pkts, bytes.Clone(r.bufs[i][:r.sizes[i]]))
-			from = append(from, r.from[i])
-		}
-	}
-	if len(pkts) != n {
-		t.Fatalf("received %d packets, want %d", len(pkts), n)
-	}
-	return pkts, from
-}
-
-func checkSame(t testing.TB, got, want [][]byte) {
-	t.Helper()
-	for i := range want {
-		if !bytes.Equal(got[i], want[i]) {
-			t.Fatalf("packet %d: got %d bytes %x…, want %d bytes %x…", i, len(got[i]), head(got[i]), len(want[i]), head(want[i]))
-		}
-	}
-}
-
-func head(p []byte) []byte { return p[:min(len(p), 8)] }
-
 func TestUDPUplinkExchange(t *testing.T) {
 	batches := map[string][]int{
 		"equal": repeat(64, 1400),
@@ -147,7 +75,7 @@ func TestUDPUplinkExchange(t *testing.T) {
 		for _, m := range udpModes {
 			t.Run(host+"/"+m.name, func(t *testing.T) {
 				a, b := udpPair(t, host, m.set)
-				ra, rb := newReceiver(a, 64, 65536), newReceiver(b, 64, 65536)
+				ra, rb := newReceiver(a.Receivers()[0], 64, 65536), newReceiver(b.Receivers()[0], 64, 65536)
 				for name, sizes := range batches {
 					for seed, d := range []struct {
 						tx *UDPUplink
@@ -189,7 +117,7 @@ func TestUDPUplinkGSOTooBig(t *testing.T) {
 	if err := a.rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_MTU, 1280) }); err != nil || serr != nil {
 		t.Fatal(err, serr)
 	}
-	rb := newReceiver(b, 64, 2048)
+	rb := newReceiver(b.Receivers()[0], 64, 2048)
 	for i := range 2 {
 		want := packets(7+i, append(repeat(10, 1400), repeat(3, 100)...)...)
 		supers, refused := a.tx.supers, a.tx.refused
@@ -267,7 +195,7 @@ func TestUDPUplinkGROSplit(t *testing.T) {
 	if _, gro := b.Offloads(); !gro {
 		t.Skip("no UDP GRO here")
 	}
-	rb := newReceiver(b, 16, 2048)
+	rb := newReceiver(b.Receivers()[0], 16, 2048)
 	for i := range 2 {
 		want := packets(8+i, repeat(40, 1200)...)
 		if n, err := a.Send(want); n != len(want) || err != nil {
@@ -317,7 +245,7 @@ func TestUDPUplinkDualStack(t *testing.T) {
 			if n, err := a.Send(want); n != len(want) || err != nil {
 				t.Fatalf("Send from :: to %v = %d, %v", b.LocalAddr(), n, err)
 			}
-			got, from := newReceiver(b, 16, 2048).collect(t, len(want))
+			got, from := newReceiver(b.Receivers()[0], 16, 2048).collect(t, len(want))
 			checkSame(t, got, want)
 			if from[0] != b.Remote() {
 				t.Fatalf("from %v, want %v", from[0], b.Remote())
@@ -325,7 +253,7 @@ func TestUDPUplinkDualStack(t *testing.T) {
 			if n, err := b.Send(want); n != len(want) || err != nil {
 				t.Fatalf("Send to :: = %d, %v", n, err)
 			}
-			got, from = newReceiver(a, 16, 2048).collect(t, len(want))
+			got, from = newReceiver(a.Receivers()[0], 16, 2048).collect(t, len(want))
 			checkSame(t, got, want)
 			if from[0] != b.LocalAddr() || !from[0].Addr().Is4() {
 				t.Fatalf("from %v, want %v (unmapped)", from[0], b.LocalAddr())
@@ -348,7 +276,7 @@ func TestUDPUplinkNoRemote(t *testing.T) {
 			}
 			// a knows b; b learns a from what it receives and answers there.
 			a.SetRemote(b.LocalAddr())
-			rb := newReceiver(b, 8, 2048)
+			rb := newReceiver(b.Receivers()[0], 8, 2048)
 			want := packets(1, 100, 200)
 			if n, err := a.Send(want); n != 2 || err != nil {
 				t.Fatalf("Send = %d, %v", n, err)
@@ -365,7 +293,7 @@ func TestUDPUplinkNoRemote(t *testing.T) {
 			if n, err := b.Send(want); n != 3 || err != nil {
 				t.Fatalf("Send after SetRemote = %d, %v", n, err)
 			}
-			got, _ = newReceiver(a, 8, 2048).collect(t, 3)
+			got, _ = newReceiver(a.Receivers()[0], 8, 2048).collect(t, 3)
 			checkSame(t, got, want)
 
 			// A remote this socket cannot reach fails Send with why.
@@ -385,7 +313,7 @@ func TestUDPUplinkTooBig(t *testing.T) {
 	for _, m := range udpModes {
 		t.Run(m.name, func(t *testing.T) {
 			a, b := udpPair(t, "127.0.0.1", m.set)
-			rb := newReceiver(b, 8, 1000)
+			rb := newReceiver(b.Receivers()[0], 8, 1000)
 			sizes := []int{1500, 100, 1500, 1500, 40, 1000}
 			want := packets(3, sizes...)
 			if n, err := a.Send(want); n != len(want) || err != nil {
@@ -413,60 +341,23 @@ func TestUDPUplinkCloseWakesReceiver(t *testing.T) {
 		t.Run(m.name, func(t *testing.T) {
 			cfg := UDPConfig{Local: netip.MustParseAddrPort("127.0.0.1:0")}
 			m.set(&cfg)
-			u := openUDP(t, cfg)
-			r := newReceiver(u, 4, 2048)
-			errc := make(chan error, 1)
-			go func() {
-				_, err := r.fn(r.bufs, r.sizes, r.from)
-				errc <- err
-			}()
-			awaitIOWait(t, "(*UDPUplink).receive")
-			if err := u.Close(); err != nil {
-				t.Fatal(err)
-			}
-			select {
-			case err := <-errc:
-				if err == nil {
-					t.Fatal("receive after Close returned no error")
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("Close did not wake the receiver")
-			}
+			closeWakesReceiver(t, openUDP(t, cfg), "(*UDPUplink).receive")
 		})
 	}
-}
-
-// awaitIOWait waits until a goroutine is parked in the poller inside fn.
-func awaitIOWait(t *testing.T, fn string) {
-	t.Helper()
-	buf := make([]byte, 1<<20)
-	for i := 0; i < 1e6; i++ {
-		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-			if strings.Contains(g, "[IO wait") && strings.Contains(g, fn) {
-				return
-			}
-		}
-		runtime.Gosched()
-	}
-	t.Fatalf("no goroutine blocked in %s", fn)
 }
 
 func TestUDPUplinkAllocs(t *testing.T) {
 	for _, m := range udpModes {
 		t.Run(m.name, func(t *testing.T) {
 			a, b := udpPair(t, "127.0.0.1", m.set)
-			rb := newReceiver(b, 64, 2048)
+			rb := newReceiver(b.Receivers()[0], 64, 2048)
 			pkts := packets(4, append(repeat(40, 1400), repeat(24, 200)...)...)
 			allocs := testing.AllocsPerRun(100, func() {
 				if n, err := a.Send(pkts); n != len(pkts) || err != nil {
 					panic(fmt.Sprint("Send: ", n, err))
 				}
-				for got := 0; got < len(pkts); {
-					n, err := rb.fn(rb.bufs, rb.sizes, rb.from)
-					if err != nil {
-						panic(err)
-					}
-					got += n
+				if err := rb.receiveN(len(pkts)); err != nil {
+					panic(err)
 				}
 			})
 			if allocs != 0 {
@@ -482,22 +373,8 @@ func BenchmarkUDPUplink(b *testing.B) {
 	for _, m := range udpModes {
 		b.Run(m.name, func(b *testing.B) {
 			tx, rx := udpPair(b, "127.0.0.1", m.set)
-			r := newReceiver(rx, 64, 2048)
-			pkts := packets(5, repeat(64, 1400)...)
-			b.SetBytes(64 * 1400)
-			b.ReportAllocs()
-			for b.Loop() {
-				if n, err := tx.Send(pkts); n != len(pkts) || err != nil {
-					b.Fatal("Send: ", n, err)
-				}
-				for got := 0; got < len(pkts); {
-					n, err := r.fn(r.bufs, r.sizes, r.from)
-					if err != nil {
-						b.Fatal(err)
-					}
-					got += n
-				}
-			}
+			r := newReceiver(rx.Receivers()[0], 64, 2048)
+			benchmarkExchange(b, tx, r, packets(5, repeat(64, 1400)...))
 		})
 	}
 }
