@@ -85,7 +85,7 @@ func (a *auth) sealData(buf []byte, off, n int, seq uint32) []byte {
 		a.noSession.Add(1)
 		return nil
 	}
-	et := header.InnerEtherType(buf[off : off+n])
+	et := a.gre.PayloadType(buf[off : off+n])
 	if et == 0 {
 		return nil
 	}
@@ -127,10 +127,17 @@ func (a *auth) reseal(pkt []byte) bool {
 	return s.Reseal(pkt, hdr) == nil
 }
 
-// allowed reports whether the inner packet's source may come from the peer.
+// allowed reports whether the inner packet's source may come from the peer
+// (in l2 mode, the source of the IP packet a frame carries; other frames,
+// ARP say, pass).
 func (a *auth) allowed(inner []byte) bool {
 	if len(a.cfg.AllowedSources) == 0 {
 		return true
+	}
+	if a.gre.Frames {
+		if inner = header.FramePayload(inner); inner == nil {
+			return true
+		}
 	}
 	var src netip.Addr
 	switch {
@@ -189,8 +196,8 @@ func (e *Engine) openSealed(p *enginePath, buf []byte, d encap.Decoded, from net
 			return encap.Decoded{}, false
 		}
 		return encap.Decoded{Kind: encap.KindControl, Off: off, Len: header.Control(o.Inner).Len()}, true
-	case header.EtherTypeIPv4, header.EtherTypeIPv6:
-		if header.InnerEtherType(o.Inner) != o.Type {
+	case header.EtherTypeIPv4, header.EtherTypeIPv6, header.EtherTypeTEB:
+		if a.gre.PayloadType(o.Inner) != o.Type {
 			p.decode[header.ErrInnerProto].Add(1)
 			return encap.Decoded{}, false
 		}

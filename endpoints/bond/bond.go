@@ -24,6 +24,7 @@ import (
 	"github.com/tunbond/tunbond/endpoints/role"
 	"github.com/tunbond/tunbond/reorder"
 	"github.com/tunbond/tunbond/tunnel/conn"
+	"github.com/tunbond/tunbond/tunnel/header"
 	"github.com/tunbond/tunbond/tunnel/session"
 )
 
@@ -33,6 +34,7 @@ import (
 type Deps struct {
 	Host       host.Host                                      // nil: host.Current() in this namespace
 	OpenTUN    func(name string, mtu int) (tun.Device, error) // nil: tun.CreateTUN inside Host.Do
+	OpenTAP    func(name string, mtu int) (tun.Device, error) // mode l2; nil: a water TAP inside Host.Do
 	OpenUplink func(conn.RawConfig) (conn.Uplink, error)      // nil: conn.OpenRaw inside Host.Do
 	OpenUDP    func(conn.UDPConfig) (conn.Uplink, error)      // nil: conn.OpenUDP inside Host.Do
 	Metrics    prometheus.Registerer                          // nil: none; the bond registers its collector here
@@ -185,7 +187,13 @@ func Start(cfg *Config, deps Deps) (_ *Bond, err error) {
 	if err := b.members.usable(); err != nil {
 		return nil, err
 	}
+	l2 := cfg.Mode == ModeL2
+	mtuKey, frame := "tun.mtu", 0
 	b.mtu = cfg.TUN.MTU
+	if l2 {
+		// A frame carries its Ethernet header on top of the MTU.
+		mtuKey, frame, b.mtu = "tap.mtu", header.EthernetHeaderLen, cfg.TAP.MTU
+	}
 	if b.mtu == 0 {
 		b.mtu = 65535
 		for i, s := range b.members.slots {
@@ -194,30 +202,49 @@ func Start(cfg *Config, deps Deps) (_ *Bond, err error) {
 				if err != nil {
 					return nil, fmt.Errorf("paths[%d] (%s): %w", i, cfg.Paths[i].Name, err)
 				}
-				b.mtu = min(b.mtu, l.MTU-cfg.pathOverhead(i))
+				b.mtu = min(b.mtu, l.MTU-cfg.pathOverhead(i)-frame)
 			}
 		}
 		if b.mtu < 576 {
-			return nil, fmt.Errorf("tun.mtu: the smallest uplink MTU leaves %d bytes after the encapsulation; set tun.mtu", b.mtu)
+			return nil, fmt.Errorf("%s: the smallest uplink MTU leaves %d bytes after the encapsulation; set %s", mtuKey, b.mtu, mtuKey)
 		}
 	}
-	b.members.mtu = b.mtu
+	b.members.mtu = b.mtu + frame
 
-	openTUN := deps.OpenTUN
-	if openTUN == nil {
-		openTUN = func(name string, mtu int) (dev tun.Device, err error) {
-			err = h.Do(func() (err error) { dev, err = tun.CreateTUN(name, mtu); return })
-			return dev, err
+	var dev tun.Device
+	if l2 {
+		openTAP := deps.OpenTAP
+		if openTAP == nil {
+			openTAP = func(name string, mtu int) (dev tun.Device, err error) {
+				err = h.Do(func() (err error) { dev, err = openWaterTAP(name, mtu); return })
+				return dev, err
+			}
 		}
-	}
-	dev, err := openTUN(cfg.TUN.Name, b.mtu)
-	if err != nil {
-		return nil, fmt.Errorf("tun.name %s: creating the TUN device: %w", cfg.TUN.Name, err)
+		if cfg.TAP.Bridge != "" {
+			if _, err := h.Link(cfg.TAP.Bridge); err != nil {
+				return nil, fmt.Errorf("tap.bridge %s: %w", cfg.TAP.Bridge, err)
+			}
+		}
+		if dev, err = openTAP(cfg.TAP.Name, b.mtu); err != nil {
+			return nil, fmt.Errorf("tap.name %s: creating the TAP device: %w", cfg.TAP.Name, err)
+		}
+		log.Info("TAP opened without offloads (water: no IFF_VNET_HDR): one frame per read and write")
+	} else {
+		openTUN := deps.OpenTUN
+		if openTUN == nil {
+			openTUN = func(name string, mtu int) (dev tun.Device, err error) {
+				err = h.Do(func() (err error) { dev, err = tun.CreateTUN(name, mtu); return })
+				return dev, err
+			}
+		}
+		if dev, err = openTUN(cfg.TUN.Name, b.mtu); err != nil {
+			return nil, fmt.Errorf("tun.name %s: creating the TUN device: %w", cfg.TUN.Name, err)
+		}
+		if dev.BatchSize() == 1 {
+			log.Info("TUN offloads unavailable (no IFF_VNET_HDR): one packet per read and write")
+		}
 	}
 	owned = append(owned, dev)
-	if dev.BatchSize() == 1 {
-		log.Info("TUN offloads unavailable (no IFF_VNET_HDR): one packet per read and write")
-	}
 	b.engine, err = NewEngine(EngineConfig{
 		Encap: codec, Scheduler: cfg.Scheduler,
 		Reorder:   reorder.Config{Window: cfg.Reorder.Window, Timeout: cfg.Reorder.Timeout, LossGrace: cfg.Reorder.LossGrace},
@@ -256,7 +283,8 @@ func Start(cfg *Config, deps Deps) (_ *Bond, err error) {
 		b.metrics = deps.Metrics
 	}
 	b.engine.Start()
-	log.Info("bond endpoint started", "tun", cfg.TUN.Name, "address", cfg.TUN.Address, "mtu", b.mtu,
+	dname, _ := dev.Name()
+	log.Info("bond endpoint started", "mode", cfg.Mode, "device", dname, "address", cfg.TUN.Address, "mtu", b.mtu,
 		"encap", cfg.Encap, "scheduler", cfg.Scheduler, "paths", len(paths), "offloads", dev.BatchSize() > 1,
 		"routing", cfg.Routing, "auth", authCfg != nil, "encrypt", cfg.Auth.Encrypt)
 	return b, nil
@@ -264,8 +292,24 @@ func Start(cfg *Config, deps Deps) (_ *Bond, err error) {
 
 // configureTUN gives the TUN its MTU and address and sets it up. The MTU
 // and the up state go with the TUN, which Close deletes; the address is a
-// change to undo.
+// change to undo. In mode l2 the TAP gets its MTU and, when named, its
+// bridge (a change to undo: the TAP goes with Close anyway), and no address.
 func (b *Bond) configureTUN() error {
+	if b.cfg.Mode == ModeL2 {
+		name := b.cfg.TAP.Name
+		if err := b.host.SetLinkMTU(name, b.mtu); err != nil {
+			return fmt.Errorf("tap.mtu %d: %w", b.mtu, err)
+		}
+		if br := b.cfg.TAP.Bridge; br != "" {
+			if err := b.changes.SetLinkMaster(name, br); err != nil {
+				return fmt.Errorf("tap.bridge %s: %w", br, err)
+			}
+		}
+		if err := b.host.SetLinkUp(name); err != nil {
+			return fmt.Errorf("tap.name %s: set up: %w", name, err)
+		}
+		return nil
+	}
 	name := b.cfg.TUN.Name
 	a, err := netip.ParsePrefix(b.cfg.TUN.Address)
 	if err != nil {

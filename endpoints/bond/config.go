@@ -23,6 +23,14 @@ import (
 // Config is the bond endpoint's configuration (one YAML file, TUNBOND_*
 // environment variables, flags).
 type Config struct {
+	// Mode is l3 (a TUN: IP packets) or l2 (a TAP: Ethernet frames, GRE
+	// protocol type 0x6558, bridged to the LAN).
+	Mode string `mapstructure:"mode"`
+	TAP  struct {
+		Name   string `mapstructure:"name"`
+		Bridge string `mapstructure:"bridge"` // an existing bridge to enslave the TAP to; "": none
+		MTU    int    `mapstructure:"mtu"`
+	} `mapstructure:"tap"`
 	TUN struct {
 		Name    string `mapstructure:"name"`
 		Address string `mapstructure:"address"`
@@ -118,6 +126,10 @@ func ParseRate(s string) (float64, error) {
 const DefaultControlSocket = "/run/tunbond/endpoint.sock"
 
 var defaults = map[string]any{
+	"mode":            ModeL3,
+	"tap.name":        "tap0",
+	"tap.bridge":      "",
+	"tap.mtu":         0,
 	"tun.name":        "bond0",
 	"tun.address":     "",
 	"tun.mtu":         0,
@@ -230,14 +242,33 @@ func (c *Config) pathEnv() error {
 func (c *Config) Validate() error {
 	var errs config.Problems
 	bad := errs.Add
-	errs.InterfaceName("tun.name", c.TUN.Name)
-	if c.TUN.Address == "" {
-		bad("tun.address", "missing (an address with prefix, like 10.77.0.1/30)")
-	} else if _, err := netip.ParsePrefix(c.TUN.Address); err != nil {
-		bad("tun.address", "%q is not an address with prefix (like 10.77.0.1/30)", c.TUN.Address)
-	}
-	if c.TUN.MTU != 0 && (c.TUN.MTU < 576 || c.TUN.MTU > 65535-64) {
-		bad("tun.mtu", "%d out of range (0 = from the uplinks, or 576..65471)", c.TUN.MTU)
+	switch c.Mode {
+	case ModeL3:
+		errs.InterfaceName("tun.name", c.TUN.Name)
+		if c.TUN.Address == "" {
+			bad("tun.address", "missing (an address with prefix, like 10.77.0.1/30)")
+		} else if _, err := netip.ParsePrefix(c.TUN.Address); err != nil {
+			bad("tun.address", "%q is not an address with prefix (like 10.77.0.1/30)", c.TUN.Address)
+		}
+		if c.TUN.MTU != 0 && (c.TUN.MTU < 576 || c.TUN.MTU > 65535-64) {
+			bad("tun.mtu", "%d out of range (0 = from the uplinks, or 576..65471)", c.TUN.MTU)
+		}
+	case ModeL2:
+		errs.InterfaceName("tap.name", c.TAP.Name)
+		if c.TAP.Bridge != "" {
+			errs.InterfaceName("tap.bridge", c.TAP.Bridge)
+		}
+		if c.TAP.MTU != 0 && (c.TAP.MTU < 576 || c.TAP.MTU > 65535-64) {
+			bad("tap.mtu", "%d out of range (0 = from the uplinks, or 576..65471)", c.TAP.MTU)
+		}
+		if c.TUN.Address != "" {
+			bad("tun.address", "not used in mode l2: the TAP carries frames; give the LAN's addresses to the bridge or its hosts")
+		}
+		if c.Encap != "gre" {
+			bad("mode", "l2 carries Ethernet frames in GRE (protocol type 0x6558); encap %s cannot", c.Encap)
+		}
+	default:
+		bad("mode", "%q is not l3 or l2", c.Mode)
 	}
 	if c.Key < 0 || c.Key > 1<<32-1 {
 		bad("key", "%d out of range 0..4294967295", c.Key)
@@ -427,9 +458,20 @@ func (c *Config) AllowedSources() ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// Encapsulation returns the bond's encapsulation.
+// Modes.
+const (
+	ModeL3 = "l3" // a TUN: IP packets
+	ModeL2 = "l2" // a TAP: Ethernet frames
+)
+
+// Encapsulation returns the bond's encapsulation (GRE carrying frames in
+// mode l2).
 func (c *Config) Encapsulation() encap.Encapsulation {
 	e, _ := encap.Parse(c.Encap, uint32(c.Key), c.Checksum)
+	if g, ok := e.(encap.GRE); ok && c.Mode == ModeL2 {
+		g.Frames = true
+		return g
+	}
 	return e
 }
 

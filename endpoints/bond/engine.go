@@ -136,7 +136,8 @@ type EngineStats struct {
 	TUNRxPackets, TUNRxBytes atomic.Uint64 // read from the TUN
 	TUNTxPackets, TUNTxBytes atomic.Uint64 // written to the TUN
 	NoPath                   atomic.Uint64 // dropped: no path up
-	NotIP                    atomic.Uint64 // dropped: TUN gave a non-IP packet
+	NotIP                    atomic.Uint64 // dropped: TUN gave a non-IP packet (the TAP a frame shorter than an Ethernet header)
+	TooBig                   atomic.Uint64 // dropped: the TAP gave a frame larger than its MTU and Ethernet header
 	TUNReadErrors            atomic.Uint64
 	TUNWriteErrors           atomic.Uint64
 	PeerRestarts             atomic.Uint64 // the peer's epoch changed
@@ -301,6 +302,9 @@ func NewEngine(cfg EngineConfig, dev tun.Device) (*Engine, error) {
 	var err error
 	if e.sched, err = path.NewClocked(cfg.Scheduler, e.pathSet, e.now); err != nil {
 		return nil, err
+	}
+	if e.gre.Frames {
+		e.sched = path.ForFrames(e.sched)
 	}
 	if cfg.Encap.Sequenced() {
 		rc := cfg.Reorder

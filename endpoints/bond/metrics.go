@@ -36,7 +36,8 @@ var (
 	dTUNTxPackets    = desc("tun_tx_packets_total", "Packets written to the TUN.")
 	dTUNTxBytes      = desc("tun_tx_bytes_total", "Bytes written to the TUN.")
 	dNoPath          = desc("tx_no_path_total", "Packets dropped because no path was up.")
-	dNotIP           = desc("tx_not_ip_total", "Packets from the TUN that were neither IPv4 nor IPv6.")
+	dNotIP           = desc("tx_not_ip_total", "Packets from the TUN that were neither IPv4 nor IPv6 (mode l2: frames from the TAP shorter than an Ethernet header).")
+	dTooBig          = desc("tx_too_big_total", "Frames from the TAP larger than its MTU and Ethernet header (mode l2): dropped, frames are never fragmented.")
 	dTUNErrors       = desc("tun_errors_total", "TUN read and write errors.", "op")
 	dRODepth         = desc("reorder_depth", "Packets held in the reorder buffer.")
 	dROReleased      = desc("reorder_released_total", "Packets released in order.")
@@ -81,7 +82,7 @@ func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
 		dTUNTxBytes, dNoPath, dNotIP, dTUNErrors, dRODepth, dROReleased, dROHoles, dROLate, dRODup, dROOverflow,
 		dROResync, dROOutOfWindow, dPeerRestarts, dROWait, dROSpurious, dROGrace, dROTimeout,
 		dPathRate, dPathOWD, dPathQueue, dPathLoss, dPathStalled, dPathStalls, dPathResent, dPathExcluded, dPathFeedback, dSolo, dRedundant, dROLateDelivered,
-		dPathRepaired, dRepairAsked, dRepairResent, dRepairMissed, dRORepaired, dRepairState, dPathRoams, dSessions, dNoSession, dPathWaiting} {
+		dPathRepaired, dRepairAsked, dRepairResent, dRepairMissed, dRORepaired, dRepairState, dPathRoams, dSessions, dNoSession, dPathWaiting, dTooBig} {
 		ch <- d
 	}
 }
@@ -147,6 +148,7 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(dTUNTxBytes, e.Stats.TUNTxBytes.Load())
 	counter(dNoPath, e.Stats.NoPath.Load())
 	counter(dNotIP, e.Stats.NotIP.Load())
+	counter(dTooBig, e.Stats.TooBig.Load())
 	counter(dTUNErrors, e.Stats.TUNReadErrors.Load(), "read")
 	counter(dTUNErrors, e.Stats.TUNWriteErrors.Load(), "write")
 	counter(dPeerRestarts, e.Stats.PeerRestarts.Load())

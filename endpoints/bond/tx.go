@@ -34,6 +34,10 @@ func (e *Engine) txLoop() {
 		for i := 0; i < n; i++ {
 			e.Stats.TUNRxPackets.Add(1)
 			e.Stats.TUNRxBytes.Add(uint64(sizes[i]))
+			if e.gre.Frames && sizes[i] > e.cfg.MTU+header.EthernetHeaderLen {
+				e.Stats.TooBig.Add(1) // a frame is never fragmented: it would not fit a path
+				continue
+			}
 			p := e.sched.Pick(bufs[i][encap.Headroom : encap.Headroom+sizes[i]])
 			if p < 0 {
 				e.Stats.NoPath.Add(1)
@@ -41,8 +45,8 @@ func (e *Engine) txLoop() {
 			}
 			pkt := e.encapData(bufs[i], encap.Headroom, sizes[i], e.seq+1)
 			if pkt == nil {
-				if e.auth == nil || header.InnerEtherType(bufs[i][encap.Headroom:encap.Headroom+sizes[i]]) == 0 {
-					e.Stats.NotIP.Add(1)
+				if e.gre.PayloadType(bufs[i][encap.Headroom:encap.Headroom+sizes[i]]) == 0 {
+					e.Stats.NotIP.Add(1) // or, in l2 mode, not an Ethernet frame
 				}
 				continue
 			}
@@ -50,7 +54,7 @@ func (e *Engine) txLoop() {
 			out[p] = append(out[p], pkt)
 			seqs[p] = append(seqs[p], e.seq)
 			lens[p] = append(lens[p], uint32(sizes[i]))
-			if e.redundancy.on() && e.redundancy.matches(bufs[i][encap.Headroom:encap.Headroom+sizes[i]]) {
+			if e.redundancy.on() && e.redundant(bufs[i][encap.Headroom:encap.Headroom+sizes[i]]) {
 				if q := e.secondPath(p); q >= 0 { // the same bytes, once more: the receiver keeps the first
 					out[q] = append(out[q], pkt)
 					seqs[q] = append(seqs[q], e.seq)
@@ -142,4 +146,17 @@ func (e *Engine) secondPath(p int) int {
 		}
 	}
 	return best
+}
+
+// redundant reports whether a packet (in l2 mode, the IP packet inside the
+// frame, or the frame by its size) is of the redundancy class.
+func (e *Engine) redundant(p []byte) bool {
+	if e.gre.Frames {
+		ip := header.FramePayload(p)
+		if ip == nil {
+			return len(p) <= e.redundancy.maxSize
+		}
+		p = ip
+	}
+	return e.redundancy.matches(p)
 }

@@ -88,6 +88,21 @@ func (c *Changes) AddRule(r Rule) error {
 	return nil
 }
 
+// SetLinkMaster enslaves a link to a bridge; Undo frees it again (a link
+// deleted meanwhile is no error).
+func (c *Changes) SetLinkMaster(link, master string) error {
+	if err := c.h.SetLinkMaster(link, master); err != nil {
+		return err
+	}
+	c.push("master "+link, func() error {
+		if err := c.h.SetLinkMaster(link, ""); err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		return nil
+	})
+	return nil
+}
+
 // DelRule deletes a rule added through c.
 func (c *Changes) DelRule(r Rule) error {
 	c.drop("rule " + r.String())

@@ -42,6 +42,8 @@ type Host interface {
 	Watch(done <-chan struct{}) (<-chan struct{}, error)
 	SetLinkUp(name string) error
 	SetLinkMTU(name string, mtu int) error
+	// SetLinkMaster enslaves a link to a bridge (master ""; none: frees it).
+	SetLinkMaster(name, master string) error
 
 	ReplaceAddr(link string, p netip.Prefix) error
 	DelAddr(link string, p netip.Prefix) error
@@ -67,6 +69,8 @@ type Link struct {
 	Index int
 	MTU   int
 	Up    bool
+	// Master is the bridge (or bond) the link is enslaved to, "" if none.
+	Master string
 }
 
 // Scope of a route.

@@ -35,9 +35,15 @@ func NewNetlink(nl *netlink.Handle, do func(func() error) error) *Netlink {
 
 func (h *Netlink) Do(f func() error) error { return h.do(f) }
 
-func toLink(l netlink.Link) Link {
+func (h *Netlink) toLink(l netlink.Link) Link {
 	a := l.Attrs()
-	return Link{Name: a.Name, Index: a.Index, MTU: a.MTU, Up: a.Flags&net.FlagUp != 0}
+	out := Link{Name: a.Name, Index: a.Index, MTU: a.MTU, Up: a.Flags&net.FlagUp != 0}
+	if a.MasterIndex != 0 {
+		if m, err := h.nl.LinkByIndex(a.MasterIndex); err == nil {
+			out.Master = m.Attrs().Name
+		}
+	}
+	return out
 }
 
 func (h *Netlink) Link(name string) (Link, error) {
@@ -49,7 +55,7 @@ func (h *Netlink) Link(name string) (Link, error) {
 		}
 		return Link{}, fmt.Errorf("link %s: %w", name, err)
 	}
-	return toLink(l), nil
+	return h.toLink(l), nil
 }
 
 func (h *Netlink) LinkByAddr(a netip.Addr) (Link, netip.Prefix, error) {
@@ -67,7 +73,7 @@ func (h *Netlink) LinkByAddr(a netip.Addr) (Link, netip.Prefix, error) {
 			return Link{}, netip.Prefix{}, err
 		}
 		ones, _ := x.Mask.Size()
-		return toLink(l), netip.PrefixFrom(a, ones), nil
+		return h.toLink(l), netip.PrefixFrom(a, ones), nil
 	}
 	return Link{}, netip.Prefix{}, fmt.Errorf("address %v: %w on any interface", a, ErrNotFound)
 }
@@ -86,6 +92,24 @@ func (h *Netlink) SetLinkUp(name string) error {
 		return err
 	}
 	return h.nl.LinkSetUp(l)
+}
+
+func (h *Netlink) SetLinkMaster(name, master string) error {
+	l, err := h.link(name)
+	if err != nil {
+		return err
+	}
+	if master == "" {
+		return h.nl.LinkSetNoMaster(l)
+	}
+	m, err := h.link(master)
+	if err != nil {
+		return err
+	}
+	if _, ok := m.(*netlink.Bridge); !ok {
+		return fmt.Errorf("link %s is a %s, not a bridge", master, m.Type())
+	}
+	return h.nl.LinkSetMaster(l, m)
 }
 
 func (h *Netlink) SetLinkMTU(name string, mtu int) error {

@@ -11,13 +11,25 @@ import (
 // uses weighted rendezvous hashing, so when a path goes down only the flows
 // it carried move, and they come back when it recovers.
 type FlowHash struct {
-	p *Paths
+	p   *Paths
+	key func([]byte) uint64 // header.FlowKey, or header.FrameFlowKey (ForFrames)
 }
 
-func NewFlowHash(p *Paths) *FlowHash { return &FlowHash{p: p} }
+func NewFlowHash(p *Paths) *FlowHash { return &FlowHash{p: p, key: header.FlowKey} }
+
+// ForFrames makes a scheduler that keeps flows together (flowhash) find
+// them in Ethernet frames (mode: l2): the inner IP 5-tuple, under VLAN tags
+// too, else the MAC pair. The others look at no more than a packet's
+// length.
+func ForFrames(s Scheduler) Scheduler {
+	if f, ok := s.(*FlowHash); ok {
+		f.key = header.FrameFlowKey
+	}
+	return s
+}
 
 func (f *FlowHash) Pick(pkt []byte) int {
-	h := header.FlowKey(pkt)
+	h := f.key(pkt)
 	best, bestScore := -1, 0.0
 	for i := 0; i < f.p.Len(); i++ {
 		if !f.p.usable(i) {

@@ -300,3 +300,40 @@ func TestGREInUDPGolden(t *testing.T) {
 		t.Errorf("a sealed packet with another key: %v, want wrong key", err)
 	}
 }
+
+// TestTEBGolden: in mode l2 a whole Ethernet frame (here ARP, and an IPv4
+// frame under an 802.1Q tag) goes in GRE with key, sequence and protocol
+// type 0x6558, as Linux gretap sends it; Decap hands the frame back whole.
+// An IP packet in an l2 bond and a frame in an l3 bond are refused.
+func TestTEBGolden(t *testing.T) {
+	g := GRE{Key: 7, Frames: true}
+	arp := mustHex("ffffffffffff" + "020000000001" + "0806" + "0001080006040001" + "020000000001" + "0a320001" + "000000000000" + "0a320002")
+	tagged := mustHex("020000000002" + "020000000001" + "8100" + "0064" + "0800" + hex.EncodeToString(innerV4))
+	for _, tt := range []struct {
+		name  string
+		frame []byte
+	}{{"arp", arp}, {"vlan-tagged ipv4", tagged}} {
+		buf, off := withHeadroom(tt.frame)
+		pkt := g.EncapData(buf, off, len(tt.frame), 5)
+		if got, want := hex.EncodeToString(pkt[:12]), "30006558"+"00000007"+"00000005"; got != want {
+			t.Fatalf("%s: GRE header %s, want %s", tt.name, got, want)
+		}
+		outer := outerPkt([4]byte{198, 51, 100, 1}, header.ProtoGRE, pkt)
+		d, err := g.Decap(outer, [4]byte{198, 51, 100, 1})
+		if err != nil || d.Kind != KindData || d.Seq != 5 || !bytes.Equal(outer[d.Off:d.Off+d.Len], tt.frame) {
+			t.Fatalf("%s: Decap = %+v, %v", tt.name, d, err)
+		}
+		if _, err := (GRE{Key: 7}).Decap(outer, [4]byte{198, 51, 100, 1}); !errors.Is(err, header.ErrInnerProto) {
+			t.Errorf("%s: an l3 bond took a frame: %v", tt.name, err)
+		}
+	}
+	ipBuf, off := withHeadroom(innerV4)
+	ipPkt := GRE{Key: 7}.EncapData(ipBuf, off, len(innerV4), 1)
+	if _, err := g.Decap(outerPkt([4]byte{198, 51, 100, 1}, header.ProtoGRE, ipPkt), [4]byte{198, 51, 100, 1}); !errors.Is(err, header.ErrInnerProto) {
+		t.Errorf("an l2 bond took an IP packet: %v", err)
+	}
+	short, off := withHeadroom(make([]byte, 13))
+	if g.EncapData(short, off, 13, 1) != nil {
+		t.Error("a 13-byte frame was encapsulated")
+	}
+}

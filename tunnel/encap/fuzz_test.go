@@ -32,7 +32,7 @@ func FuzzDecap(f *testing.F) {
 		if d, err := gre.DecapPayload(pkt, remote); err == nil {
 			check(d)
 		}
-		for _, c := range []Encapsulation{gre, GRE{Key: 7, Checksum: true}, IPIP{}} {
+		for _, c := range []Encapsulation{gre, GRE{Key: 7, Checksum: true}, GRE{Key: 7, Frames: true}, IPIP{}} {
 			d, err := c.Decap(pkt, remote)
 			if err != nil {
 				continue

@@ -6,6 +6,10 @@ import "github.com/tunbond/tunbond/tunnel/header"
 type GRE struct {
 	Key      uint32
 	Checksum bool // GRE checksum on sent packets (always verified when present)
+	// Frames: the payloads are whole Ethernet frames, GRE protocol type
+	// 0x6558 (Transparent Ethernet Bridging, as Linux gretap sends them),
+	// not IP packets (mode: l2).
+	Frames bool
 }
 
 func (GRE) Name() string       { return "gre" }
@@ -19,7 +23,7 @@ func (g GRE) HeaderLen() int {
 func (g GRE) Overhead() int { return header.IPv4HeaderLen + g.HeaderLen() }
 
 func (g GRE) EncapData(buf []byte, off, n int, seq uint32) []byte {
-	et := header.InnerEtherType(buf[off : off+n])
+	et := g.PayloadType(buf[off : off+n])
 	if et == 0 {
 		return nil
 	}
@@ -85,11 +89,24 @@ func (g GRE) decapGRE(pkt []byte, off, end int, remote [4]byte) (Decoded, error)
 		return d, nil
 	}
 	off += gh.HeaderLen()
+	if g.Frames && gh.Protocol() == header.EtherTypeTEB {
+		if !d.HasSeq {
+			return Decoded{}, header.ErrNoSeq
+		}
+		if end-off < header.EthernetHeaderLen {
+			return Decoded{}, header.ErrTooShort
+		}
+		d.Kind, d.Off, d.Len = KindData, off, end-off
+		return d, nil
+	}
 	if want := header.InnerEtherType(pkt[off:end]); want == 0 || want != gh.Protocol() {
 		return Decoded{}, header.ErrInnerProto
 	}
 	if c, ok, err := control(pkt, off, end, remote); ok {
 		return c, err
+	}
+	if g.Frames {
+		return Decoded{}, header.ErrInnerProto // an IP packet in an l2 bond
 	}
 	if !d.HasSeq {
 		return Decoded{}, header.ErrNoSeq
@@ -108,4 +125,17 @@ func (g GRE) SealedHeader(buf []byte, off int, seq uint32, hasSeq bool) int {
 	n := f.HeaderLen()
 	f.Encode(header.GRE(buf[off-n : off]))
 	return n
+}
+
+// PayloadType is the GRE protocol type of a payload: 0x6558 for an
+// Ethernet frame (Frames; 0 if it is shorter than an Ethernet header),
+// else the IP version's EtherType (0 if it is not IP).
+func (g GRE) PayloadType(p []byte) uint16 {
+	if g.Frames {
+		if len(p) < header.EthernetHeaderLen {
+			return 0
+		}
+		return header.EtherTypeTEB
+	}
+	return header.InnerEtherType(p)
 }

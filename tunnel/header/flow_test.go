@@ -111,3 +111,52 @@ func TestICMPv6PacketTooBig(t *testing.T) {
 		t.Fatalf("checksum does not verify: %#x", sum)
 	}
 }
+
+// TestFrameFlowKey: a frame's flow is its IP packet's, under one or two
+// VLAN tags too; a frame without IP (ARP) has the flow of its MAC pair and
+// type; a truncated tag says nothing.
+func TestFrameFlowKey(t *testing.T) {
+	ip := append([]byte(nil), tcpSYN...)
+	eth := func(types ...uint16) []byte {
+		f := []byte{2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1}
+		for i, ty := range types {
+			f = append(f, byte(ty>>8), byte(ty))
+			if i < len(types)-1 {
+				f = append(f, 0, 100) // the tag's TCI
+			}
+		}
+		return f
+	}
+	for _, tt := range []struct {
+		name  string
+		frame []byte
+		ip    bool
+	}{
+		{"untagged", append(eth(EtherTypeIPv4), ip...), true},
+		{"802.1Q", append(eth(EtherTypeVLAN, EtherTypeIPv4), ip...), true},
+		{"QinQ", append(eth(EtherTypeQinQ, EtherTypeVLAN, EtherTypeIPv4), ip...), true},
+		{"three tags", append(eth(EtherTypeQinQ, EtherTypeVLAN, EtherTypeVLAN, EtherTypeIPv4), ip...), false},
+		{"type says IPv4, payload is not", append(eth(EtherTypeIPv4), 0x60, 0, 0), false},
+		{"arp", append(eth(EtherTypeARP), make([]byte, 28)...), false},
+	} {
+		p := FramePayload(tt.frame)
+		if (p != nil) != tt.ip {
+			t.Fatalf("%s: FramePayload = %x, want IP %v", tt.name, p, tt.ip)
+		}
+		if tt.ip && FrameFlowKey(tt.frame) != FlowKey(ip) {
+			t.Errorf("%s: the frame's flow is not its IP packet's", tt.name)
+		}
+		if !tt.ip && FrameFlowKey(tt.frame) == 0 {
+			t.Errorf("%s: no flow for a frame without IP", tt.name)
+		}
+	}
+	arp := append(eth(EtherTypeARP), make([]byte, 28)...)
+	other := append([]byte(nil), arp...)
+	other[11] = 9 // another source MAC
+	if FrameFlowKey(arp) == FrameFlowKey(other) {
+		t.Error("two MAC pairs have one flow")
+	}
+	if FramePayload(eth(EtherTypeVLAN)[:14]) != nil || FrameFlowKey(make([]byte, 13)) != 0 {
+		t.Error("a truncated frame gave a flow")
+	}
+}

@@ -105,7 +105,14 @@ func TestFlowKeyIgnoresPortsOfFragments(t *testing.T) {
 func FuzzFlowKey(f *testing.F) {
 	f.Add(udp4(60, 1, 1))
 	f.Add(append([]byte{0x60}, make([]byte, 47)...))
-	f.Fuzz(func(t *testing.T, pkt []byte) { _ = FlowKey(pkt) })
+	f.Add(append([]byte{2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x81, 0, 0, 100, 0x08, 0}, udp4(60, 1, 1)...)) // a tagged frame
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		_ = FlowKey(pkt)
+		_ = FrameFlowKey(pkt) // the same bytes as an Ethernet frame (mode l2)
+		if p := FramePayload(pkt); p != nil && InnerEtherType(p) == 0 {
+			t.Fatalf("FramePayload gave a non-IP packet %x", p)
+		}
+	})
 }
 
 // FuzzGRE checks Validate and the accessors on arbitrary GRE headers.

@@ -178,6 +178,29 @@ func (r *Recorder) SetLinkUp(name string) error {
 	return nil
 }
 
+func (r *Recorder) SetLinkMaster(name, master string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	what := "master " + master
+	if master == "" {
+		what = "nomaster"
+	}
+	if err := r.call("link master", "%s %s", name, what); err != nil {
+		return err
+	}
+	l, err := r.linkLocked(name)
+	if err != nil {
+		return err
+	}
+	if master != "" {
+		if _, err := r.linkLocked(master); err != nil {
+			return err
+		}
+	}
+	l.Master = master
+	return nil
+}
+
 func (r *Recorder) SetLinkMTU(name string, mtu int) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
