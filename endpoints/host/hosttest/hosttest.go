@@ -115,7 +115,11 @@ func (r *Recorder) State() []string {
 		s = append(s, "sysctl "+k+"="+v)
 	}
 	for _, l := range r.links {
-		s = append(s, fmt.Sprintf("link %s mtu %d up %v", l.Name, l.MTU, l.Up))
+		line := fmt.Sprintf("link %s mtu %d up %v", l.Name, l.MTU, l.Up)
+		if l.Master != "" {
+			line += " master " + l.Master
+		}
+		s = append(s, line)
 	}
 	sort.Strings(s)
 	return s
