@@ -29,6 +29,9 @@ type BondSpec struct {
 	// IPv6 lists the uplinks whose paths use their IPv6 addresses
 	// (netns.UplinkAddr6) instead of their IPv4 ones.
 	IPv6 []int
+	// Mode is l3 (the default: the TUN) or l2: a TAP on each site's bridge,
+	// joining the LAN hosts behind the sites (netns.WithLANs).
+	Mode string
 	Log  *slog.Logger // nil: discard
 }
 
@@ -56,6 +59,10 @@ func (s BondSpec) EndpointConfig(side int) (*bond.Config, error) {
 	}
 	c.TUN.Name = "bond0"
 	c.TUN.Address = map[int]string{1: BondAddrA, 2: BondAddrB}[side] + "/30"
+	if s.Mode == bond.ModeL2 {
+		c.Mode, c.TUN.Address = bond.ModeL2, ""
+		c.TAP.Name, c.TAP.Bridge = "tap0", netns.LANBridge
+	}
 	if s.Encap != "" {
 		c.Encap = s.Encap
 	}
@@ -104,6 +111,9 @@ func StartBond(ctx context.Context, id string, s BondSpec) (*Bond, error) {
 	topo := netns.Sites(s.uplinks())
 	if len(s.NAT) > 0 {
 		topo = netns.NATSites(s.uplinks(), s.NAT...)
+	}
+	if s.Mode == bond.ModeL2 {
+		topo = netns.WithLANs(topo)
 	}
 	net, err := topo.Build(id)
 	if err != nil {
@@ -159,6 +169,13 @@ func StartBondOn(ctx context.Context, net *netns.Net, s BondSpec) (_ *Bond, err 
 			if err := ep.Engine().WaitPath(ctx, netns.UplinkName(i), true); err != nil {
 				return nil, err
 			}
+		}
+	}
+	if s.Mode == bond.ModeL2 {
+		// As a user sets the LAN hosts' MTU to what the bond carries (a
+		// frame is never fragmented: the bridge drops a larger one).
+		if err := netns.SetLANMTU(net, min(b.A.MTU(), b.B.MTU())); err != nil {
+			return nil, err
 		}
 	}
 	return b, nil

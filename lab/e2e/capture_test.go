@@ -61,6 +61,17 @@ func TestCaptureDecodesAsGRE(t *testing.T) {
 // A's uplink 0 while 20 pings cross the bond, and returns the pcap file.
 func capturePings(t *testing.T, ctx context.Context, tshark string, b *lab.Bond, filter string, count int) string {
 	t.Helper()
+	return capture(t, ctx, tshark, b, filter, count, func() {
+		if _, err := traffic.Ping(ctx, b.Net.NS("a"), lab.BondAddrB, 20, 5*time.Millisecond); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// capture has tshark capture count packets matching filter on site A's
+// uplink 0 while send runs, and returns the pcap file.
+func capture(t *testing.T, ctx context.Context, tshark string, b *lab.Bond, filter string, count int, send func()) string {
+	t.Helper()
 	pcap := filepath.Join(t.TempDir(), "ul0.pcap")
 	cmd := exec.CommandContext(ctx, tshark, "-i", netns.UplinkName(0), "-f", filter, "-c", strconv.Itoa(count), "-w", pcap)
 	stderr, err := cmd.StderrPipe()
@@ -78,9 +89,7 @@ func capturePings(t *testing.T, ctx context.Context, tshark string, b *lab.Bond,
 		for sc.Scan() {
 		}
 	}()
-	if _, err := traffic.Ping(ctx, b.Net.NS("a"), lab.BondAddrB, 20, 5*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
+	send()
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("tshark capture: %v", err)
 	}

@@ -16,6 +16,7 @@ import (
 type Topology struct {
 	Namespaces []string
 	Links      []Link
+	Bridges    []Bridge // made after the links, before the routes
 	Routes     []Route
 }
 
@@ -63,6 +64,11 @@ func (t Topology) Build(id string) (_ *Net, err error) {
 	}
 	for _, l := range t.Links {
 		if err := n.addLink(l); err != nil {
+			return nil, err
+		}
+	}
+	for _, b := range t.Bridges {
+		if err := n.addBridge(b); err != nil {
 			return nil, err
 		}
 	}
@@ -190,4 +196,32 @@ func Leftovers(id string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// Bridge is a Linux bridge in a namespace with its ports (interfaces of
+// that namespace, made by the topology's links), up, without an address.
+type Bridge struct {
+	NS, Name string
+	Ports    []string
+}
+
+func (n *Net) addBridge(b Bridge) error {
+	ns := n.ns[b.NS]
+	if ns == nil {
+		return fmt.Errorf("bridge %s in unknown namespace %s", b.Name, b.NS)
+	}
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: b.Name}}
+	if err := ns.NL.LinkAdd(br); err != nil {
+		return fmt.Errorf("%s: bridge %s: %w", b.NS, b.Name, err)
+	}
+	for _, p := range b.Ports {
+		l, err := ns.NL.LinkByName(p)
+		if err != nil {
+			return fmt.Errorf("%s: bridge %s port %s: %w", b.NS, b.Name, p, err)
+		}
+		if err := ns.NL.LinkSetMaster(l, br); err != nil {
+			return fmt.Errorf("%s: bridge %s port %s: %w", b.NS, b.Name, p, err)
+		}
+	}
+	return ns.NL.LinkSetUp(br)
 }
