@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -162,6 +163,7 @@ const (
 type method struct {
 	name             string
 	srcAddr, dstAddr string // for the flow and the RTT probes
+	srcNS, dstNS     string // where the flow runs; "": site A to site B
 	mptcp            bool
 	sched            string  // tunbond scheduler
 	variant          Variant // tunbond transport variant
@@ -234,7 +236,7 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 				return nil, fmt.Errorf("links[%d]: --direct links have only a rate (TBF, both ways); delay, jitter and loss need the emulator", i)
 			}
 		}
-		if net, err = netns.Sites(n).Build(id); err != nil {
+		if net, err = withLANs(netns.Sites(n), cfg.Transports).Build(id); err != nil {
 			return nil, err
 		}
 		defer net.Close()
@@ -250,7 +252,7 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 		}
 		counters = vethCounters(net, n)
 	} else {
-		if net, err = emulator.WANTopology(n).Build(id); err != nil {
+		if net, err = withLANs(emulator.WANTopology(n), cfg.Transports).Build(id); err != nil {
 			return nil, err
 		}
 		defer net.Close()
@@ -265,7 +267,10 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 	// Each method's connections must start afresh: Linux caches a
 	// destination's ssthresh and RTT from the last connection to it, and
 	// the tunbond methods share one destination (as link-1 and MPTCP do).
-	for _, side := range []string{"a", "b"} {
+	for _, side := range []string{"a", "b", netns.LANHost(1), netns.LANHost(2)} {
+		if net.NS(side) == nil {
+			continue // no LAN hosts: no l2 variant
+		}
 		if err := net.NS(side).Do(func() error {
 			return os.WriteFile("/proc/sys/net/ipv4/tcp_no_metrics_save", []byte("1"), 0o644)
 		}); err != nil {
@@ -300,7 +305,11 @@ func RunBondBench(ctx context.Context, id string, cfg BenchConfig) (*Report, err
 			if len(cfg.Transports) > 1 {
 				name += "/" + v.Name
 			}
-			methods = append(methods, method{name: name, dstAddr: BondAddrB, sched: s, variant: v})
+			m := method{name: name, dstAddr: BondAddrB, sched: s, variant: v}
+			if v.L2 {
+				m.srcNS, m.dstNS, m.dstAddr = netns.LANHost(1), netns.LANHost(2), netns.LANAddr(2)
+			}
+			methods = append(methods, m)
 		}
 	}
 	if cfg.only != nil {
@@ -421,6 +430,9 @@ func startMethodBond(ctx context.Context, net *netns.Net, m method, cfg BenchCon
 	bctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	spec := BondSpec{Weights: weights, Scheduler: m.sched, Log: cfg.Log, Transport: m.variant.Transport, Encrypt: m.variant.Encrypt}
+	if m.variant.L2 {
+		spec.Mode = "l2"
+	}
 	if m.variant.Auth {
 		spec.KeyFile = cfg.keyFile
 	}
@@ -485,16 +497,16 @@ func runMethod(ctx context.Context, net *netns.Net, counters linkCounters, m met
 				return
 			}
 			count := int(cfg.Duration / traffic.RTTEvery)
-			r, _ := traffic.PingFrom(mctx, net.NS("a"), probeSrc, m.dstAddr, count, traffic.RTTEvery)
+			r, _ := traffic.PingFrom(mctx, m.src(net), probeSrc, m.dstAddr, count, traffic.RTTEvery)
 			rttc <- r
 		}()
 	}
-	idle, err := idleRTT(ctx, net.NS("a"), probeSrc, m.dstAddr)
+	idle, err := idleRTT(ctx, m.src(net), probeSrc, m.dstAddr)
 	if err != nil {
 		return row, err
 	}
 	row.IdleRTTMs = ms(idle)
-	flow := traffic.Flow{Src: net.NS("a"), Dst: net.NS("b"), SrcAddr: m.srcAddr, DstAddr: m.dstAddr,
+	flow := traffic.Flow{Src: m.src(net), Dst: m.dst(net), SrcAddr: m.srcAddr, DstAddr: m.dstAddr,
 		Duration: cfg.Duration, Flows: cfg.Flows, MPTCP: m.mptcp, Tool: cfg.Tool, CongestionControl: cfg.CongestionControl}
 	faultc := make(chan error, 1)
 	if len(cfg.Faults) > 0 {
@@ -507,8 +519,8 @@ func runMethod(ctx context.Context, net *netns.Net, counters linkCounters, m met
 	}
 	samples := make(chan [][]float64, 1)
 	go func() { samples <- sampleLinks(mctx, counters, cfg.Duration) }()
-	re0, reErr := traffic.RetransSegs(net.NS("a"))
-	rto0, rtoErr := traffic.TCPTimeouts(net.NS("a"))
+	re0, reErr := traffic.RetransSegs(m.src(net))
+	rto0, rtoErr := traffic.TCPTimeouts(m.src(net))
 	cpu0, t0 := cpuTime(), time.Now()
 	fr, err := traffic.Throughput(mctx, flow)
 	cpu, wall := cpuTime()-cpu0, time.Since(t0)
@@ -523,10 +535,10 @@ func runMethod(ctx context.Context, net *netns.Net, counters linkCounters, m met
 		return row, err
 	}
 	row.GoodputMbps, row.Retransmits, row.RTO, row.PerSecond = fr.GoodputMbps, -1, -1, fr.PerSecond
-	if re1, err := traffic.RetransSegs(net.NS("a")); err == nil && reErr == nil {
+	if re1, err := traffic.RetransSegs(m.src(net)); err == nil && reErr == nil {
 		row.Retransmits = re1 - re0 // the sender's, counted by its kernel
 	}
-	if rto1, err := traffic.TCPTimeouts(net.NS("a")); err == nil && rtoErr == nil {
+	if rto1, err := traffic.TCPTimeouts(m.src(net)); err == nil && rtoErr == nil {
 		row.RTO = rto1 - rto0
 	}
 	if len(fr.RTTs) > 0 {
@@ -732,4 +744,19 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// src and dst are the namespaces the method's flow runs between.
+func (m method) src(net *netns.Net) *netns.Namespace { return net.NS(cmp.Or(m.srcNS, "a")) }
+func (m method) dst(net *netns.Net) *netns.Namespace { return net.NS(cmp.Or(m.dstNS, "b")) }
+
+// withLANs adds the LAN hosts behind the sites (mode l2) when a variant
+// needs them.
+func withLANs(t netns.Topology, variants []Variant) netns.Topology {
+	for _, v := range variants {
+		if v.L2 {
+			return netns.WithLANs(t)
+		}
+	}
+	return t
 }

@@ -109,7 +109,7 @@ func runUDPMethod(ctx context.Context, net *netns.Net, counters linkCounters, m 
 	}
 	defer stop()
 	c0 := counters()
-	r, err := traffic.UDPFlowFrom(ctx, net.NS("a"), net.NS("b"), m.srcAddr, m.dstAddr, rate, UDPDatagram, cfg.Duration)
+	r, err := traffic.UDPFlowFrom(ctx, m.src(net), m.dst(net), m.srcAddr, m.dstAddr, rate, UDPDatagram, cfg.Duration)
 	if err != nil {
 		return row, err
 	}

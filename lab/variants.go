@@ -21,9 +21,13 @@ type Variant struct {
 	Transport string // paths[].transport: gre | udp
 	Auth      bool   // auth.key_file set (a fresh key per run)
 	Encrypt   bool   // auth.encrypt (implies Auth)
+	// L2: mode l2, the flow between the LAN hosts behind the sites' bridges
+	// (netns.WithLANs) through the TAPs.
+	L2 bool
 }
 
-// Variants lists the valid variant names, in the order they are described.
+// Variants lists the valid variant names, in the order they are described;
+// any of them may end in +l2 (gre+l2, udp+auth+l2).
 var Variants = []string{"gre", "udp", "gre+auth", "udp+auth", "gre+encrypt", "udp+encrypt"}
 
 // DefaultVariant is the variant of a run that names none: GRE without auth.
@@ -31,8 +35,9 @@ const DefaultVariant = "gre"
 
 // ParseVariant reads a variant name.
 func ParseVariant(name string) (Variant, error) {
-	tr, mode, plus := strings.Cut(name, "+")
-	v := Variant{Name: name, Transport: tr}
+	base, l2 := strings.CutSuffix(name, "+l2")
+	tr, mode, plus := strings.Cut(base, "+")
+	v := Variant{Name: name, Transport: tr, L2: l2}
 	switch {
 	case !plus:
 	case mode == "auth":
@@ -43,7 +48,7 @@ func ParseVariant(name string) (Variant, error) {
 		tr = ""
 	}
 	if tr != "gre" && tr != "udp" {
-		return Variant{}, fmt.Errorf("%q is not a transport variant (valid: %s)", name, strings.Join(Variants, ", "))
+		return Variant{}, fmt.Errorf("%q is not a transport variant (valid: %s; each may end in +l2)", name, strings.Join(Variants, ", "))
 	}
 	return v, nil
 }

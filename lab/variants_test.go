@@ -7,12 +7,13 @@ import (
 )
 
 func TestParseVariants(t *testing.T) {
-	vs, err := ParseVariants("gre, udp,gre+auth,udp+auth,gre+encrypt,udp+encrypt")
+	vs, err := ParseVariants("gre, udp,gre+auth,udp+auth,gre+encrypt,udp+encrypt,gre+l2,udp+auth+l2")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Variant{{"gre", "gre", false, false}, {"udp", "udp", false, false}, {"gre+auth", "gre", true, false},
-		{"udp+auth", "udp", true, false}, {"gre+encrypt", "gre", true, true}, {"udp+encrypt", "udp", true, true}}
+	want := []Variant{{"gre", "gre", false, false, false}, {"udp", "udp", false, false, false}, {"gre+auth", "gre", true, false, false},
+		{"udp+auth", "udp", true, false, false}, {"gre+encrypt", "gre", true, true, false}, {"udp+encrypt", "udp", true, true, false},
+		{"gre+l2", "gre", false, false, true}, {"udp+auth+l2", "udp", true, false, true}}
 	if len(vs) != len(want) {
 		t.Fatalf("%+v", vs)
 	}
@@ -24,7 +25,7 @@ func TestParseVariants(t *testing.T) {
 	if vs, err := ParseVariants(""); err != nil || len(vs) != 1 || vs[0].Name != "gre" {
 		t.Errorf("empty: %+v %v, want gre", vs, err)
 	}
-	for _, bad := range []string{"tcp", "udp+", "gre+sign", "auth", "ipip+auth", "udp,udp"} {
+	for _, bad := range []string{"tcp", "udp+", "gre+sign", "auth", "ipip+auth", "udp,udp", "l2", "gre+l2+auth"} {
 		_, err := ParseVariants(bad)
 		if err == nil {
 			t.Errorf("%q: no error", bad)

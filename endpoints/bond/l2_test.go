@@ -26,9 +26,17 @@ func frame(dst byte, ty uint16, n int, i int) []byte {
 // larger than the TAP's MTU and header is dropped and counted, never
 // fragmented.
 func TestEngineCarriesFrames(t *testing.T) {
-	for _, sched := range []string{"rr", "flowhash"} {
-		t.Run(sched, func(t *testing.T) {
-			ep := newEnginePairWith(t, encap.GRE{Key: 7, Frames: true}, sched, 50*time.Millisecond, nil, 1, 1)
+	for _, tt := range []struct {
+		sched string
+		with  func(*EngineConfig)
+	}{{"rr", nil}, {"flowhash", nil}, {"rr", withAuth(true)}} {
+		sched := tt.sched
+		name := sched
+		if tt.with != nil {
+			name += " sealed"
+		}
+		t.Run(name, func(t *testing.T) {
+			ep := newEnginePairWith(t, encap.GRE{Key: 7, Frames: true}, sched, 50*time.Millisecond, tt.with, 1, 1)
 			var sent [][]byte
 			for i := 0; i < 600; i++ {
 				var f []byte
