@@ -124,11 +124,13 @@ func TestL2JoinsTwoLANs(t *testing.T) {
 	frames := 0
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		f := strings.Split(line, ";")
-		if len(f) == 3 && f[0] == "0x00000007" && f[1] != "" && strings.Contains(f[2], netns.LANAddr(1)) {
+		// eth.type twice: the uplink's own frame, then the one inside
+		if len(f) == 3 && f[0] == "0x00000007" && strings.Count(f[1], ",") == 1 &&
+			(strings.Contains(f[2], netns.LANAddr(1)) || strings.Contains(f[2], netns.LANAddr(2))) {
 			frames++
 		}
 	}
-	t.Logf("tshark decoded %d GRE packets of protocol 0x6558 carrying host A's Ethernet frames", frames)
+	t.Logf("tshark decoded %d GRE packets of protocol 0x6558 carrying the LAN hosts' Ethernet frames", frames)
 	if frames == 0 {
 		t.Fatalf("no GRE 0x6558 packet with Ethernet inside decoded:\n%s", out)
 	}
