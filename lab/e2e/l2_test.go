@@ -27,7 +27,7 @@ import (
 // bridge as it was.
 func TestL2JoinsTwoLANs(t *testing.T) {
 	tshark := labtest.RequireTool(t, "tshark")
-	b := startBond(t, lab.BondSpec{Uplinks: 2, Mode: bond.ModeL2})
+	b := startBond(t, lab.BondSpec{Uplinks: 2, Mode: bond.ModeL2, Scheduler: "rr"}) // rr: frames on both uplinks, the captured one included
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ha, hb := b.Net.NS(netns.LANHost(1)), b.Net.NS(netns.LANHost(2))
