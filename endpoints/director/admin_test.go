@@ -12,6 +12,7 @@ func TestAdminListSaveRestoreOverSocket(t *testing.T) {
 	d.Lock()
 	d.Process(tcp("198.51.100.1", 1000, "192.0.2.10", 80, FlagSYN, 60, true), t0)
 	d.Process(tcp("198.51.100.1", 1000, "192.0.2.10", 80, FlagACK, 60, true), t0)
+	d.Process(tcp("198.51.100.1", 1000, "192.0.2.10", 80, FlagACK, 60, true), t0) // the request: confirmed
 	d.Unlock()
 	sock := filepath.Join(t.TempDir(), "adm.sock")
 	ln, err := ServeAdmin(sock, d)

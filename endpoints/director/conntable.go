@@ -20,10 +20,19 @@ const (
 	StateFinWait // FIN seen
 	StateClose   // RST seen
 	StateUDP
+	// StateUnconfirmed: the handshake's ACK seen (or a first packet in
+	// mid-connection), and nothing more yet. A spoofed SYN and ACK pair
+	// gets no further: such entries time out soon and go first when the
+	// table is full (IPVS's secure_tcp idea).
+	StateUnconfirmed
 	numStates
 )
 
-var stateNames = [...]string{"SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE", "UDP"}
+var stateNames = [...]string{"SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE", "UDP", "UNCONFIRMED"}
+
+// confirmPackets is how many client packets confirm a TCP connection: more
+// than the handshake's SYN and ACK.
+const confirmPackets = 3
 
 func (s State) String() string { return stateNames[s] }
 
@@ -32,10 +41,12 @@ func (s State) String() string { return stateNames[s] }
 type Timeouts [numStates]time.Duration
 
 // DefaultTimeouts are IPVS's: established 900 s, FIN 120 s, UDP 300 s,
-// SYN_RECV 60 s, CLOSE 10 s.
+// CLOSE 10 s; but SYN_RECV and UNCONFIRMED 10 s, as IPVS's secure_tcp has
+// SYN_RECV: an entry no more than a handshake confirmed is cheap to forge.
 var DefaultTimeouts = Timeouts{
-	StateSynRecv: 60 * time.Second, StateEstablished: 900 * time.Second,
+	StateSynRecv: 10 * time.Second, StateEstablished: 900 * time.Second,
 	StateFinWait: 120 * time.Second, StateClose: 10 * time.Second, StateUDP: 300 * time.Second,
+	StateUnconfirmed: 10 * time.Second,
 }
 
 // TCP flags the state machine reads.
@@ -66,24 +77,47 @@ type Conn struct {
 	Bytes   uint64
 	prev    *Conn
 	next    *Conn
+	slot    int // its index in Table.all
 }
 
 func (c *Conn) active() bool { return c.State == StateEstablished }
 
-// TableStats count the table's life.
+// TableStats count the table's life. Evicted counts entries removed to
+// make room, by what they were: unconfirmed (SYN_RECV, UNCONFIRMED),
+// inactive (FIN_WAIT, CLOSE, UDP) or idle established.
 type TableStats struct {
-	Created, Expired, Evicted, Refused, Reused uint64
+	Created, Expired, Refused, Reused uint64
+	Evicted                           [numEvictClasses]uint64
+}
+
+// Eviction classes, in the order a full table evicts.
+const (
+	EvictUnconfirmed = iota
+	EvictInactive
+	EvictIdle
+	numEvictClasses
+)
+
+// evictOrder lists the states of each eviction class.
+var evictOrder = [numEvictClasses][]State{
+	EvictUnconfirmed: {StateSynRecv, StateUnconfirmed},
+	EvictInactive:    {StateFinWait, StateClose, StateUDP},
+	EvictIdle:        {StateEstablished},
 }
 
 // Table maps connections to real servers. Entries of one state share a
 // timeout, so each state's list, in order of last packet, is in order of
-// expiry: expiring and evicting cost O(1) per entry. Not safe for
-// concurrent use.
+// expiry: expiring and evicting cost O(1) per entry. A full table evicts,
+// so a new connection is never refused: the unconfirmed entry that
+// expires first, else the inactive one, else the established one idle the
+// longest. Every entry also sits in a dense slice (all), which a listing
+// copies a chunk at a time (Snapshot). Not safe for concurrent use.
 type Table struct {
 	max      int
 	timeouts Timeouts
 	m        map[Key]*Conn
 	lists    [numStates]list
+	all      []*Conn
 	Stats    TableStats
 }
 
@@ -140,7 +174,7 @@ func (t *Table) Lookup(k Key, flags uint8, size int, now time.Time) *Conn {
 		t.Stats.Reused++
 		return nil
 	}
-	t.touch(c, next(c.State, k.Proto, flags), size, now)
+	t.touch(c, confirm(next(c.State, k.Proto, flags), c.Packets+1), size, now)
 	return c
 }
 
@@ -150,18 +184,19 @@ func (t *Table) Insert(k Key, dest *lb.Dest, real netip.AddrPort, flags uint8, s
 	if len(t.m) >= t.max {
 		t.Expire(now)
 	}
-	if len(t.m) >= t.max && !t.evictInactive() {
-		t.Stats.Refused++
+	if len(t.m) >= t.max && !t.evict() {
+		t.Stats.Refused++ // a table of no entries
 		return nil
 	}
 	st := StateSynRecv
 	if k.Proto == 17 {
 		st = StateUDP
 	} else if flags&FlagSYN == 0 {
-		st = next(StateSynRecv, k.Proto, flags) // mid-stream (e.g. after a director restart)
+		st = confirm(next(StateSynRecv, k.Proto, flags), 1) // mid-stream (e.g. after a director restart, or from another director)
 	}
-	c := &Conn{Key: k, Dest: dest, Real: real, State: st}
+	c := &Conn{Key: k, Dest: dest, Real: real, State: st, slot: len(t.all)}
 	t.m[k] = c
+	t.all = append(t.all, c)
 	t.Stats.Created++
 	t.count(c, +1)
 	c.Expires = now.Add(t.timeouts[st])
@@ -185,8 +220,18 @@ func next(s State, proto uint8, flags uint8) State {
 			return s // a stray SYN does not reset an established connection
 		}
 		return StateSynRecv
-	case flags&FlagACK != 0 && (s == StateSynRecv || s == StateEstablished):
+	case flags&FlagACK != 0 && (s == StateSynRecv || s == StateUnconfirmed || s == StateEstablished):
 		return StateEstablished
+	}
+	return s
+}
+
+// confirm holds back ESTABLISHED until a connection has shown more than
+// its handshake: packets is how many client packets it has had, this one
+// included.
+func confirm(s State, packets uint64) State {
+	if s == StateEstablished && packets < confirmPackets {
+		return StateUnconfirmed
 	}
 	return s
 }
@@ -220,6 +265,10 @@ func (t *Table) drop(c *Conn) {
 	t.lists[c.State].remove(c)
 	t.count(c, -1)
 	delete(t.m, c.Key)
+	last := t.all[len(t.all)-1] // swap the last into c's place
+	t.all[c.slot], last.slot = last, c.slot
+	t.all[len(t.all)-1] = nil
+	t.all = t.all[:len(t.all)-1]
 }
 
 // Expire removes every connection whose time is up.
@@ -232,23 +281,45 @@ func (t *Table) Expire(now time.Time) {
 	}
 }
 
-// evictInactive removes the inactive connection that expires first.
-func (t *Table) evictInactive() bool {
-	var victim *Conn
-	for s := range t.lists {
-		if State(s) == StateEstablished {
-			continue
+// evict removes one connection to make room: of the first eviction class
+// that has any, the one that expires first (the least recently used of its
+// state). It fails only on an empty table.
+func (t *Table) evict() bool {
+	for class, states := range evictOrder {
+		var victim *Conn
+		for _, s := range states {
+			if h := t.lists[s].head; h != nil && (victim == nil || h.Expires.Before(victim.Expires)) {
+				victim = h
+			}
 		}
-		if h := t.lists[s].head; h != nil && (victim == nil || h.Expires.Before(victim.Expires)) {
-			victim = h
+		if victim != nil {
+			t.drop(victim)
+			t.Stats.Evicted[class]++
+			return true
 		}
 	}
-	if victim == nil {
-		return false
+	return false
+}
+
+// ConnInfo is what a listing shows of a connection: a copy, taken under
+// the lock, printed outside it.
+type ConnInfo struct {
+	Key     Key
+	Real    netip.AddrPort
+	State   State
+	Expires time.Time
+}
+
+// Snapshot appends to out the connections from index from on, at most n,
+// and returns them and the index to go on from (Len() when done). Between
+// calls the table may change: an entry moved by a removal may be listed
+// twice or not at all, as a listing of a live table is.
+func (t *Table) Snapshot(out []ConnInfo, from, n int) ([]ConnInfo, int) {
+	end := min(from+n, len(t.all))
+	for _, c := range t.all[min(from, end):end] {
+		out = append(out, ConnInfo{Key: c.Key, Real: c.Real, State: c.State, Expires: c.Expires})
 	}
-	t.drop(victim)
-	t.Stats.Evicted++
-	return true
+	return out, end
 }
 
 // DropDest removes every connection to dest (IPVS's expire_nodest_conn,
@@ -264,9 +335,3 @@ func (t *Table) DropDest(dest *lb.Dest) int {
 	return n
 }
 
-// Each calls f for every connection (for `ipvsadm -L -c`).
-func (t *Table) Each(f func(*Conn)) {
-	for _, c := range t.m {
-		f(c)
-	}
-}

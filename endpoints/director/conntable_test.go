@@ -24,8 +24,12 @@ func TestTCPStatesAndCounts(t *testing.T) {
 	if c.State != StateSynRecv || d.Inactive != 1 || d.Active != 0 {
 		t.Fatalf("after SYN: %v, active %d inactive %d", c.State, d.Active, d.Inactive)
 	}
+	if tb.Lookup(key(1000), FlagACK, 52, t0) != c || c.State != StateUnconfirmed || d.Active != 0 || d.Inactive != 1 ||
+		!c.Expires.Equal(t0.Add(10*time.Second)) {
+		t.Fatalf("after the handshake's ACK: %v, active %d inactive %d, expires in %v", c.State, d.Active, d.Inactive, c.Expires.Sub(t0))
+	}
 	if tb.Lookup(key(1000), FlagACK, 52, t0) != c || c.State != StateEstablished || d.Active != 1 || d.Inactive != 0 {
-		t.Fatalf("after ACK: %v, active %d inactive %d", c.State, d.Active, d.Inactive)
+		t.Fatalf("after a third packet: %v, active %d inactive %d", c.State, d.Active, d.Inactive)
 	}
 	if !c.Expires.Equal(t0.Add(900 * time.Second)) {
 		t.Fatalf("established expires in %v", c.Expires.Sub(t0))
@@ -39,7 +43,7 @@ func TestTCPStatesAndCounts(t *testing.T) {
 		t.Fatalf("after FIN: %v active %d inactive %d", c.State, d.Active, d.Inactive)
 	}
 	tb.Lookup(key(1000), FlagRST, 40, t0)
-	if c.State != StateClose || c.Packets != 5 {
+	if c.State != StateClose || c.Packets != 6 {
 		t.Fatalf("after RST: %v, %d packets", c.State, c.Packets)
 	}
 }
@@ -48,6 +52,7 @@ func TestExpiry(t *testing.T) {
 	tb := NewTable(100, DefaultTimeouts)
 	d := &lb.Dest{Weight: 1, Up: true}
 	tb.Insert(key(1), d, rip, FlagSYN, 60, t0)
+	tb.Lookup(key(1), FlagACK, 60, t0)
 	tb.Lookup(key(1), FlagACK, 60, t0) // established, 900 s
 	u := Key{Proto: 17, Client: key(2).Client, VIP: key(2).VIP}
 	tb.Insert(u, d, rip, 0, 60, t0) // UDP, 300 s
@@ -69,7 +74,8 @@ func TestFullTableEvictsOldestInactive(t *testing.T) {
 	tb := NewTable(3, DefaultTimeouts)
 	d := &lb.Dest{Weight: 1, Up: true}
 	tb.Insert(key(1), d, rip, FlagSYN, 60, t0)
-	tb.Lookup(key(1), FlagACK, 60, t0) // active
+	tb.Lookup(key(1), FlagACK, 60, t0)
+	tb.Lookup(key(1), FlagACK, 60, t0) // the third packet: confirmed, active
 	tb.Insert(key(2), d, rip, FlagSYN, 60, t0.Add(time.Second))
 	tb.Insert(key(3), d, rip, FlagSYN, 60, t0.Add(2*time.Second))
 	if tb.Insert(key(4), d, rip, FlagSYN, 60, t0.Add(3*time.Second)) == nil {
@@ -81,11 +87,17 @@ func TestFullTableEvictsOldestInactive(t *testing.T) {
 	if tb.Lookup(key(1), FlagACK, 60, t0.Add(3*time.Second)) == nil {
 		t.Fatal("an active connection was evicted")
 	}
-	// All active: a new one is refused.
-	tb.Lookup(key(3), FlagACK, 60, t0.Add(3*time.Second))
-	tb.Lookup(key(4), FlagACK, 60, t0.Add(3*time.Second))
-	if tb.Insert(key(5), d, rip, FlagSYN, 60, t0.Add(4*time.Second)) != nil || tb.Stats.Refused != 1 || tb.Stats.Evicted != 1 {
-		t.Fatalf("refused %d evicted %d", tb.Stats.Refused, tb.Stats.Evicted)
+	// All active: the one idle the longest makes room; none is refused.
+	for _, k := range []Key{key(3), key(4)} {
+		tb.Lookup(k, FlagACK, 60, t0.Add(3*time.Second))
+		tb.Lookup(k, FlagACK, 60, t0.Add(3*time.Second))
+	}
+	if tb.Insert(key(5), d, rip, FlagSYN, 60, t0.Add(4*time.Second)) == nil || tb.Stats.Refused != 0 ||
+		tb.Stats.Evicted != [numEvictClasses]uint64{EvictUnconfirmed: 1, EvictIdle: 1} {
+		t.Fatalf("refused %d evicted %v", tb.Stats.Refused, tb.Stats.Evicted)
+	}
+	if tb.Lookup(key(1), FlagACK, 60, t0.Add(4*time.Second)) != nil {
+		t.Fatal("the established connection idle the longest was not the one evicted")
 	}
 }
 
@@ -94,7 +106,9 @@ func TestDropDest(t *testing.T) {
 	a, b := &lb.Dest{Weight: 1, Up: true}, &lb.Dest{Weight: 1, Up: true}
 	tb.Insert(key(1), a, rip, FlagSYN, 60, t0)
 	tb.Insert(key(2), b, rip, FlagSYN, 60, t0)
-	tb.Insert(key(3), a, rip, FlagACK, 60, t0) // mid-stream: established at once
+	tb.Insert(key(3), a, rip, FlagACK, 60, t0) // mid-stream: unconfirmed until two more packets
+	tb.Lookup(key(3), FlagACK, 60, t0)
+	tb.Lookup(key(3), FlagACK, 60, t0)
 	if a.Active != 1 || a.Inactive != 1 {
 		t.Fatalf("a: active %d inactive %d", a.Active, a.Inactive)
 	}

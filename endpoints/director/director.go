@@ -82,16 +82,11 @@ type service struct {
 	reals   []*real
 	byAddr  map[netip.AddrPort]*real
 	sched   lb.Scheduler
-	persist map[netip.Addr]persistEntry
+	persist *persistTable
 	conns   uint64
 	packets uint64
 	bytes   uint64
 	rate    rate
-}
-
-type persistEntry struct {
-	r       *real
-	expires time.Time
 }
 
 // Director holds the virtual services and the connection table, and decides
@@ -185,7 +180,7 @@ func (d *Director) sync() error {
 		keep[id] = true
 		st := d.svcs[id]
 		if st == nil {
-			st = &service{byAddr: map[netip.AddrPort]*real{}, persist: map[netip.Addr]persistEntry{}}
+			st = &service{byAddr: map[netip.AddrPort]*real{}, persist: newPersistTable(d.table.max)}
 			d.svcs[id] = st
 		}
 		st.svc = s
@@ -310,7 +305,12 @@ func (d *Director) Process(pkt []byte, now time.Time) Verdict {
 	k := Key{Proto: f.Proto, Client: netip.AddrPortFrom(f.Src, f.SrcPort), VIP: netip.AddrPortFrom(f.Dst, f.DstPort)}
 	c := d.table.Lookup(k, f.TCPFlags, len(pkt), now)
 	if c == nil {
-		if f.Proto == 6 && f.TCPFlags&(FlagSYN|FlagACK) != FlagSYN {
+		if f.Proto == 6 && f.TCPFlags&(FlagSYN|FlagACK) != FlagSYN && !consistent(st) {
+			// Mid-connection, unknown here: under mh another director
+			// (ECMP moved the flow after a failure) or this one before a
+			// restart chose the server this director would choose too, so
+			// the entry is made (as Katran does); under other schedulers
+			// there is no telling where the connection lives.
 			return d.drop(DropNoConn)
 		}
 		x := d.schedule(st, f, now)
@@ -341,9 +341,8 @@ func (d *Director) Process(pkt []byte, now time.Time) Verdict {
 // service's client on its server.
 func (d *Director) schedule(st *service, f header.Flow, now time.Time) *real {
 	if p := st.svc.Persistent; p > 0 {
-		if e, ok := st.persist[f.Src]; ok && now.Before(e.expires) && e.r.dest.Up && containsReal(st.reals, e.r) {
-			e.expires = now.Add(p)
-			st.persist[f.Src] = e
+		if e := st.persist.get(f.Src, now); e != nil && e.r.dest.Up && containsReal(st.reals, e.r) {
+			st.persist.put(f.Src, e.r, now.Add(p))
 			return e.r
 		}
 	}
@@ -353,7 +352,7 @@ func (d *Director) schedule(st *service, f header.Flow, now time.Time) *real {
 	}
 	x := st.reals[i]
 	if p := st.svc.Persistent; p > 0 {
-		st.persist[f.Src] = persistEntry{r: x, expires: now.Add(p)}
+		st.persist.put(f.Src, x, now.Add(p))
 	}
 	return x
 }
@@ -407,10 +406,13 @@ func (d *Director) Expire(now time.Time) {
 	defer d.mu.Unlock()
 	d.table.Expire(now)
 	for _, st := range d.svcs {
-		for a, e := range st.persist {
-			if !now.Before(e.expires) {
-				delete(st.persist, a)
-			}
-		}
+		st.persist.expire(now)
 	}
+}
+
+// consistent reports whether every director with the same real servers and
+// weights picks the same server for a flow: Maglev hashing (mh), without
+// persistence (which remembers per director).
+func consistent(st *service) bool {
+	return st.svc.Scheduler == "mh" && st.svc.Persistent == 0
 }

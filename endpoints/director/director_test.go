@@ -216,3 +216,23 @@ func TestPortZeroServiceCounts(t *testing.T) {
 		t.Fatalf("port-0 service's real server not counted:\n%s", out)
 	}
 }
+
+// TestMHTakesAConnectionMidway: two directors with the same mh service;
+// a connection begun on the first arrives mid-way (no SYN) at the second,
+// which makes the entry for the same real server (the flow moved after a
+// director's loss). rr drops such a packet: it cannot know the server.
+func TestMHTakesAConnectionMidway(t *testing.T) {
+	lines := []string{"-A -t 192.0.2.10:80 -s mh", "-a -t 192.0.2.10:80 -r 10.0.0.1", "-a -t 192.0.2.10:80 -r 10.0.0.2", "-a -t 192.0.2.10:80 -r 10.0.0.3"}
+	first, second := newDirector(t, lines...), newDirector(t, lines...)
+	for port := uint16(1000); port < 1100; port++ {
+		v := first.Process(tcp("198.51.100.1", port, "192.0.2.10", 80, FlagSYN, 60, true), t0)
+		w := second.Process(tcp("198.51.100.1", port, "192.0.2.10", 80, FlagACK, 60, true), t0)
+		if !v.Forward || !w.Forward || v.Real != w.Real {
+			t.Fatalf("port %d: the first director sent the SYN to %v, the second the next packet to %v (%v)", port, v.Real, w.Real, w.Drop)
+		}
+	}
+	rr := newDirector(t, "-A -t 192.0.2.10:80 -s rr", "-a -t 192.0.2.10:80 -r 10.0.0.1")
+	if v := rr.Process(tcp("198.51.100.1", 2000, "192.0.2.10", 80, FlagACK, 60, true), t0); v.Forward || v.Drop != DropNoConn {
+		t.Fatalf("rr took a mid-connection packet: %+v", v)
+	}
+}

@@ -71,7 +71,8 @@ func (c Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(dTableSize, float64(d.table.Len()))
 	s := d.table.Stats
-	for ev, v := range map[string]uint64{"created": s.Created, "expired": s.Expired, "evicted": s.Evicted, "refused": s.Refused, "reused": s.Reused} {
+	for ev, v := range map[string]uint64{"created": s.Created, "expired": s.Expired, "refused": s.Refused, "reused": s.Reused,
+		"evicted_unconfirmed": s.Evicted[EvictUnconfirmed], "evicted_inactive": s.Evicted[EvictInactive], "evicted_idle": s.Evicted[EvictIdle]} {
 		counter(dTableEvents, v, ev)
 	}
 	for r := Drop(0); r < NumDrops; r++ {
