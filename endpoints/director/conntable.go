@@ -334,4 +334,3 @@ func (t *Table) DropDest(dest *lb.Dest) int {
 	}
 	return n
 }
-

@@ -2,9 +2,9 @@ package director
 
 import (
 	"fmt"
-	"strings"
 	"net/netip"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
