@@ -92,11 +92,6 @@ func Check(c *Config, h host.Host) []string {
 	if _, _, err := h.LinkByAddr(c.Local); err != nil {
 		out = append(out, fmt.Sprintf("the local address %v is not on this host: the directors' packets will not arrive", c.Local))
 	}
-	for _, dev := range []string{"all", "default"} {
-		if v := sysctl("conf." + dev + ".rp_filter"); v == "1" {
-			out = append(out, fmt.Sprintf("net.ipv4.conf.%s.rp_filter is 1 (strict): packets to the VIP arrive on the TUN but replies leave by the default route, so strict filtering drops them; the agent loosens it while it runs (the TUN's to 0, all's to 2), or set it to 0 or 2", dev))
-		}
-	}
 	if _, err := h.Link("tunl0"); err == nil {
 		out = append(out, "the kernel's ipip module is loaded (tunl0 exists): it takes the directors' IPIP packets too; either use it (VIP on lo, tunl0 up) or unload it for the agent")
 	}

@@ -60,8 +60,7 @@ type Agent struct {
 	cfg       Config
 	log       *slog.Logger
 	host      host.Host
-	changes   *host.Changes // host-wide changes (all.rp_filter), undone by Close
-	onTUN     *host.Changes // the TUN's own (its VIPs, its rp_filter): gone with it if it is deleted
+	onTUN     *host.Changes // the TUN's own (its VIPs, its rp_filter): gone with it if it is deleted; nothing else of the host changes
 	dev       tun.Device
 	up        Transport
 	directors map[netip.Addr]bool
@@ -75,6 +74,8 @@ type Agent struct {
 
 	Received atomic.Uint64                         // packets handed to the TUN
 	Dropped  [header.NumDecodeErrors]atomic.Uint64 // by reason
+	NotVIP   atomic.Uint64                         // dropped: the inner destination is none of the VIPs
+	vips     map[netip.Addr]bool
 }
 
 // Start sets the host up (TUN with the VIPs, rp_filter) and runs the agent
@@ -84,7 +85,7 @@ func Start(cfg Config, deps Deps) (_ *Agent, err error) {
 		return nil, errors.New("realserver: no director addresses: packets are accepted only from them")
 	}
 	a := &Agent{cfg: cfg, log: deps.Log, host: deps.Host, metrics: deps.Metrics,
-		directors: map[netip.Addr]bool{}}
+		directors: map[netip.Addr]bool{}, vips: map[netip.Addr]bool{}}
 	if a.log == nil {
 		a.log = slog.Default()
 	}
@@ -96,7 +97,10 @@ func Start(cfg Config, deps Deps) (_ *Agent, err error) {
 		a.host = h
 	}
 	h := a.host
-	a.changes, a.onTUN = host.NewChanges(h), host.NewChanges(h)
+	a.onTUN = host.NewChanges(h)
+	for _, v := range cfg.VIPs {
+		a.vips[v] = true
+	}
 	for _, d := range cfg.Directors {
 		a.directors[d] = true
 	}
@@ -169,21 +173,13 @@ func rpFilterKey(dev string) string {
 
 // loosenRPFilter lets the clients' packets in on the TUN: their replies
 // leave by the default route, so strict reverse-path filtering (1) would
-// drop them. The filter in force on an interface is max(all, its own): the
-// TUN's is set to 0, and `all` is loosened (to 2) only if it is strict;
-// Close restores both.
+// drop them. The filter in force on an interface is max(all, its own), so
+// the TUN's own is set to 2 (loose: the source must be routable by some
+// interface): loose on the TUN whatever `all` says, and no other interface
+// touched. It goes with the TUN; Close restores it if the TUN remains.
 func (a *Agent) loosenRPFilter() error {
-	if err := a.onTUN.SetSysctl(rpFilterKey(a.cfg.TUN), "0"); err != nil {
+	if err := a.onTUN.SetSysctl(rpFilterKey(a.cfg.TUN), "2"); err != nil {
 		return fmt.Errorf("rp_filter on %s: %w", a.cfg.TUN, err)
-	}
-	all, err := a.host.Sysctl(rpFilterKey("all"))
-	if err != nil {
-		return fmt.Errorf("rp_filter: %w", err)
-	}
-	if all == "1" {
-		if err := a.changes.SetSysctl(rpFilterKey("all"), "2"); err != nil {
-			return fmt.Errorf("rp_filter on all: %w", err)
-		}
 	}
 	return nil
 }
@@ -303,6 +299,10 @@ func (a *Agent) decap(buf []byte, size int) []byte {
 	if d.Kind != encap.KindData {
 		return nil // a tunbond control message: not for the services
 	}
+	if !a.vips[innerDst(buf[d.Off:d.Off+d.Len])] {
+		a.NotVIP.Add(1) // a director may send only its VIPs' traffic here
+		return nil
+	}
 	// In place: the inner packet starts at least 20 bytes in (the outer
 	// header), room for the 16 the TUN write wants in front, and the rest
 	// of the 64 KiB buffer lets GRO coalesce into it.
@@ -319,7 +319,6 @@ func (a *Agent) Close() error {
 		if _, err := a.host.Link(a.cfg.TUN); err == nil || !errors.Is(err, host.ErrNotFound) {
 			errs = append(errs, a.onTUN.Undo())
 		}
-		errs = append(errs, a.changes.Undo())
 		if a.up != nil {
 			errs = append(errs, a.up.Close())
 		}
@@ -337,7 +336,7 @@ func (a *Agent) Close() error {
 
 var (
 	dReceived = prometheus.NewDesc("tunbond_realserver_received_packets_total", "Packets taken out of the directors' tunnels and handed to the TUN.", nil, nil)
-	dDropped  = prometheus.NewDesc("tunbond_realserver_dropped_total", "Received packets dropped, by reason (wrong_source: not from a configured director).", []string{"reason"}, nil)
+	dDropped  = prometheus.NewDesc("tunbond_realserver_dropped_total", "Received packets dropped, by reason (wrong_source: not from a configured director; not_vip: to an address that is none of the VIPs).", []string{"reason"}, nil)
 )
 
 // Describe and Collect export the agent's counters.
@@ -348,4 +347,16 @@ func (a *Agent) Collect(ch chan<- prometheus.Metric) {
 	for r := header.DecodeError(1); r < header.NumDecodeErrors; r++ {
 		ch <- prometheus.MustNewConstMetric(dDropped, prometheus.CounterValue, float64(a.Dropped[r].Load()), r.Reason())
 	}
+	ch <- prometheus.MustNewConstMetric(dDropped, prometheus.CounterValue, float64(a.NotVIP.Load()), "not_vip")
+}
+
+// innerDst is the destination of an IPv4 or IPv6 packet, or the zero Addr.
+func innerDst(p []byte) netip.Addr {
+	switch {
+	case len(p) >= header.IPv4HeaderLen && p[0]>>4 == 4:
+		return netip.AddrFrom4([4]byte(p[16:20]))
+	case len(p) >= header.IPv6HeaderLen && p[0]>>4 == 6:
+		return netip.AddrFrom16([16]byte(p[24:40]))
+	}
+	return netip.Addr{}
 }
