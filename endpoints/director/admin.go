@@ -16,6 +16,12 @@ const DefaultAdminSocket = "/run/tunbond/director.sock"
 // Admin runs one ipvsadm command line against the director and returns
 // what ipvsadm would print. input is the save to restore, for -R.
 func (d *Director) Admin(args []string, input string, now time.Time) (string, error) {
+	if len(args) == 1 && args[0] == "--bgp" { // not ipvsadm's: the BGP speaker's peers
+		if d.BGPStatus == nil {
+			return "", errors.New("no bgp section in the config: the director announces nothing")
+		}
+		return d.BGPStatus(), nil
+	}
 	c, err := ParseCommand(args)
 	if err != nil {
 		return "", err

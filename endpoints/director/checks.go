@@ -106,6 +106,7 @@ func (r *Running) checkLoop(ctx context.Context, id checkID) {
 				up, streak = ok, 0
 				r.log.Info("real server health", "service", id.vip, "real", id.rip, "up", up)
 				_ = r.Director.SetHealth(id.proto, id.vip, id.rip, up, !up && r.cfg.ExpireNoDest)
+				r.announce() // a VIP whose last server failed is withdrawn, and back with the first up
 			}
 		}
 		select {

@@ -40,7 +40,10 @@ type Config struct {
 		Fall     int           `mapstructure:"fall"`
 	} `mapstructure:"check"`
 	Services []ServiceConfig `mapstructure:"services"`
-	Metrics  struct {
+	// BGP, when set (asn not 0), announces each VIP with a healthy real
+	// server to the peers: several directors share a VIP by ECMP.
+	BGP     BGPConfig `mapstructure:"bgp"`
+	Metrics struct {
 		Listen string `mapstructure:"listen"`
 	} `mapstructure:"metrics"`
 	Control struct {
@@ -68,7 +71,15 @@ var configDefaults = map[string]any{
 	"expire_nodest_conn": false, "timeouts.tcp": "900s", "timeouts.tcpfin": "120s", "timeouts.udp": "300s",
 	"check.type": "tcp", "check.path": "/", "check.interval": "2s", "check.timeout": "1s", "check.rise": 2, "check.fall": 3,
 	"metrics.listen": "", "control.socket": DefaultAdminSocket,
+	"bgp.asn": 0, "bgp.router_id": "", "bgp.next_hop": "",
 }
+
+// BGP peer defaults: a router drops a silent director's routes after 9 s
+// (keepalives every 3 s), on port 179.
+const (
+	defaultBGPHold = 9 * time.Second
+	defaultBGPPort = 179
+)
 
 // Flags declares the flags that override the main keys.
 func Flags(fs *pflag.FlagSet) {
@@ -140,7 +151,58 @@ func (c *Config) Validate() error {
 	if _, err := c.Rules(); err != nil {
 		errs = append(errs, err)
 	}
+	c.validateBGP(bad)
 	return errs.Err()
+}
+
+// validateBGP checks the bgp section (none: no speaker) and fills the
+// peers' defaults.
+func (c *Config) validateBGP(bad func(key, format string, a ...any)) {
+	b := &c.BGP
+	if b.ASN == 0 {
+		if b.RouterID != "" || len(b.Peers) > 0 {
+			bad("bgp.asn", "missing (the director's AS number) while bgp has other keys")
+		}
+		return
+	}
+	if a, err := netip.ParseAddr(b.RouterID); err != nil || !a.Is4() {
+		bad("bgp.router_id", "%q is not an IPv4 address (a BGP router id)", b.RouterID)
+	}
+	if b.NextHop != "" {
+		if _, err := netip.ParseAddr(b.NextHop); err != nil {
+			bad("bgp.next_hop", "%q is not an address", b.NextHop)
+		}
+	}
+	if len(b.Peers) == 0 {
+		bad("bgp.peers", "at least one peer is needed")
+	}
+	for i := range b.Peers {
+		p := &b.Peers[i]
+		key := func(f string) string { return fmt.Sprintf("bgp.peers[%d].%s", i, f) }
+		if _, err := netip.ParseAddr(p.Address); err != nil {
+			bad(key("address"), "%q is not an address", p.Address)
+		}
+		if p.ASN == 0 {
+			bad(key("asn"), "missing")
+		}
+		if p.Local != "" {
+			if _, err := netip.ParseAddr(p.Local); err != nil {
+				bad(key("local"), "%q is not an address", p.Local)
+			}
+		}
+		if p.HoldTime == 0 {
+			p.HoldTime = defaultBGPHold
+		}
+		if p.HoldTime < 3*time.Second || p.HoldTime > 65535*time.Second {
+			bad(key("hold_time"), "%v out of range 3s..65535s (RFC 4271)", p.HoldTime)
+		}
+		if p.Port == 0 {
+			p.Port = defaultBGPPort
+		}
+		if p.Port < 1 || p.Port > 65535 {
+			bad(key("port"), "%d out of range 1..65535", p.Port)
+		}
+	}
 }
 
 // Rules renders the configured services as an ipvsadm save.
@@ -191,7 +253,12 @@ func (c *Config) RunConfig() RunConfig {
 	rules, _ := c.Rules()
 	t := DefaultTimeouts
 	t[StateEstablished], t[StateFinWait], t[StateUDP] = c.Timeouts.TCP, c.Timeouts.TCPFin, c.Timeouts.UDP
-	return RunConfig{TUN: c.TUN.Name, Local: netip.MustParseAddr(c.Local), Encap: e,
+	var bgp *BGPConfig
+	if c.BGP.ASN != 0 {
+		b := c.BGP
+		bgp = &b
+	}
+	return RunConfig{TUN: c.TUN.Name, Local: netip.MustParseAddr(c.Local), Encap: e, BGP: bgp,
 		MTU: c.MTU, Connections: c.Connections, Timeouts: t, ExpireNoDest: c.ExpireNodestConn, Rules: rules, AdminSocket: c.Control.Socket,
 		Check: Check{Type: c.Check.Type, Path: c.Check.Path, Interval: c.Check.Interval, Timeout: c.Check.Timeout, Rise: c.Check.Rise, Fall: c.Check.Fall}}
 }

@@ -71,3 +71,33 @@ func TestDirectorConfigErrorsNameTheKey(t *testing.T) {
 		}
 	}
 }
+
+// TestDirectorBGPConfig: a bgp section gets its peers' defaults (hold time
+// 9 s, port 179) and reaches the running config; without one nothing
+// changes; mistakes name their key.
+func TestDirectorBGPConfig(t *testing.T) {
+	c, err := LoadConfig(writeConfig(t, "local: 10.20.0.2\nbgp: {asn: 65001, router_id: 10.20.0.2, peers: [{address: 10.20.0.1, asn: 65000}]}\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := c.RunConfig()
+	if rc.BGP == nil || rc.BGP.Peers[0].HoldTime != 9*time.Second || rc.BGP.Peers[0].Port != 179 {
+		t.Fatalf("bgp %+v", rc.BGP)
+	}
+	c, err = LoadConfig(writeConfig(t, "local: 10.20.0.2\n"), nil)
+	if err != nil || c.RunConfig().BGP != nil {
+		t.Fatalf("no bgp section: %+v, %v", c.RunConfig().BGP, err)
+	}
+	for _, tt := range []struct{ body, key string }{
+		{"bgp: {asn: 65001, router_id: nowhere, peers: [{address: 10.20.0.1, asn: 65000}]}", "bgp.router_id"},
+		{"bgp: {asn: 65001, router_id: 10.20.0.2}", "bgp.peers"},
+		{"bgp: {asn: 65001, router_id: 10.20.0.2, peers: [{address: 10.20.0.1}]}", "bgp.peers[0].asn"},
+		{"bgp: {asn: 65001, router_id: 10.20.0.2, peers: [{address: 10.20.0.1, asn: 65000, hold_time: 1s}]}", "bgp.peers[0].hold_time"},
+		{"bgp: {router_id: 10.20.0.2, peers: [{address: 10.20.0.1, asn: 65000}]}", "bgp.asn"},
+	} {
+		_, err := LoadConfig(writeConfig(t, "local: 10.20.0.2\n"+tt.body+"\n"), nil)
+		if err == nil || !strings.Contains(err.Error(), tt.key) {
+			t.Errorf("%s: error %v, want one naming %s", tt.body, err, tt.key)
+		}
+	}
+}

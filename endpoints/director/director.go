@@ -3,6 +3,7 @@ package director
 import (
 	"fmt"
 	"net/netip"
+	"sort"
 	"sync"
 	"time"
 
@@ -105,6 +106,8 @@ type Director struct {
 	// OnVIPs, if set, is told the VIPs after every change of the rules
 	// (outside the lock): the running director routes them to its TUN.
 	OnVIPs func([]netip.Addr)
+	// BGPStatus, if set, is `tunbond adm --bgp`'s answer.
+	BGPStatus func() string
 }
 
 type svcID struct {
@@ -415,4 +418,28 @@ func (d *Director) Expire(now time.Time) {
 // persistence (which remembers per director).
 func consistent(st *service) bool {
 	return st.svc.Scheduler == "mh" && st.svc.Persistent == 0
+}
+
+// HealthyVIPs are the VIPs of the services that have a real server up
+// with a weight: what BGP announces.
+func (d *Director) HealthyVIPs() []netip.Addr {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	seen := map[netip.Addr]bool{}
+	var out []netip.Addr
+	for _, st := range d.svcs {
+		v := st.svc.VIP.Addr()
+		if seen[v] {
+			continue
+		}
+		for _, x := range st.reals {
+			if x.dest.Up && x.dest.Weight > 0 {
+				seen[v] = true
+				out = append(out, v)
+				break
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
+	return out
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +43,8 @@ type RunConfig struct {
 	ExpireNoDest bool   // drop a failed server's connections (IPVS expire_nodest_conn)
 	Rules        string // initial services, in ipvsadm's save format
 	AdminSocket  string // where `tunbond adm` talks to it; "": no admin socket
+	// BGP, when set, announces the VIPs with a healthy real server.
+	BGP *BGPConfig
 }
 
 // Transport is what the director sends on: raw sockets bound to its local
@@ -80,6 +83,7 @@ type Running struct {
 	dev     tun.Device
 	up      Transport
 	admin   *ctlsock.Server
+	bgp     *Speaker // nil without bgp
 	metrics prometheus.Registerer
 	regd    []prometheus.Collector
 
@@ -166,6 +170,14 @@ func Start(cfg RunConfig, deps Deps) (_ *Running, err error) {
 	if err := h.SetLinkUp(cfg.TUN); err != nil {
 		return nil, fmt.Errorf("tun %s: %w", cfg.TUN, err)
 	}
+	if cfg.BGP != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if r.bgp, err = StartSpeaker(ctx, *cfg.BGP, r.log); err != nil {
+			return nil, err
+		}
+		r.Director.BGPStatus = r.bgpStatus
+	}
 	r.Director.OnVIPs = func(vips []netip.Addr) { r.follow(vips) }
 	if cfg.Rules != "" {
 		if err := r.Director.Restore(cfg.Rules); err != nil {
@@ -178,7 +190,11 @@ func Start(cfg RunConfig, deps Deps) (_ *Running, err error) {
 		}
 	}
 	if r.metrics != nil {
-		for _, c := range []prometheus.Collector{Collector{r.Director}, dataPath{r}} {
+		collectors := []prometheus.Collector{Collector{r.Director}, dataPath{r}}
+		if r.bgp != nil {
+			collectors = append(collectors, r.bgp)
+		}
+		for _, c := range collectors {
 			if err := r.metrics.Register(c); err != nil {
 				return nil, fmt.Errorf("metrics: %w", err)
 			}
@@ -229,6 +245,34 @@ func (r *Running) follow(vips []netip.Addr) {
 		r.log.Error("routing VIPs to the TUN", "err", err)
 	}
 	r.syncChecks()
+	r.announce()
+}
+
+// announce makes the BGP speaker announce exactly the VIPs that have a
+// healthy real server (after a change of the rules or of a server's
+// health).
+func (r *Running) announce() {
+	if r.bgp == nil || r.life.Closing() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.bgp.Announce(ctx, r.Director.HealthyVIPs()); err != nil {
+		r.log.Error("bgp", "err", err)
+	}
+}
+
+// bgpStatus is `tunbond adm --bgp`: the peers and what is announced.
+func (r *Running) bgpStatus() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var b strings.Builder
+	fmt.Fprintf(&b, "BGP AS %d router id %s\nPeer                 AS          State        Up for    Prefixes\n", r.cfg.BGP.ASN, r.cfg.BGP.RouterID)
+	for _, p := range r.bgp.Peers(ctx) {
+		fmt.Fprintf(&b, "%-20s %-11d %-12s %-9s %d\n", p.Address, p.ASN, p.State, p.Uptime, p.Announced)
+	}
+	fmt.Fprintf(&b, "Announced: %v\n", r.bgp.Announced())
+	return b.String()
 }
 
 // routeVIPs routes exactly the given VIPs to the TUN: new ones get a route,
@@ -357,8 +401,15 @@ func (r *Running) expireLoop() {
 // undoes its host changes (the VIP routes). It returns what failed.
 func (r *Running) Close() error {
 	r.closeOnce.Do(func() {
-		r.life.Close()
 		var errs []error
+		if r.bgp != nil {
+			// Withdrawn first, while the data path still forwards what
+			// the router sends meanwhile.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			errs = append(errs, r.bgp.Stop(ctx, time.Second))
+			cancel()
+		}
+		r.life.Close()
 		if r.admin != nil {
 			errs = append(errs, r.admin.Close())
 		}
