@@ -215,3 +215,39 @@ func (l *DirectorLab) Close() error {
 	}
 	return l.Net.Close()
 }
+
+// BGPDirectorAddr is director i's address towards the router and the real
+// servers (director 0's is DirectorAddr), BGPRouterAddr the router's on
+// that link.
+func BGPDirectorAddr(i int) string { return fmt.Sprintf("10.%d.0.2", 20+i) }
+func BGPRouterAddr(i int) string   { return fmt.Sprintf("10.%d.0.1", 20+i) }
+
+// BGPDirectorTopology is DirectorTopology with n directors ("director",
+// "director1", ...) and no static route to the VIP: the directors announce
+// it to the router over BGP.
+func BGPDirectorTopology(directors, reals int) netns.Topology {
+	t := DirectorTopology(reals)
+	var routes []netns.Route
+	for _, r := range t.Routes {
+		if r.NS != "router" || r.Dst != DirectorVIP+"/32" {
+			routes = append(routes, r)
+		}
+	}
+	t.Routes = routes
+	for i := 1; i < directors; i++ {
+		ns := BGPDirectorNS(i)
+		t.Namespaces = append(t.Namespaces, ns)
+		t.Links = append(t.Links, netns.Link{A: netns.End{NS: ns, Name: "eth0", Addr: BGPDirectorAddr(i) + "/24"},
+			B: netns.End{NS: "router", Name: ns, Addr: BGPRouterAddr(i) + "/24"}})
+		t.Routes = append(t.Routes, netns.Route{NS: ns, Dst: "default", Via: BGPRouterAddr(i)})
+	}
+	return t
+}
+
+// BGPDirectorNS is director i's namespace.
+func BGPDirectorNS(i int) string {
+	if i == 0 {
+		return "director"
+	}
+	return fmt.Sprintf("director%d", i)
+}

@@ -13,7 +13,8 @@ import (
 const admUsage = `Usage: tunbond adm [--socket PATH] [ipvsadm arguments]
 
 Drives a running director with ipvsadm's arguments: -L -n [--stats|--rate|-c],
--A/-E/-D (services), -a/-e/-d (real servers), -C, -Z, -S -n, -R < save.
+-A/-E/-D (services), -a/-e/-d (real servers), -C, -Z, -S -n, -R < save;
+and --bgp: the BGP peers and the VIPs announced (with a bgp section).
 With no arguments it lists (-L -n).
 
 Flags:
