@@ -73,7 +73,9 @@ type DirectorSpec struct {
 	Body      int // bytes of each HTTP response
 	Check     director.Check
 	GRE       bool // GRE (key 9) towards the real servers instead of IPIP
-	Log       *slog.Logger
+	// Connections is the table's size (connections); 0: the default.
+	Connections int
+	Log         *slog.Logger
 }
 
 // StartDirectorLab builds the topology and starts everything.
@@ -132,7 +134,7 @@ func StartDirectorLab(id string, s DirectorSpec) (_ *DirectorLab, err error) {
 		check.Type = "none"
 	}
 	d, err := director.Start(director.RunConfig{TUN: "vs0", Local: netip.MustParseAddr(directorAddr),
-		Encap: codec, Timeouts: director.DefaultTimeouts, Check: check,
+		Encap: codec, Timeouts: director.DefaultTimeouts, Check: check, Connections: s.Connections,
 		Rules: rules.String()}, director.Deps{Host: n.NS("director").Host(), Log: log})
 	if err != nil {
 		return nil, fmt.Errorf("director: %w", err)

@@ -443,3 +443,17 @@ func (d *Director) HealthyVIPs() []netip.Addr {
 	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
 	return out
 }
+
+// Conns is how many connections the table holds, and its size.
+func (d *Director) Conns() (n, max int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.table.Len(), d.table.max
+}
+
+// TableStats returns the table's counters.
+func (d *Director) TableStats() TableStats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.table.Stats
+}
