@@ -586,6 +586,8 @@ func (b *Buffer[T]) overflow(upTo uint32, now time.Time) {
 	}
 	if b.held > 0 {
 		b.resetHoleSince() // the hole now at the head was seen when the first packet still held came
+	} else {
+		b.arrHead = b.arrTail // every entry is of a released sequence
 	}
 	b.Stats.Depth.Store(int64(b.held))
 }

@@ -46,6 +46,10 @@ func authDropReason(d int) string {
 	return session.Drop(d).Reason()
 }
 
+// kindRefused is an authentic data packet the policy refused: its
+// sequence goes to the reorder buffer (as refused), nothing to the TUN.
+const kindRefused encap.Kind = 100
+
 // auth is the engine's session state: the handshake (serialised by mu, as
 // any receive loop may hand it a message) and the sessions by index.
 type auth struct {
@@ -128,16 +132,20 @@ func (a *auth) reseal(pkt []byte) bool {
 }
 
 // allowed reports whether the inner packet's source may come from the peer
-// (in l2 mode, the source of the IP packet a frame carries; other frames,
-// ARP say, pass).
+// (in l2 mode, the source of the IP packet a frame carries; of the frames
+// without one, ARP alone passes: an IP packet behind three VLAN tags, PPPoE
+// or MPLS would pass unchecked otherwise).
 func (a *auth) allowed(inner []byte) bool {
 	if len(a.cfg.AllowedSources) == 0 {
 		return true
 	}
 	if a.gre.Frames {
-		if inner = header.FramePayload(inner); inner == nil {
-			return true
+		ip := header.FramePayload(inner)
+		if ip == nil {
+			t, _ := header.FrameType(inner)
+			return t == header.EtherTypeARP
 		}
+		inner = ip
 	}
 	var src netip.Addr
 	switch {
@@ -164,27 +172,24 @@ func (a *auth) writeInit() ([]byte, error) {
 	return a.hs.WriteInit(a.scratch[so-hdr:], hdr)
 }
 
-// errHandshake marks a handshake message that agreed nothing and needs no
-// answer (a response, say): not a drop.
-var errHandshake = errors.New("handshake handled")
-
 // openSealed opens the sealed packet d found in buf (received on p, from
 // from on a UDP path) and returns what it holds as a plain Decoded: data or
 // a control message. A handshake message is handled here (answered on p);
 // anything that fails is counted on p and dropped.
-func (e *Engine) openSealed(p *enginePath, buf []byte, d encap.Decoded, from netip.AddrPort) (encap.Decoded, bool) {
+func (e *Engine) openSealed(p *enginePath, buf []byte, d encap.Decoded, from netip.AddrPort, v *session.Verifier) (encap.Decoded, bool) {
 	a := e.auth
 	pkt := buf[d.Off : d.Off+d.Len]
 	if len(pkt) >= d.Hdr+header.SealedOverhead && header.Sealed(pkt[d.Hdr:]).ReceiverIndex() == header.SealedHandshakeIndex {
+		if err := v.Verify(pkt, d.Hdr); err != nil { // before the handshake's lock: forged ones cost no contention
+			countDrop(p, err)
+			return encap.Decoded{}, false
+		}
 		e.onHandshake(p, pkt, d.Hdr, from)
 		return encap.Decoded{}, false
 	}
 	o, err := a.table.Open(pkt, d.Hdr)
 	if err != nil {
-		var drop session.Drop
-		if errors.As(err, &drop) {
-			p.authDrops[drop].Add(1)
-		}
+		countDrop(p, err)
 		return encap.Decoded{}, false
 	}
 	e.follow(p, from)
@@ -207,7 +212,7 @@ func (e *Engine) openSealed(p *enginePath, buf []byte, d encap.Decoded, from net
 		}
 		if !a.allowed(o.Inner) {
 			p.authDrops[dropNotAllowed].Add(1)
-			return encap.Decoded{}, false
+			return encap.Decoded{Kind: kindRefused, Seq: d.Seq, HasSeq: true}, true
 		}
 		return encap.Decoded{Kind: encap.KindData, Off: off, Len: len(o.Inner), Seq: d.Seq, HasSeq: true}, true
 	}
@@ -224,10 +229,7 @@ func (e *Engine) onHandshake(p *enginePath, pkt []byte, hdr int, from netip.Addr
 	rh := a.gre.SealedHeader(a.scratch, so, 0, false)
 	o, err := a.hs.Handle(pkt, hdr, a.scratch[so-rh:], rh)
 	if err != nil {
-		var drop session.Drop
-		if errors.As(err, &drop) {
-			p.authDrops[drop].Add(1)
-		}
+		countDrop(p, err)
 		if errors.Is(err, session.DropRace) {
 			// Our init wins the race, but the peer sent its own: it may
 			// never have had ours (it started after we sent it). Send
@@ -241,16 +243,29 @@ func (e *Engine) onHandshake(p *enginePath, pkt []byte, hdr int, from netip.Addr
 	if e.firstHeardNs.Load() == 0 {
 		e.firstHeardNs.CompareAndSwap(0, e.now().UnixNano())
 	}
+	if o.Session != nil {
+		// Installed before the reply leaves: the initiator seals under it
+		// as soon as the reply arrives, and the other receive loops must
+		// know it by then.
+		a.table.Install(o.Session)
+		a.agreedNs.Store(e.now().UnixNano())
+		a.handshakes.Add(1)
+	}
 	if o.Reply != nil {
 		e.sendRaw(p, o.Reply)
 	}
 	a.mu.Unlock()
 	if o.Session != nil {
-		a.table.Install(o.Session)
-		a.agreedNs.Store(e.now().UnixNano())
-		a.handshakes.Add(1)
 		e.log.Info("session agreed", "path", p.Name, "initiator", o.Session.Initiator(),
 			"peer_epoch", epochString(o.Session.PeerEpoch()), "encrypt", o.Session.Encrypt())
+	}
+}
+
+// countDrop counts on p why a sealed or handshake packet was dropped (a
+// session.Drop, returned unwrapped: no allocation per dropped packet).
+func countDrop(p *enginePath, err error) {
+	if d, ok := err.(session.Drop); ok && int(d) < len(p.authDrops) {
+		p.authDrops[d].Add(1)
 	}
 }
 

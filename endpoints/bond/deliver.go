@@ -24,7 +24,9 @@ func (e *Engine) reorderLoop() {
 				case e.reorderBuf == nil:
 					e.emit(it.pkt)
 				case !e.reorderBuf.Push(it.seq, it.path, it.pkt, now):
-					e.packetPool.Put(it.pkt)
+					if it.pkt != refused {
+						e.packetPool.Put(it.pkt)
+					}
 				}
 			}
 			b.items = b.items[:0]
@@ -61,8 +63,16 @@ func (e *Engine) reorderLoop() {
 	}
 }
 
+// refused stands in the reorder buffer for an authentic data packet the
+// policy refused (auth.allowed_sources): its sequence is filled, so no hole
+// is waited for or asked to be repaired, and nothing reaches the TUN.
+var refused = &packet{}
+
 // emit copies a released packet into the TUN write batch.
 func (e *Engine) emit(x *packet) {
+	if x == refused {
+		return
+	}
 	if e.tunBatchLen == len(e.tunBufs) {
 		e.flushTUN()
 	}

@@ -2,6 +2,7 @@ package bond
 
 import (
 	"bytes"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -133,5 +134,33 @@ func TestL2Config(t *testing.T) {
 	}
 	if g, ok := c.Encapsulation().(encap.GRE); !ok || !g.Frames || c.TAP.Name != "tap0" {
 		t.Fatalf("mode l2: encapsulation %#v, tap %+v", c.Encapsulation(), c.TAP)
+	}
+}
+
+// TestL2AllowedSources: in mode l2 with allowed_sources, a frame's IP
+// packet is judged by its source; of the frames without IP only ARP
+// passes (an MPLS or PPPoE frame could carry any IP past the check).
+func TestL2AllowedSources(t *testing.T) {
+	ep := newEnginePairWith(t, encap.GRE{Key: 7, Frames: true}, "rr", 50*time.Millisecond,
+		withAuth(false, netip.MustParsePrefix("10.77.0.0/24")), 1)
+	ip := func(src netip.Addr) []byte {
+		return append(frame(2, 0x0800, 0, 0)[:14], tuntest.Ping(ep.bAddr, src)...)
+	}
+	arp := frame(0xff, 0x0806, 28, 1)
+	for _, f := range [][]byte{frame(2, 0x8847, 60, 2), ip(netip.MustParseAddr("10.99.0.1")), arp, ip(ep.aAddr)} {
+		ep.ta.Outbound <- f
+	}
+	for _, want := range [][]byte{arp, ip(ep.aAddr)} { // the MPLS frame and the stranger's packet never arrive
+		select {
+		case got := <-ep.tb.Inbound:
+			if !bytes.Equal(got, want) {
+				t.Fatalf("got %x…, want %x…", got[:20], want[:20])
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a frame that should pass did not")
+		}
+	}
+	if n := ep.b.paths[0].authDrops[dropNotAllowed].Load(); n != 2 {
+		t.Errorf("%d frames dropped as not allowed, want 2", n)
 	}
 }

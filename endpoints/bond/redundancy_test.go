@@ -7,6 +7,7 @@ import (
 
 	"github.com/tunbond/tunbond/tunnel/encap"
 	"github.com/tunbond/tunbond/tunnel/header"
+	"github.com/tunbond/tunbond/tunnel/session"
 )
 
 // tcpSegment is an IPv4 TCP segment of n bytes (header included) with the
@@ -103,5 +104,32 @@ func TestEngineSendsTheClassTwice(t *testing.T) {
 	}
 	if n := ep.a.Stats.Redundant.Load(); n != 1 {
 		t.Errorf("%d redundant packets counted, want 1", n)
+	}
+}
+
+// TestSealedRedundantCopiesAreNotReplays: with auth, the second copy is
+// sealed under its own counter, so the peer takes both (its reorder buffer
+// drops the later as a duplicate) and none is a replay: both paths'
+// deliveries are counted in their feedback.
+func TestSealedRedundantCopiesAreNotReplays(t *testing.T) {
+	ep := newEnginePairWith(t, encap.GRE{Key: 7}, "adaptive", 50*time.Millisecond, func(c *EngineConfig) {
+		withAuth(false)(c)
+		c.Redundancy = RedundancyConfig{TCPFlags: []string{"syn"}}
+	}, 1, 1)
+	rs := ep.b.ReorderStats()
+	dup := rs.Duplicate.Load() + rs.Late.Load()
+	ep.ta.Outbound <- tcpSegment(60, header.TCPFlagSYN, 0)
+	select {
+	case <-ep.tb.Inbound:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the SYN never reached B")
+	}
+	await(t, "the second copy dropped by B's reorder buffer (a duplicate, or late: the first was handed on)", func() bool {
+		return rs.Duplicate.Load()+rs.Late.Load() == dup+1
+	})
+	for _, p := range ep.b.paths {
+		if n := p.authDrops[session.DropReplayed].Load(); n != 0 {
+			t.Errorf("path %s dropped %d copies as replays", p.Name, n)
+		}
 	}
 }

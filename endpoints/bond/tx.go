@@ -27,6 +27,16 @@ func (e *Engine) txLoop() {
 		seqs[i] = make([]uint32, 0, bs)
 		lens[i] = make([]uint32, 0, bs)
 	}
+	// With auth, a redundant copy is sealed again under its own counter,
+	// in its own buffer: the same sealed bytes twice would be a replay to
+	// the peer, dropped before its feedback counts the path's delivery.
+	var copies [][]byte
+	if e.auth != nil && e.redundancy.on() {
+		copies = make([][]byte, bs)
+		for i := range copies {
+			copies[i] = make([]byte, e.bufLen)
+		}
+	}
 	for {
 		// Read may return packets and an error together: the packets are
 		// sent first, then the error counted (as wireguard-go's device does).
@@ -56,7 +66,13 @@ func (e *Engine) txLoop() {
 			lens[p] = append(lens[p], uint32(sizes[i]))
 			if e.redundancy.on() && e.redundant(bufs[i][encap.Headroom:encap.Headroom+sizes[i]]) {
 				if q := e.secondPath(p); q >= 0 { // the same bytes, once more: the receiver keeps the first
-					out[q] = append(out[q], pkt)
+					cp := pkt
+					if copies != nil {
+						if cp = copies[i][:copy(copies[i], pkt)]; !e.auth.reseal(cp) {
+							continue
+						}
+					}
+					out[q] = append(out[q], cp)
 					seqs[q] = append(seqs[q], e.seq)
 					lens[q] = append(lens[q], uint32(sizes[i]))
 					e.Stats.Redundant.Add(1)

@@ -53,6 +53,7 @@ type Speaker struct {
 	log     *slog.Logger
 	mu      sync.Mutex
 	current map[netip.Addr]bool // announced now
+	stopped bool                // Stop began: nothing is announced any more
 }
 
 // StartSpeaker starts the speaker with its peers (it listens on no port:
@@ -131,6 +132,9 @@ func (sp *Speaker) path(vip netip.Addr) (*api.Path, error) {
 func (sp *Speaker) Announce(ctx context.Context, vips []netip.Addr) error {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
+	if sp.stopped {
+		return nil
+	}
 	want := map[netip.Addr]bool{}
 	for _, v := range vips {
 		want[v] = true
@@ -228,6 +232,7 @@ func sessionStateName(s api.PeerState_SessionState) string {
 // closes the sessions.
 func (sp *Speaker) Stop(ctx context.Context, wait time.Duration) error {
 	sp.mu.Lock()
+	sp.stopped = true
 	var first error
 	for v := range sp.current {
 		if err := sp.withdraw(ctx, v); err != nil && first == nil {

@@ -192,7 +192,10 @@ func (t *Table) Insert(k Key, dest *lb.Dest, real netip.AddrPort, flags uint8, s
 	if k.Proto == 17 {
 		st = StateUDP
 	} else if flags&FlagSYN == 0 {
-		st = confirm(next(StateSynRecv, k.Proto, flags), 1) // mid-stream (e.g. after a director restart, or from another director)
+		// Mid-stream (after a director restart, or from another director
+		// under mh): unconfirmed whatever the flags, so a forged FIN or
+		// RST makes no long-lived entry that outranks unconfirmed ones.
+		st = StateUnconfirmed
 	}
 	c := &Conn{Key: k, Dest: dest, Real: real, State: st, slot: len(t.all)}
 	t.m[k] = c

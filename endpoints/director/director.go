@@ -345,7 +345,7 @@ func (d *Director) Process(pkt []byte, now time.Time) Verdict {
 func (d *Director) schedule(st *service, f header.Flow, now time.Time) *real {
 	if p := st.svc.Persistent; p > 0 {
 		if e := st.persist.get(f.Src, now); e != nil && e.r.dest.Up && containsReal(st.reals, e.r) {
-			st.persist.put(f.Src, e.r, now.Add(p))
+			st.persist.put(f.Src, e.r, now, now.Add(p))
 			return e.r
 		}
 	}
@@ -355,7 +355,7 @@ func (d *Director) schedule(st *service, f header.Flow, now time.Time) *real {
 	}
 	x := st.reals[i]
 	if p := st.svc.Persistent; p > 0 {
-		st.persist.put(f.Src, x, now.Add(p))
+		st.persist.put(f.Src, x, now, now.Add(p))
 	}
 	return x
 }

@@ -130,3 +130,28 @@ func benchKey(i int) Key {
 	return Key{Proto: 6, Client: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 1000),
 		VIP: netip.MustParseAddrPort("192.0.2.10:80")}
 }
+
+// TestPersistenceTableEvictsOneWhenFull: a full persistence map makes room
+// for a new client by dropping the least recently used one alone (it once
+// dropped everyone: every entry expires before the new one does).
+func TestPersistenceTableEvictsOneWhenFull(t *testing.T) {
+	p := newPersistTable(3)
+	x := &real{}
+	for i, c := range []string{"198.51.100.1", "198.51.100.2", "198.51.100.3"} {
+		now := t0.Add(time.Duration(i) * time.Second)
+		p.put(netip.MustParseAddr(c), x, now, now.Add(300*time.Second))
+	}
+	now := t0.Add(10 * time.Second)
+	p.put(netip.MustParseAddr("198.51.100.4"), x, now, now.Add(300*time.Second))
+	if p.len() != 3 || p.evicted != 1 {
+		t.Fatalf("%d entries, %d evicted; want 3 and 1", p.len(), p.evicted)
+	}
+	for _, c := range []string{"198.51.100.2", "198.51.100.3", "198.51.100.4"} {
+		if p.get(netip.MustParseAddr(c), now) == nil {
+			t.Errorf("%s lost its server", c)
+		}
+	}
+	if p.get(netip.MustParseAddr("198.51.100.1"), now) != nil {
+		t.Error("the least recently used client kept its entry")
+	}
+}

@@ -41,8 +41,9 @@ func (p *persistTable) get(client netip.Addr, now time.Time) *persistEntry {
 	return e
 }
 
-// put keeps client on r until expires, as the most recently used.
-func (p *persistTable) put(client netip.Addr, r *real, expires time.Time) {
+// put keeps client on r until expires, as the most recently used; a full
+// table first drops what has expired by now, then its least recently used.
+func (p *persistTable) put(client netip.Addr, r *real, now, expires time.Time) {
 	if el := p.m[client]; el != nil {
 		e := el.Value.(*persistEntry)
 		e.r, e.expires = r, expires
@@ -50,7 +51,7 @@ func (p *persistTable) put(client netip.Addr, r *real, expires time.Time) {
 		return
 	}
 	if len(p.m) >= p.max {
-		p.expire(expires) // nothing outlives the new entry: drop what expires first
+		p.expire(now)
 	}
 	for len(p.m) >= p.max && p.order.Len() > 0 {
 		p.remove(p.order.Front())

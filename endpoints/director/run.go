@@ -83,7 +83,8 @@ type Running struct {
 	dev     tun.Device
 	up      Transport
 	admin   *ctlsock.Server
-	bgp     *Speaker // nil without bgp
+	bgp     *Speaker   // nil without bgp
+	annMu   sync.Mutex // one announcement at a time, each from the latest health
 	metrics prometheus.Registerer
 	regd    []prometheus.Collector
 
@@ -257,6 +258,10 @@ func (r *Running) announce() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	// Read and announce under one lock: two checks deciding at once must
+	// not announce an older view after a newer one.
+	r.annMu.Lock()
+	defer r.annMu.Unlock()
 	if err := r.bgp.Announce(ctx, r.Director.HealthyVIPs()); err != nil {
 		r.log.Error("bgp", "err", err)
 	}

@@ -31,32 +31,41 @@ func (e Ethernet) Validate() error {
 	return nil
 }
 
-// FramePayload returns the IPv4 or IPv6 packet an Ethernet frame carries,
-// under up to two VLAN tags (802.1Q, 802.1ad), or nil for any other frame
-// (ARP, say) or one too short to say.
-func FramePayload(f []byte) []byte {
+// FrameType returns an Ethernet frame's type under up to two VLAN tags
+// (802.1Q, 802.1ad) and where its payload starts, or 0 for a frame too
+// short to say or with more tags.
+func FrameType(f []byte) (uint16, int) {
 	if len(f) < EthernetHeaderLen {
-		return nil
+		return 0, 0
 	}
 	off := 12
 	for tags := 0; ; tags++ {
 		if len(f) < off+2 {
-			return nil
+			return 0, 0
 		}
 		t := uint16(f[off])<<8 | uint16(f[off+1])
-		switch {
-		case (t == EtherTypeVLAN || t == EtherTypeQinQ) && tags < 2:
-			off += 4 // the tag's type and TCI: the next type follows
-			continue
-		case t == EtherTypeIPv4 || t == EtherTypeIPv6:
-			p := f[off+2:]
-			if InnerEtherType(p) != t {
-				return nil
-			}
-			return p
+		if t != EtherTypeVLAN && t != EtherTypeQinQ {
+			return t, off + 2
 		}
+		if tags == 2 {
+			return 0, 0
+		}
+		off += 4 // the tag's type and TCI: the next type follows
+	}
+}
+
+// FramePayload returns the IPv4 or IPv6 packet an Ethernet frame carries,
+// under up to two VLAN tags, or nil for any other frame (ARP, say) or one
+// too short to say.
+func FramePayload(f []byte) []byte {
+	t, off := FrameType(f)
+	if t != EtherTypeIPv4 && t != EtherTypeIPv6 {
 		return nil
 	}
+	if p := f[off:]; InnerEtherType(p) == t {
+		return p
+	}
+	return nil
 }
 
 // FrameFlowKey is the flow of an Ethernet frame: FlowKey of the IP packet

@@ -2,6 +2,7 @@ package session
 
 import (
 	"bytes"
+	"errors"
 	"math/rand/v2"
 	"testing"
 
@@ -292,5 +293,36 @@ func TestDropReasons(t *testing.T) {
 	}
 	if NumDrops.Reason() != "unknown" || Drop(0).Reason() != "unknown" {
 		t.Error("out-of-range reasons")
+	}
+}
+
+// TestVerifierChecksWithoutState: a Verifier passes a genuine init and
+// response, refuses a forged MAC, a wrong length and a session's packet,
+// allocates nothing, and changes nothing of the handshake (the init still
+// agrees a session afterwards).
+func TestVerifierChecksWithoutState(t *testing.T) {
+	a, b := newEndpoint(t, 1, false), newEndpoint(t, 2, false)
+	v := b.h.NewVerifier()
+	init := a.init(t)
+	if err := v.Verify(init, len(greHdr)); err != nil {
+		t.Fatalf("a genuine init: %v", err)
+	}
+	forged := append([]byte(nil), init...)
+	forged[len(forged)-1] ^= 1
+	if err := v.Verify(forged, len(greHdr)); !errors.Is(err, DropBadTag) {
+		t.Errorf("a forged MAC: %v, want bad tag", err)
+	}
+	if err := v.Verify(init[:len(init)-1], len(greHdr)); !errors.Is(err, DropMalformed) {
+		t.Errorf("a short init: %v, want malformed", err)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = v.Verify(forged, len(greHdr)) }); n != 0 {
+		t.Errorf("Verify allocates %v times", n)
+	}
+	o, err := b.handle(t, init)
+	if err != nil || o.Reply == nil {
+		t.Fatalf("the init after Verify: %v", err)
+	}
+	if err := a.h.NewVerifier().Verify(o.Reply, len(greHdr)); err != nil {
+		t.Errorf("a genuine response: %v", err)
 	}
 }
