@@ -286,8 +286,8 @@ func TestDirectorAndRealServerExitWhenTheirTUNIsDeleted(t *testing.T) {
 
 // TestDirectorAndRealServerStopOnSIGHUP: SIGHUP stops both cleanly (exit
 // 0) and leaves the host as it was: the director's VIP route and admin
-// socket gone; the agent's VIP gone and a strict all.rp_filter back at 1
-// (it ran at 2, loose, the least that lets the VIP's packets in).
+// socket gone; the agent's VIP gone and a strict all.rp_filter untouched
+// throughout (the agent loosens its TUN's own to 2 alone).
 func TestDirectorAndRealServerStopOnSIGHUP(t *testing.T) {
 	requireRoot(t)
 	bin := buildTunbond(t)
@@ -300,11 +300,11 @@ func TestDirectorAndRealServerStopOnSIGHUP(t *testing.T) {
 	rs := n.NS("rs0")
 	setSysctlIn(t, rs, "ipv4/conf/all/rp_filter", "1")
 	agent := startRole(t, rs, "real server agent started", bin, "realserver", "--config", rcfg)
-	if v := sysctlIn(t, rs, "ipv4/conf/all/rp_filter"); v != "2" {
-		t.Fatalf("all.rp_filter %s while the agent runs, want 2", v)
+	if v := sysctlIn(t, rs, "ipv4/conf/all/rp_filter"); v != "1" {
+		t.Fatalf("all.rp_filter %s while the agent runs, want 1 as the host had it (only the TUN's own is loosened)", v)
 	}
-	if v := sysctlIn(t, rs, "ipv4/conf/vip0/rp_filter"); v != "0" {
-		t.Fatalf("vip0.rp_filter %s while the agent runs, want 0", v)
+	if v := sysctlIn(t, rs, "ipv4/conf/vip0/rp_filter"); v != "2" {
+		t.Fatalf("vip0.rp_filter %s while the agent runs, want 2 (loose on the TUN alone)", v)
 	}
 	d := startRole(t, n.NS("director"), "director started", bin, "director", "--config", dcfg)
 	vipRoute := func() bool {

@@ -221,7 +221,8 @@ func (e *Engine) openSealed(p *enginePath, buf []byte, d encap.Decoded, from net
 }
 
 // onHandshake hands a handshake message to the handshake: an init it
-// accepts is answered on p; a session agreed is installed.
+// accepts is answered on every path, p first; a session agreed is
+// installed.
 func (e *Engine) onHandshake(p *enginePath, pkt []byte, hdr int, from netip.AddrPort) {
 	a := e.auth
 	a.mu.Lock()
@@ -240,9 +241,6 @@ func (e *Engine) onHandshake(p *enginePath, pkt []byte, hdr int, from netip.Addr
 		return
 	}
 	e.follow(p, from) // authentic and fresh (a replayed init is stale)
-	if e.firstHeardNs.Load() == 0 {
-		e.firstHeardNs.CompareAndSwap(0, e.now().UnixNano())
-	}
 	if o.Session != nil {
 		// Installed before the reply leaves: the initiator seals under it
 		// as soon as the reply arrives, and the other receive loops must
@@ -252,7 +250,15 @@ func (e *Engine) onHandshake(p *enginePath, pkt []byte, hdr int, from netip.Addr
 		a.handshakes.Add(1)
 	}
 	if o.Reply != nil {
+		// On every path, the one the init came on first: a path may carry
+		// one way only (a firewall dropping what we send on it), and the
+		// init's copies on the other paths are stale now, never answered.
 		e.sendRaw(p, o.Reply)
+		for _, q := range e.paths {
+			if q != p {
+				e.sendRaw(q, o.Reply)
+			}
+		}
 	}
 	a.mu.Unlock()
 	if o.Session != nil {

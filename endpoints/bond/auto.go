@@ -27,10 +27,9 @@ type autoUplink struct {
 }
 
 // autoFallback is how long an auto path waits for its first answer over
-// raw GRE, once the peer is heard on another path (or the handshake got
-// through), before it sends over UDP: about three keepalive timeouts at
-// the defaults (3 × 200 ms × 3). autoAlone is how long it waits when
-// nothing at all is heard from the peer.
+// raw GRE once another path is up, before it sends over UDP: about three
+// keepalive timeouts at the defaults (3 × 200 ms × 3). autoAlone is how
+// long it waits when no path comes up at all.
 const (
 	autoFallback = 2 * time.Second
 	autoAlone    = 10 * time.Second

@@ -107,7 +107,7 @@ type Engine struct {
 	repairMsgs    uint32
 	offerRepair   atomic.Bool   // a path of ours loses packets of its own: the peer may ask
 	firstDataNs   atomic.Int64  // when the first data packet left (repairStartup)
-	firstHeardNs  atomic.Int64  // when a valid packet first came from the peer, on any path (autoFallBack)
+	firstUpNs     atomic.Int64  // when a path first came up (autoFallBack)
 	repairRxNs    atomic.Int64  // when the peer last asked for a repair
 	peerRepairs   atomic.Bool   // the peer offers repair: our reorder buffer may ask
 	warned        bool          // the scheduler advice was logged (health goroutine)

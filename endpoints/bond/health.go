@@ -57,6 +57,9 @@ func (h *pathHealth) check(now time.Time) (wentDown bool) {
 func (e *Engine) setState(p *enginePath, up bool, now time.Time) {
 	e.pathSet.SetUp(p.idx, up) // the scheduler first: once upNow says down, nothing new goes there
 	p.upNow.Store(up)
+	if up && e.firstUpNs.Load() == 0 {
+		e.firstUpNs.Store(now.UnixNano())
+	}
 	p.changes.Add(1)
 	if up {
 		e.log.Info("path up", "path", p.Name, "rtt", time.Duration(p.rttNs.Load()).Round(10*time.Microsecond))
@@ -308,17 +311,17 @@ func (e *Engine) checkSilence(p *enginePath, now time.Time) {
 	}
 }
 
-// autoFallBack sends an auto path that never came up over UDP when the peer
-// has been heard (on any path) for autoFallback, or when nothing at all has
-// been heard from it for autoAlone since the start: a peer that is down
-// does not make a path fall back, unless it stays away long enough that
-// raw GRE may be blocked on every path.
+// autoFallBack sends an auto path that never came up over UDP when another
+// path has been up for autoFallback (the peer answers there, not here), or
+// when no path has come up in autoAlone since the start: a peer that is
+// down, or slow to start, does not make a path fall back, unless it stays
+// away long enough that raw GRE may be blocked on every path.
 func (e *Engine) autoFallBack(now, started time.Time) {
-	first := e.firstHeardNs.Load()
+	first := e.firstUpNs.Load()
 	var why string
 	switch {
 	case first != 0 && now.UnixNano()-first >= int64(autoFallback):
-		why = "no answer over raw GRE in " + autoFallback.String() + " while the peer answers elsewhere (a NAT, or a firewall dropping IP protocol 47, on the way?)"
+		why = "no answer over raw GRE in " + autoFallback.String() + " while another path is up (a NAT, or a firewall dropping IP protocol 47, on the way?)"
 	case first == 0 && now.Sub(started) >= autoAlone:
 		why = "no answer at all in " + autoAlone.String() + " (raw GRE blocked on every path?)"
 	default:

@@ -123,9 +123,6 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 		}
 		if heard {
 			p.lastRxNs.Store(now.UnixNano())
-			if e.firstHeardNs.Load() == 0 {
-				e.firstHeardNs.CompareAndSwap(0, now.UnixNano())
-			}
 		}
 		if heardUDP {
 			if f, ok := p.Uplink.(fallback); ok && !f.OnUDP() {
