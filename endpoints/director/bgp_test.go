@@ -157,3 +157,42 @@ func TestDirectorAnnouncesHealthyVIPs(t *testing.T) {
 }
 
 type atomicBool struct{ atomic.Bool }
+
+// TestDirectorAnnouncesNothingUnchecked: a director whose real server
+// fails its first checks announces nothing (a server starts up in the
+// table, but BGP waits for a passed check), and announces the VIP once the
+// server passes one.
+func TestDirectorAnnouncesNothingUnchecked(t *testing.T) {
+	router := newRouter(t)
+	r := newRig(t)
+	r.cfg.Check = Check{Type: "tcp", Interval: time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 100}
+	r.cfg.BGP = &BGPConfig{ASN: 65001, RouterID: "10.255.0.2",
+		Peers: []BGPPeerConfig{{Address: "127.0.0.1", ASN: 65000, HoldTime: 9 * time.Second, Port: router.port, Local: "127.0.0.2"}}}
+	var healthy atomicBool
+	var probes atomic.Int64
+	r.deps.Probe = func(ctx context.Context, rip netip.AddrPort) error {
+		probes.Add(1)
+		if !healthy.Load() {
+			return errors.New("connection refused")
+		}
+		return nil
+	}
+	d := r.start(t)
+	deadline := time.After(15 * time.Second)
+	for {
+		out, _ := d.Admin([]string{"--bgp"}, "", t0)
+		if strings.Contains(out, "established") && probes.Load() >= 5 {
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("no session, or no probes: %s", out)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if m := router.routes(t); len(m) != 0 {
+		t.Fatalf("the VIP is announced while its only server has failed every check (up, for Fall 100): %v", m)
+	}
+	healthy.Store(true)
+	awaitRoutes(t, router, "the VIP announced after a passed check", func(m map[string]string) bool { return m[vip+"/32"] != "" })
+}

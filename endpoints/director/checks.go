@@ -97,7 +97,9 @@ func (r *Running) checkLoop(ctx context.Context, id checkID) {
 		if ctx.Err() != nil {
 			return // stopped while probing: the answer means nothing
 		}
-		r.Director.RecordCheck(id.proto, id.vip, id.rip, r.now().Sub(t0))
+		if r.Director.RecordCheck(id.proto, id.vip, id.rip, r.now().Sub(t0), ok) {
+			r.announce() // its first pass: its VIP may be announced now
+		}
 		if ok == up {
 			streak = 0
 		} else {

@@ -43,6 +43,7 @@ type real struct {
 	dest    lb.Dest
 	addr    netip.AddrPort
 	check   time.Duration // latency of the last health check
+	passed  bool          // it has passed a health check (BGP announces no VIP on servers never checked)
 	conns   uint64
 	packets uint64
 	bytes   uint64
@@ -248,12 +249,16 @@ func (d *Director) SetHealth(proto uint8, vip, rip netip.AddrPort, up, dropConns
 }
 
 // RecordCheck notes a health check's latency for the metrics.
-func (d *Director) RecordCheck(proto uint8, vip, rip netip.AddrPort, took time.Duration) {
+func (d *Director) RecordCheck(proto uint8, vip, rip netip.AddrPort, took time.Duration, ok bool) (firstPass bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if st := d.svcs[svcID{proto, vip}]; st != nil && st.byAddr[rip] != nil {
-		st.byAddr[rip].check = took
+		x := st.byAddr[rip]
+		x.check = took
+		firstPass = ok && !x.passed
+		x.passed = x.passed || ok
 	}
+	return firstPass
 }
 
 // RealUp reports whether a real server of a service is in rotation.
@@ -421,8 +426,10 @@ func consistent(st *service) bool {
 }
 
 // HealthyVIPs are the VIPs of the services that have a real server up
-// with a weight: what BGP announces.
-func (d *Director) HealthyVIPs() []netip.Addr {
+// with a weight (and, with checked, that has passed a health check: a
+// director just started announces nothing its checks have not seen up):
+// what BGP announces.
+func (d *Director) HealthyVIPs(checked bool) []netip.Addr {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	seen := map[netip.Addr]bool{}
@@ -433,7 +440,7 @@ func (d *Director) HealthyVIPs() []netip.Addr {
 			continue
 		}
 		for _, x := range st.reals {
-			if x.dest.Up && x.dest.Weight > 0 {
+			if x.dest.Up && x.dest.Weight > 0 && (x.passed || !checked) {
 				seen[v] = true
 				out = append(out, v)
 				break

@@ -262,7 +262,7 @@ func (r *Running) announce() {
 	// not announce an older view after a newer one.
 	r.annMu.Lock()
 	defer r.annMu.Unlock()
-	if err := r.bgp.Announce(ctx, r.Director.HealthyVIPs()); err != nil {
+	if err := r.bgp.Announce(ctx, r.Director.HealthyVIPs(r.cfg.Check.Type != "none")); err != nil {
 		r.log.Error("bgp", "err", err)
 	}
 }
