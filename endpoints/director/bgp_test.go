@@ -123,11 +123,7 @@ func TestSpeakerAnnouncesAndWithdraws(t *testing.T) {
 // when the server fails them, announces it again when it recovers, shows
 // the peer to `adm --bgp`, and withdraws everything at Close.
 func TestDirectorAnnouncesHealthyVIPs(t *testing.T) {
-	router := newRouter(t)
-	r := newRig(t)
-	r.cfg.Check = Check{Type: "tcp", Interval: time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1}
-	r.cfg.BGP = &BGPConfig{ASN: 65001, RouterID: "10.255.0.2",
-		Peers: []BGPPeerConfig{{Address: "127.0.0.1", ASN: 65000, HoldTime: 9 * time.Second, Port: router.port, Local: "127.0.0.2"}}}
+	router, r := newBGPRig(t, 1)
 	var healthy atomicBool
 	healthy.Store(true)
 	r.deps.Probe = func(ctx context.Context, rip netip.AddrPort) error {
@@ -163,11 +159,7 @@ type atomicBool struct{ atomic.Bool }
 // table, but BGP waits for a passed check), and announces the VIP once the
 // server passes one.
 func TestDirectorAnnouncesNothingUnchecked(t *testing.T) {
-	router := newRouter(t)
-	r := newRig(t)
-	r.cfg.Check = Check{Type: "tcp", Interval: time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 100}
-	r.cfg.BGP = &BGPConfig{ASN: 65001, RouterID: "10.255.0.2",
-		Peers: []BGPPeerConfig{{Address: "127.0.0.1", ASN: 65000, HoldTime: 9 * time.Second, Port: router.port, Local: "127.0.0.2"}}}
+	router, r := newBGPRig(t, 100)
 	var healthy atomicBool
 	var probes atomic.Int64
 	r.deps.Probe = func(ctx context.Context, rip netip.AddrPort) error {
@@ -195,4 +187,17 @@ func TestDirectorAnnouncesNothingUnchecked(t *testing.T) {
 	}
 	healthy.Store(true)
 	awaitRoutes(t, router, "the VIP announced after a passed check", func(m map[string]string) bool { return m[vip+"/32"] != "" })
+}
+
+// newBGPRig is a director rig with a bgp section peering with a router on
+// loopback, its server checked every millisecond (fall: failures to take
+// it down).
+func newBGPRig(t *testing.T, fall int) (*router, *rig) {
+	t.Helper()
+	router := newRouter(t)
+	r := newRig(t)
+	r.cfg.Check = Check{Type: "tcp", Interval: time.Millisecond, Timeout: time.Second, Rise: 1, Fall: fall}
+	r.cfg.BGP = &BGPConfig{ASN: 65001, RouterID: "10.255.0.2",
+		Peers: []BGPPeerConfig{{Address: "127.0.0.1", ASN: 65000, HoldTime: 9 * time.Second, Port: router.port, Local: "127.0.0.2"}}}
+	return router, r
 }
