@@ -282,14 +282,21 @@ func countDrop(p *enginePath, err error) {
 // the peer may have restarted behind paths that cannot reach us.
 func (e *Engine) handshakeDue() {
 	a := e.auth
-	if a.table.Current() != nil {
+	if cur := a.table.Current(); cur != nil {
 		now := e.now().UnixNano()
-		if now-a.agreedNs.Load() < session.RetryAfter {
+		age := now - a.agreedNs.Load()
+		if age < session.RetryAfter {
 			return
 		}
-		for _, p := range e.paths {
-			if p.upNow.Load() || now-p.lastRxNs.Load() < session.RetryAfter {
-				return
+		// A session's keys are replaced every RekeyAfter, as WireGuard's:
+		// by the side that began it, or by the other one if that side
+		// lets it run a half longer.
+		rekey := age >= int64(RekeyAfter) && cur.Initiator() || age >= int64(RekeyAfter*3/2)
+		if !rekey {
+			for _, p := range e.paths {
+				if p.upNow.Load() || now-p.lastRxNs.Load() < session.RetryAfter {
+					return
+				}
 			}
 		}
 	}
@@ -299,6 +306,11 @@ func (e *Engine) handshakeDue() {
 		e.sendInitLocked()
 	}
 }
+
+// RekeyAfter is how long a session's keys serve before a new handshake
+// replaces them (WireGuard's REKEY_AFTER_TIME). Packets in flight under
+// the old session still open: the table keeps it as the previous one.
+const RekeyAfter = 2 * time.Minute
 
 // sendInitLocked sends a new init on every path; e.auth.mu is held.
 func (e *Engine) sendInitLocked() {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -189,5 +190,27 @@ func TestAuthKeysMustMatch(t *testing.T) {
 		if e.paths[0].upNow.Load() || e.auth.handshakes.Load() != 0 || e.auth.table.Current() != nil {
 			t.Fatal("a session or a path came up between different keys")
 		}
+	}
+}
+
+// TestAuthRekeys: once a session is RekeyAfter old, its initiator agrees a
+// new one (the engine's clock jumps; the keepalive ticker runs as usual),
+// and traffic goes on, in order, across the change of keys.
+func TestAuthRekeys(t *testing.T) {
+	var offset atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	ep := newEnginePairWith(t, encap.GRE{Key: 7}, "rr", 20*time.Millisecond, func(c *EngineConfig) {
+		withAuth(true)(c)
+		c.Now = clock
+	}, 1, 1)
+	ep.send(t, 200)
+	before := ep.a.auth.handshakes.Load() + ep.b.auth.handshakes.Load()
+	offset.Add(int64(RekeyAfter + time.Second))
+	await(t, "a new session agreed after RekeyAfter", func() bool {
+		return ep.a.auth.handshakes.Load()+ep.b.auth.handshakes.Load() >= before+2
+	})
+	ep.send(t, 500)
+	if r := ep.b.Stats.PeerRestarts.Load(); r != 0 {
+		t.Errorf("a rekey was taken for %d peer restarts", r)
 	}
 }
