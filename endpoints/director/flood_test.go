@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tunbond/tunbond/tunnel/encap"
+	"github.com/tunbond/tunbond/tunnel/header"
 )
 
 // TestFloodOfSpoofedHandshakes: spoofed SYN and ACK pairs from 8000
@@ -153,5 +156,31 @@ func TestPersistenceTableEvictsOneWhenFull(t *testing.T) {
 	}
 	if p.get(netip.MustParseAddr("198.51.100.1"), now) != nil {
 		t.Error("the least recently used client kept its entry")
+	}
+}
+
+// BenchmarkProcessExisting is the director's decision for a packet of an
+// existing UDP flow (parse, service, table, counters): what the data path
+// spends beside its I/O (the TUN read, the send).
+func BenchmarkProcessExisting(b *testing.B) {
+	d := New(1<<16, DefaultTimeouts, 1500, encap.IPIP{})
+	c, _ := ParseCommand(strings.Fields("-A -u 192.0.2.10:9 -s mh"))
+	if err := d.Apply(c); err != nil {
+		b.Fatal(err)
+	}
+	c, _ = ParseCommand(strings.Fields("-a -u 192.0.2.10:9 -r 10.0.0.1"))
+	if err := d.Apply(c); err != nil {
+		b.Fatal(err)
+	}
+	pkt := make([]byte, 64)
+	header.EncodeIPv4(pkt, 64, 64, 17, netip.MustParseAddr("198.51.100.1").As4(), netip.MustParseAddr("192.0.2.10").As4())
+	pkt[20], pkt[21], pkt[23] = 0x9c, 0x40, 9
+	d.Process(pkt, t0)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if v := d.Process(pkt, t0); !v.Forward {
+			b.Fatal(v.Drop)
+		}
 	}
 }
