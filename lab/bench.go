@@ -140,6 +140,11 @@ type Reorder struct {
 	GraceMs      float64 `json:"loss_grace_ms"`
 	RepairAsked  uint64  `json:"repair_asked"` // lost packets site B asked for again
 	Repaired     uint64  `json:"repaired"`     // ... whose packet came in time to go in order
+	// WaitP99Ms is the p99 of the time packets waited in site B's reorder
+	// buffer, as the upper bound of its histogram bucket (0, .1, .5, 1, 2,
+	// 5, 10, 20, 50, 100, 200, 500 ms); WaitP99Past: past the last bound.
+	WaitP99Ms   float64 `json:"wait_p99_ms"`
+	WaitP99Past bool    `json:"wait_p99_past_last_bucket,omitempty"`
 }
 
 // reorderSummary is what site B's reorder buffer did over a run; nil with
@@ -149,9 +154,11 @@ func reorderSummary(b *Bond) *Reorder {
 	if rs == nil {
 		return nil
 	}
+	p99, in := rs.Wait.Quantile(0.99)
 	return &Reorder{Released: rs.Released.Load(), HolesLost: rs.HolesLost.Load(),
 		HolesTimeout: rs.HolesTimeout.Load(), Late: rs.Late.Load(), Spurious: rs.Spurious.Load(),
-		GraceMs: float64(rs.GraceNs.Load()) / 1e6, RepairAsked: rs.RepairAsked.Load(), Repaired: rs.Repaired.Load()}
+		GraceMs: float64(rs.GraceNs.Load()) / 1e6, RepairAsked: rs.RepairAsked.Load(), Repaired: rs.Repaired.Load(),
+		WaitP99Ms: float64(p99) / 1e6, WaitP99Past: !in && p99 > 0}
 }
 
 // Addresses of the ECMP method: a /32 on each site's lo, routed over all uplinks.

@@ -41,3 +41,24 @@ func (h *Histogram) Snapshot() (buckets map[float64]uint64, count uint64, sum fl
 	}
 	return buckets, h.total.Load(), float64(h.sumNs.Load()) / 1e9
 }
+
+// Quantile returns the upper bound of the bucket that holds the q-quantile
+// of the durations observed (0 < q ≤ 1), and false if there are none or it
+// lies past the last bound (then the last bound is returned: at least that).
+func (h *Histogram) Quantile(q float64) (time.Duration, bool) {
+	total := h.total.Load()
+	if total == 0 {
+		return 0, false
+	}
+	want := uint64(q*float64(total) + 0.5)
+	if want < 1 {
+		want = 1
+	}
+	var cum uint64
+	for i, ub := range WaitBuckets {
+		if cum += h.counts[i].Load(); cum >= want {
+			return ub, true
+		}
+	}
+	return WaitBuckets[len(WaitBuckets)-1], false
+}

@@ -531,3 +531,26 @@ func TestHoleSinceIsTheEarliestHeld(t *testing.T) {
 		}
 	}
 }
+
+// TestHistogramQuantile: the bucket bound holding a quantile, or the last
+// bound and false past it.
+func TestHistogramQuantile(t *testing.T) {
+	var h Histogram
+	if _, ok := h.Quantile(0.99); ok {
+		t.Fatal("a quantile of nothing")
+	}
+	for i := 0; i < 98; i++ {
+		h.Observe(300 * time.Microsecond) // the 500 µs bucket
+	}
+	h.Observe(15 * time.Millisecond) // 20 ms
+	h.Observe(time.Second)           // past the last bound
+	if d, ok := h.Quantile(0.5); !ok || d != 500*time.Microsecond {
+		t.Errorf("p50 %v %v, want 500µs", d, ok)
+	}
+	if d, ok := h.Quantile(0.99); !ok || d != 20*time.Millisecond {
+		t.Errorf("p99 %v %v, want 20ms", d, ok)
+	}
+	if d, ok := h.Quantile(1); ok || d != 500*time.Millisecond {
+		t.Errorf("p100 %v %v, want 500ms and false", d, ok)
+	}
+}
