@@ -1,9 +1,9 @@
 package reorder
 
 import (
+	"math/rand/v2"
 	"slices"
 	"testing"
-	"math/rand/v2"
 	"time"
 )
 
