@@ -81,6 +81,7 @@ type Config struct {
 type Handshake struct {
 	cfg     Config
 	macKey  [32]byte
+	own     *Verifier // frames and checks messages, under the caller's serialisation
 	epoch   uint64
 	lastTS  int64 // timestamp of our last init
 	peerTS  int64 // greatest timestamp of an authentic init from the peer
@@ -108,6 +109,7 @@ func NewHandshake(cfg Config) (*Handshake, error) {
 		cfg.Rand = rand.Reader
 	}
 	h := &Handshake{cfg: cfg, macKey: HandshakeKey(cfg.Key)}
+	h.own = h.NewVerifier()
 	for h.epoch == 0 {
 		var b [8]byte
 		if _, err := io.ReadFull(cfg.Rand, b[:]); err != nil {
@@ -194,17 +196,8 @@ func (h *Handshake) WriteInit(pkt []byte, hdr int) ([]byte, error) {
 // in p after the GRE header p[:hdr].
 func (h *Handshake) frame(p []byte, hdr int) []byte {
 	header.SealedFields{ReceiverIndex: header.SealedHandshakeIndex, InnerType: header.EtherTypeControl}.Encode(header.Sealed(p[hdr:]))
-	m := h.mac(p[:len(p)-header.SealedTagLen])
-	copy(p[len(p)-header.SealedTagLen:], m[:header.SealedTagLen])
+	copy(p[len(p)-header.SealedTagLen:], h.own.tag(p[:len(p)-header.SealedTagLen]))
 	return p
-}
-
-func (h *Handshake) mac(b []byte) [sha256.Size]byte {
-	mac := hmac.New(sha256.New, h.macKey[:])
-	mac.Write(b)
-	var out [sha256.Size]byte
-	mac.Sum(out[:0])
-	return out
 }
 
 // Outcome is what Handle made of a handshake message.
@@ -223,20 +216,10 @@ type Outcome struct {
 // message and control type. It is the decoder of network bytes the fuzz
 // target drives.
 func (h *Handshake) parse(pkt []byte, hdr int) ([]byte, uint8, error) {
-	if hdr < 0 || len(pkt) < hdr+header.SealedOverhead+8 {
-		return nil, 0, DropTooShort
+	if err := h.own.Verify(pkt, hdr); err != nil {
+		return nil, 0, err
 	}
 	sh := header.Sealed(pkt[hdr:])
-	if sh.ReceiverIndex() != header.SealedHandshakeIndex {
-		return nil, 0, DropUnknownIndex
-	}
-	if n := len(sh); n != InitPacketLen && n != ResponsePacketLen {
-		return nil, 0, DropMalformed
-	}
-	want := h.mac(pkt[:len(pkt)-header.SealedTagLen])
-	if !hmac.Equal(want[:header.SealedTagLen], sh.Tag()) {
-		return nil, 0, DropBadTag
-	}
 	msg := sh.Inner()
 	if sh.Counter() != 0 || sh.InnerType() != header.EtherTypeControl {
 		return nil, 0, DropMalformed
@@ -355,10 +338,15 @@ func (v *Verifier) Verify(pkt []byte, hdr int) error {
 	if n := len(sh); n != InitPacketLen && n != ResponsePacketLen {
 		return DropMalformed
 	}
-	v.mac.Reset()
-	v.mac.Write(pkt[:len(pkt)-header.SealedTagLen])
-	if !hmac.Equal(v.mac.Sum(v.sum[:0])[:header.SealedTagLen], sh.Tag()) {
+	if !hmac.Equal(v.tag(pkt[:len(pkt)-header.SealedTagLen]), sh.Tag()) {
 		return DropBadTag
 	}
 	return nil
+}
+
+// tag is the truncated HMAC-SHA256 of b (valid until the next call).
+func (v *Verifier) tag(b []byte) []byte {
+	v.mac.Reset()
+	v.mac.Write(b)
+	return v.mac.Sum(v.sum[:0])[:header.SealedTagLen]
 }
