@@ -147,13 +147,8 @@ func (a *auth) allowed(inner []byte) bool {
 		}
 		inner = ip
 	}
-	var src netip.Addr
-	switch {
-	case len(inner) >= header.IPv4HeaderLen && inner[0]>>4 == 4:
-		src = netip.AddrFrom4([4]byte(inner[12:16]))
-	case len(inner) >= header.IPv6HeaderLen && inner[0]>>4 == 6:
-		src = netip.AddrFrom16([16]byte(inner[8:24]))
-	default:
+	src, _, ok := header.Addrs(inner)
+	if !ok {
 		return false
 	}
 	for _, p := range a.cfg.AllowedSources {

@@ -299,7 +299,7 @@ func (a *Agent) decap(buf []byte, size int) []byte {
 	if d.Kind != encap.KindData {
 		return nil // a tunbond control message: not for the services
 	}
-	if !a.vips[innerDst(buf[d.Off:d.Off+d.Len])] {
+	if _, dst, _ := header.Addrs(buf[d.Off : d.Off+d.Len]); !a.vips[dst] {
 		a.NotVIP.Add(1) // a director may send only its VIPs' traffic here
 		return nil
 	}
@@ -348,15 +348,4 @@ func (a *Agent) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(dDropped, prometheus.CounterValue, float64(a.Dropped[r].Load()), r.Reason())
 	}
 	ch <- prometheus.MustNewConstMetric(dDropped, prometheus.CounterValue, float64(a.NotVIP.Load()), "not_vip")
-}
-
-// innerDst is the destination of an IPv4 or IPv6 packet, or the zero Addr.
-func innerDst(p []byte) netip.Addr {
-	switch {
-	case len(p) >= header.IPv4HeaderLen && p[0]>>4 == 4:
-		return netip.AddrFrom4([4]byte(p[16:20]))
-	case len(p) >= header.IPv6HeaderLen && p[0]>>4 == 6:
-		return netip.AddrFrom16([16]byte(p[24:40]))
-	}
-	return netip.Addr{}
 }

@@ -160,3 +160,19 @@ func TestFrameFlowKey(t *testing.T) {
 		t.Error("a truncated frame gave a flow")
 	}
 }
+
+// TestAddrs: an IPv4 and an IPv6 packet's addresses; nothing of a short or
+// non-IP one.
+func TestAddrs(t *testing.T) {
+	if s, d, ok := Addrs(tcpSYN); !ok || s != netip.MustParseAddr("198.51.100.7") || d != netip.MustParseAddr("192.0.2.10") {
+		t.Errorf("IPv4: %v %v %v", s, d, ok)
+	}
+	if s, d, ok := Addrs(udp6); !ok || s != netip.MustParseAddr("2001:db8::1") || d != netip.MustParseAddr("2001:db8::2") {
+		t.Errorf("IPv6: %v %v %v", s, d, ok)
+	}
+	for _, p := range [][]byte{tcpSYN[:19], udp6[:39], {0x10, 0, 0, 0}, nil} {
+		if _, _, ok := Addrs(p); ok {
+			t.Errorf("addresses from %x", p)
+		}
+	}
+}

@@ -110,3 +110,19 @@ func InnerIPProto(pkt []byte) uint8 {
 	}
 	return 0
 }
+
+// Addrs returns an IPv4 or IPv6 packet's source and destination, and false
+// if it is neither or too short to hold them.
+func Addrs(p []byte) (src, dst netip.Addr, ok bool) {
+	switch InnerEtherType(p) {
+	case EtherTypeIPv4:
+		if len(p) >= IPv4HeaderLen {
+			return IPv4(p).Src(), IPv4(p).Dst(), true
+		}
+	case EtherTypeIPv6:
+		if len(p) >= IPv6HeaderLen {
+			return IPv6(p).Src(), IPv6(p).Dst(), true
+		}
+	}
+	return netip.Addr{}, netip.Addr{}, false
+}
