@@ -163,15 +163,7 @@ func TestLabClearErrors(t *testing.T) {
 }
 
 // buildTunbond builds the binary for the tests that run it as a process.
-func buildTunbond(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "tunbond")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
+func buildTunbond(t *testing.T) string { return labtest.BuildTunbond(t) }
 
 // runUntilMeasuring starts `tunbond lab bond --tool TOOL` and returns once
 // it measures (for iperf3, once an iperf3 runs).

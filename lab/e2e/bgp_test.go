@@ -142,10 +142,7 @@ func startBGPLab(t *testing.T) *bgpLab {
 		l.healthy = append(l.healthy, h)
 		serveRealServer(t, ns, fmt.Sprintf("rs%d", i), h)
 	}
-	l.bin = filepath.Join(l.dir, "tunbond")
-	if out, err := exec.Command("go", "build", "-o", l.bin, "github.com/tunbond/tunbond/cmd/tunbond").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	l.bin = labtest.BuildTunbond(t)
 	l.directors = make([]*exec.Cmd, 2)
 	for i := range l.directors {
 		l.startDirector(i)

@@ -6,6 +6,7 @@ package labtest
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 
 	"github.com/tunbond/tunbond/lab/netns"
@@ -66,4 +67,15 @@ func NewID(t testing.TB) string {
 		}
 	})
 	return id
+}
+
+// BuildTunbond builds the tunbond command into the test's temporary
+// directory and returns its path, for tests that run it as a user does.
+func BuildTunbond(t testing.TB) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "tunbond")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/tunbond/tunbond/cmd/tunbond").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
 }
