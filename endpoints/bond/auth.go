@@ -187,7 +187,6 @@ func (e *Engine) openSealed(p *enginePath, buf []byte, d encap.Decoded, from net
 		countDrop(p, err)
 		return encap.Decoded{}, false
 	}
-	e.follow(p, from)
 	off := d.Off + d.Hdr + header.SealedHeaderLen
 	switch o.Type {
 	case header.EtherTypeControl:

@@ -57,7 +57,8 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 		}
 		now := e.now()
 		batch := e.batchPool.Get().(*rxBatch)
-		heard, heardUDP := false, false
+		heard := false
+		var udpFrom netip.AddrPort // the last sender over UDP of a packet that passed
 		var dataBytes, dataPackets uint64
 		var highest uint32
 		for i := 0; i < n; i++ {
@@ -70,7 +71,9 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 				continue
 			}
 			heard = true
-			heardUDP = heardUDP || from[i].Port() != 0
+			if from[i].Port() != 0 {
+				udpFrom = from[i]
+			}
 			if d.Kind == kindRefused { // it arrived: the feedback counts it, the TUN never sees it
 				if dataPackets == 0 || int32(d.Seq-highest) > 0 {
 					highest = d.Seq
@@ -124,9 +127,14 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 		if heard {
 			p.lastRxNs.Store(now.UnixNano())
 		}
-		if heardUDP {
-			if f, ok := p.Uplink.(fallback); ok && !f.OnUDP() {
-				f.UseUDP("the peer sends over UDP") // an auto path's peer fell back, or runs udp
+		if udpFrom.IsValid() {
+			if e.auth != nil {
+				e.follow(p, udpFrom) // once a batch: the newest sender of what opened
+			}
+			if p.Transport == TransportAuto {
+				if f, ok := p.Uplink.(fallback); ok && !f.OnUDP() {
+					f.UseUDP("the peer sends over UDP") // the peer fell back, or runs udp
+				}
 			}
 		}
 		if len(batch.items) == 0 {
