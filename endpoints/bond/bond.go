@@ -264,7 +264,7 @@ func Start(cfg *Config, deps Deps) (_ *Bond, err error) {
 	b.members.engine = b.engine
 	for i, s := range b.members.slots {
 		if s.Waiting() == "" {
-			_ = b.engine.SetLocal(cfg.Paths[i].Name, s.local)
+			_ = b.engine.setPathLocal(cfg.Paths[i].Name, s.local)
 		}
 	}
 	b.members.mu.Unlock()

@@ -427,9 +427,9 @@ func (p *enginePath) localAs4() [4]byte {
 	return b
 }
 
-// SetLocal tells the engine a path's local address changed (a path that
-// names only its device, whose address came or moved).
-func (e *Engine) SetLocal(name string, a netip.Addr) error {
+// setPathLocal tells the engine a path's local address changed (a path
+// that names only its device, whose address came or moved).
+func (e *Engine) setPathLocal(name string, a netip.Addr) error {
 	p, err := e.path(name)
 	if err != nil {
 		return err

@@ -152,7 +152,7 @@ func (m *members) join(i int, r resolved) error {
 		m.routing[i] = rt
 	}
 	if m.engine != nil {
-		_ = m.engine.SetLocal(p.Name, r.local)
+		_ = m.engine.setPathLocal(p.Name, r.local)
 	}
 	m.links[i] = r.link.Name
 	first := m.slots[i].joins.Load() == 0
