@@ -90,6 +90,9 @@ type Route struct {
 	Table    int // 0: main
 	Scope    Scope
 	Protocol int // 0 when writing: Protocol (tunbond's)
+	// Blackhole drops what the route matches, silently (`ip route add
+	// blackhole`); Link and Gateway are then empty.
+	Blackhole bool
 }
 
 // Rule is a policy routing rule "from Src lookup Table".
@@ -103,6 +106,9 @@ type Rule struct {
 // String prints r as `ip route` would.
 func (r Route) String() string {
 	var b strings.Builder
+	if r.Blackhole {
+		b.WriteString("blackhole ")
+	}
 	if r.Dst.IsValid() {
 		b.WriteString(r.Dst.Masked().String())
 	} else {

@@ -145,6 +145,9 @@ func (h *Netlink) DelAddr(link string, p netip.Prefix) error {
 
 func (h *Netlink) toRoute(r Route) (*netlink.Route, error) {
 	nr := &netlink.Route{Dst: ipnet(r.Dst.Masked()), Table: r.Table, Scope: netlink.Scope(r.Scope), Protocol: netlink.RouteProtocol(r.protocol())}
+	if r.Blackhole {
+		nr.Type = unix.RTN_BLACKHOLE
+	}
 	if r.Link != "" {
 		l, err := h.link(r.Link)
 		if err != nil {
@@ -193,7 +196,7 @@ func (h *Netlink) Routes(table int) ([]Route, error) {
 	}
 	out := make([]Route, 0, len(rs))
 	for _, nr := range rs {
-		r := Route{Table: nr.Table, Scope: Scope(nr.Scope), Protocol: int(nr.Protocol)}
+		r := Route{Table: nr.Table, Scope: Scope(nr.Scope), Protocol: int(nr.Protocol), Blackhole: nr.Type == unix.RTN_BLACKHOLE}
 		if r.Table == unix.RT_TABLE_MAIN {
 			r.Table = 0
 		}

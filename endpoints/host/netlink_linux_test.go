@@ -1,6 +1,7 @@
 package host_test
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"runtime"
@@ -85,6 +86,7 @@ func TestNetlinkChangesAndUndo(t *testing.T) {
 	must(c.ReplaceAddr("up0", netip.MustParsePrefix("192.0.2.1/24")))
 	must(h.SetLinkUp("up0"))
 	must(c.ReplaceRoute(host.Route{Dst: netip.MustParsePrefix("198.51.100.0/24"), Gateway: netip.MustParseAddr("192.0.2.254"), Link: "up0", Table: 100}))
+	must(c.ReplaceRoute(host.Route{Dst: netip.MustParsePrefix("203.0.113.7/32"), Table: 100, Blackhole: true}))
 	must(c.AddRule(host.Rule{Priority: 1000, Src: netip.MustParsePrefix("192.0.2.1/32"), Table: 100}))
 	must(c.SetSysctl("net.ipv4.conf.all.rp_filter", map[bool]string{true: "1", false: "2"}[rp != "1"]))
 
@@ -94,7 +96,9 @@ func TestNetlinkChangesAndUndo(t *testing.T) {
 	}
 	routes, err := h.Routes(100)
 	must(err)
-	if len(routes) != 1 || routes[0].Protocol != host.Protocol || routes[0].Link != "up0" || routes[0].Gateway != netip.MustParseAddr("192.0.2.254") {
+	slices.SortFunc(routes, func(a, b host.Route) int { return a.Dst.Addr().Compare(b.Dst.Addr()) })
+	if len(routes) != 2 || routes[0].Protocol != host.Protocol || routes[0].Link != "up0" || routes[0].Gateway != netip.MustParseAddr("192.0.2.254") || routes[0].Blackhole ||
+		!routes[1].Blackhole || routes[1].Dst != netip.MustParsePrefix("203.0.113.7/32") || routes[1].String() != "blackhole 203.0.113.7/32 table 100 proto "+fmt.Sprint(host.Protocol) {
 		t.Fatalf("table 100: %v", routes)
 	}
 	rules, err := h.Rules()

@@ -1,0 +1,266 @@
+package conn
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+
+	"github.com/tunbond/tunbond/tunnel/header"
+)
+
+// ringNetns is rawNetns with a veth pair (MTU 9000), rv0 (192.0.2.1/24) and rv1, and routes that
+// send 203.0.113.0/24 and 2001:db8::/64 out of rv0 (to rv1's MAC, fixed
+// neighbours), so a packet sent there comes in on rv1, where the ring sees
+// it (and the kernel, not forwarding, drops it). lo will not do: an IPv6
+// route through lo is a reject route.
+func ringNetns(t *testing.T) vnetns.NsHandle {
+	ns := rawNetns(t)
+	nl, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nl.Close()
+	if err := nl.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "rv0"}, PeerName: "rv1"}); err != nil {
+		t.Fatal(err)
+	}
+	rv0, _ := nl.LinkByName("rv0")
+	rv1, _ := nl.LinkByName("rv1")
+	for _, l := range []netlink.Link{rv0, rv1} {
+		if err := nl.LinkSetMTU(l, 9000); err != nil { // a 3000-byte packet goes whole
+			t.Fatal(err)
+		}
+		if err := nl.LinkSetUp(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nl.AddrAdd(rv0, &netlink.Addr{IPNet: &net.IPNet{IP: net.IPv4(192, 0, 2, 1), Mask: net.CIDRMask(24, 32)}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"203.0.113.0/24", "2001:db8::/64"} {
+		_, dst, _ := net.ParseCIDR(p)
+		if err := nl.RouteAdd(&netlink.Route{LinkIndex: rv0.Attrs().Index, Dst: dst, Scope: netlink.SCOPE_LINK}); err != nil {
+			t.Fatalf("route %s dev rv0: %v", p, err)
+		}
+	}
+	for _, a := range []string{"203.0.113.7", "203.0.113.8", "2001:db8::7", "2001:db8::8"} {
+		n := &netlink.Neigh{LinkIndex: rv0.Attrs().Index, IP: net.ParseIP(a), HardwareAddr: rv1.Attrs().HardwareAddr, State: netlink.NUD_PERMANENT}
+		if err := nl.NeighAdd(n); err != nil {
+			t.Fatalf("neighbour %s: %v", a, err)
+		}
+	}
+	return ns
+}
+
+// inNetns runs fn on a thread in ns (sockets it opens belong to ns).
+func inNetns(t *testing.T, ns vnetns.NsHandle, fn func() error) {
+	t.Helper()
+	if err := onNetnsThread(t, func() error {
+		if err := vnetns.Set(ns); err != nil {
+			return err
+		}
+		return fn()
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readRing reads n packets from the ring, failing after 10 s.
+func readRing(t *testing.T, r *PacketRing, n int) [][]byte {
+	t.Helper()
+	type result struct {
+		pkts [][]byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var got [][]byte
+		bufs := make([][]byte, r.BatchSize())
+		for i := range bufs {
+			bufs[i] = make([]byte, 16+2048)
+		}
+		sizes := make([]int, len(bufs))
+		for len(got) < n {
+			k, err := r.Read(bufs, sizes, 16)
+			if err != nil {
+				done <- result{got, err}
+				return
+			}
+			for i := 0; i < k; i++ {
+				got = append(got, slices.Clone(bufs[i][16:16+sizes[i]]))
+			}
+		}
+		done <- result{got, nil}
+	}()
+	select {
+	case res := <-done:
+		if res.err != nil {
+			t.Fatalf("ring read after %d packets: %v", len(res.pkts), res.err)
+		}
+		return res.pkts
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the ring did not give %d packets in 10 s", n)
+		return nil
+	}
+}
+
+// TestRingTakesOnlyItsDestinations: UDP to the ring's destinations (the
+// second of two IPv4 ones and the second of two IPv6 ones, which tests
+// the filter's jumps) arrives whole and in order; packets to others,
+// the ring's own replies and a packet larger than a frame do not.
+func TestRingTakesOnlyItsDestinations(t *testing.T) {
+	ns := ringNetns(t)
+	var r *PacketRing
+	inNetns(t, ns, func() (err error) { r, err = OpenRing(RingConfig{Frames: 64}); return })
+	t.Cleanup(func() { r.Close() })
+	vip4, vip6 := netip.MustParseAddr("203.0.113.7"), netip.MustParseAddr("2001:db8::7")
+	if err := r.SetDestinations([]netip.Addr{netip.MustParseAddr("203.0.113.1"), vip4,
+		netip.MustParseAddr("2001:db8::1"), vip6}); err != nil {
+		t.Fatal(err)
+	}
+	var c4, c6 *net.UDPConn
+	inNetns(t, ns, func() (err error) {
+		if c4, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1)}); err != nil {
+			return err
+		}
+		c6, err = net.ListenUDP("udp6", &net.UDPAddr{IP: raw6A.AsSlice()})
+		return err
+	})
+	defer c4.Close()
+	defer c6.Close()
+	send := func(c *net.UDPConn, dst string, payload string) {
+		t.Helper()
+		if _, err := c.WriteToUDPAddrPort([]byte(payload), netip.MustParseAddrPort(dst)); err != nil {
+			t.Fatalf("to %s: %v", dst, err)
+		}
+	}
+	send(c4, "203.0.113.8:9", "not ours")
+	send(c4, "203.0.113.7:9", "one")
+	send(c6, "[2001:db8::8]:9", "not ours")
+	send(c4, "203.0.113.7:9", string(make([]byte, 3000))) // larger than a frame
+	send(c6, "[2001:db8::7]:9", "two")
+	send(c4, "203.0.113.7:9", "three")
+	got := readRing(t, r, 3)
+	if len(got) != 3 {
+		t.Fatalf("got %d packets, want 3: %x", len(got), got)
+	}
+	want := []struct {
+		dst     netip.Addr
+		payload string
+	}{{vip4, "one"}, {vip6, "two"}, {vip4, "three"}}
+	for i, p := range got {
+		var dst netip.Addr
+		var payload []byte
+		if p[0]>>4 == 4 {
+			ip := header.IPv4(p)
+			dst, payload = ip.Dst(), p[ip.HeaderLen()+8:]
+		} else {
+			dst, payload = netip.AddrFrom16([16]byte(p[24:40])), p[header.IPv6HeaderLen+8:]
+		}
+		if dst != want[i].dst || string(payload) != want[i].payload {
+			t.Errorf("packet %d: to %v %q, want to %v %q", i, dst, payload, want[i].dst, want[i].payload)
+		}
+	}
+	if n := r.Truncated.Load(); n != 1 {
+		t.Errorf("truncated: %d, want the one 3000-byte packet", n)
+	}
+
+	// The filter follows a change of the destinations.
+	if err := r.SetDestinations([]netip.Addr{netip.MustParseAddr("203.0.113.8")}); err != nil {
+		t.Fatal(err)
+	}
+	send(c4, "203.0.113.7:9", "no longer ours")
+	send(c4, "203.0.113.8:9", "now ours")
+	if p := readRing(t, r, 1)[0]; string(p[28:]) != "now ours" {
+		t.Errorf("after the change: %q", p[28:])
+	}
+}
+
+// TestRingWritesWholePackets: Write sends an IPv4 packet with a foreign
+// source (a VIP's) as it is; a socket on its destination gets it from
+// that source.
+func TestRingWritesWholePackets(t *testing.T) {
+	ns := ringNetns(t)
+	var r *PacketRing
+	var c *net.UDPConn
+	inNetns(t, ns, func() (err error) {
+		if r, err = OpenRing(RingConfig{Frames: 64}); err != nil {
+			return err
+		}
+		c, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		return err
+	})
+	defer r.Close()
+	defer c.Close()
+	port := c.LocalAddr().(*net.UDPAddr).Port
+	pkt := make([]byte, 16+28+5)
+	p := pkt[16:]
+	p[0], p[8], p[9] = 0x45, 64, 17
+	p[2], p[3] = 0, byte(len(p))
+	copy(p[12:], []byte{203, 0, 113, 7})
+	copy(p[16:], []byte{127, 0, 0, 1})
+	p[20], p[21], p[22], p[23] = 0, 53, byte(port>>8), byte(port)
+	p[24], p[25] = 0, 13
+	copy(p[28:], "hello")
+	cs := ^header.Checksum(p[:20], 0)
+	p[10], p[11] = byte(cs>>8), byte(cs)
+	if n, err := r.Write([][]byte{pkt}, 16); n != 1 || err != nil {
+		t.Fatalf("write: %d %v", n, err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64)
+	n, from, err := c.ReadFromUDPAddrPort(buf)
+	if err != nil || string(buf[:n]) != "hello" || from != netip.MustParseAddrPort("203.0.113.7:53") {
+		t.Fatalf("got %q from %v (%v)", buf[:n], from, err)
+	}
+}
+
+// TestRingCloseWakesRead: a Read waiting for packets returns os.ErrClosed
+// when the ring is closed.
+func TestRingCloseWakesRead(t *testing.T) {
+	ns := ringNetns(t)
+	var r *PacketRing
+	inNetns(t, ns, func() (err error) { r, err = OpenRing(RingConfig{Frames: 64}); return })
+	done := make(chan error, 1)
+	go func() {
+		bufs, sizes := [][]byte{make([]byte, 2048)}, []int{0}
+		_, err := r.Read(bufs, sizes, 0)
+		done <- err
+	}()
+	for r.ReadPolled.Load() == 0 { // the reader is in poll
+		time.Sleep(time.Millisecond)
+	}
+	r.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrClosed) {
+			t.Fatalf("read after close: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("read still waiting 10 s after close")
+	}
+}
+
+// TestDestinationFilterLimit: the filter takes as many destinations as
+// classic BPF's 4096 instructions hold and rejects everything past that.
+func TestDestinationFilterLimit(t *testing.T) {
+	dsts := func(n int) []netip.Addr {
+		out := make([]netip.Addr, n)
+		for i := range out {
+			out[i] = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		}
+		return out
+	}
+	if !FilterFits(dsts(2000)) || FilterFits(dsts(2100)) {
+		t.Fatalf("2000 fit: %v, 2100 fit: %v", FilterFits(dsts(2000)), FilterFits(dsts(2100)))
+	}
+	if FilterFits(dsts(0)) != true {
+		t.Fatal("an empty set must fit")
+	}
+}
