@@ -103,11 +103,14 @@ func startBGPLab(t *testing.T) *bgpLab {
 			}
 		}
 	}
-	// The router: BIRD with a session per director and ECMP into its kernel table.
+	// The router: BIRD with a session per director and ECMP into its kernel
+	// table. A session that ends in an error (the hold timer running out)
+	// waits out BIRD's error wait time before BIRD takes a connection again:
+	// 60 s by default, 1 s here.
 	conf := "log stderr all;\nrouter id 10.20.0.1;\nprotocol device { scan time 1; }\n" +
 		"protocol kernel { ipv4 { import none; export all; }; merge paths yes; scan time 1; }\n"
 	for i := 0; i < 2; i++ {
-		conf += fmt.Sprintf("protocol bgp d%d { local %s as 65000; neighbor %s as 65001; hold time 9; keepalive time 3; connect retry time 1; ipv4 { import all; export none; }; }\n",
+		conf += fmt.Sprintf("protocol bgp d%d { local %s as 65000; neighbor %s as 65001; hold time 9; keepalive time 3; connect retry time 1; error wait time 1, 5; ipv4 { import all; export none; }; }\n",
 			i, lab.BGPRouterAddr(i), lab.BGPDirectorAddr(i))
 	}
 	cf := filepath.Join(l.dir, "bird.conf")
@@ -247,10 +250,13 @@ func (l *bgpLab) requests(n int) error {
 
 // TestDirectorsShareAVIPOverBGP: two directors announce the VIP to a BIRD
 // router, which spreads the clients' flows over them by ECMP. A director
-// stopped with SIGTERM withdraws the VIP at once and one killed with
-// SIGKILL loses it when the router's hold time runs out; requests succeed
-// throughout; downloads under mh cross a director's stop; a VIP whose
-// servers all fail their checks is withdrawn and comes back.
+// stopped with SIGTERM withdraws the VIP at once; one killed with SIGKILL
+// loses it at once too (its kernel closes the TCP session); one that goes
+// silent (frozen with SIGSTOP: no more keepalives, its kernel keeps the
+// session open) loses it when the router's hold time (9 s) runs out, not
+// sooner, and announces it again once thawed (SIGCONT) and reconnected.
+// Requests succeed throughout; downloads under mh cross a director's stop;
+// a VIP whose servers all fail their checks is withdrawn and comes back.
 func TestDirectorsShareAVIPOverBGP(t *testing.T) {
 	l := startBGPLab(t)
 	l.awaitNextHops(2, 20*time.Second, "both directors announcing")
@@ -320,9 +326,46 @@ func TestDirectorsShareAVIPOverBGP(t *testing.T) {
 	l.directors[1].Process.Kill()
 	l.directors[1].Wait()
 	took = l.awaitNextHops(1, 15*time.Second, "director 1 withdrawn after SIGKILL")
-	t.Logf("SIGKILL: the VIP's route lost director 1 %v after the kill (its kernel closed the session; a silent death would take the 9 s hold time)", took.Round(time.Millisecond))
+	t.Logf("SIGKILL: the VIP's route lost director 1 %v after the kill (its kernel closed the session; a silent death waits for the hold time: below)", took.Round(time.Millisecond))
 	if err := l.requests(20); err != nil {
 		t.Fatalf("after the kill: %v", err)
+	}
+
+	// Director 1 back; director 0 frozen (SIGSTOP): it sends no more
+	// keepalives but its kernel keeps the session open, so only the
+	// router's hold timer notices. BIRD restarts it on each message at 9 s
+	// less up to a quarter (the jitter it gives every BGP timer: 6.75 to
+	// 9 s), and the director sends a keepalive every 3 s, so the route
+	// goes 3.75 to 9 s after the freeze: not before 3 s (it was the hold
+	// timer) nor after 11 s. Requests succeed meanwhile (the router no
+	// longer sends to it).
+	// Thawed (SIGCONT), director 0 reads the router's notification, waits
+	// out gobgp's idle hold time (5 s) and connects again.
+	l.startDirector(1)
+	l.awaitNextHops(2, 20*time.Second, "director 1 back")
+	frozen := l.directors[0].Process
+	t.Cleanup(func() { frozen.Signal(syscall.SIGCONT) }) // a failing test leaves no stopped process (the lab's cleanup kills it)
+	if err := frozen.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	took = l.awaitNextHops(1, 15*time.Second, "director 0 withdrawn after SIGSTOP")
+	t.Logf("SIGSTOP: the VIP's route lost director 0 %v after the freeze (the router's hold time ran out)", took.Round(time.Millisecond))
+	if took < 3*time.Second || took > 11*time.Second {
+		t.Errorf("SIGSTOP: director 0 withdrawn %v after the freeze, want the hold time's 3.75 to 9 s (3 to 11 s allowed)", took.Round(time.Millisecond))
+	}
+	if hops := l.nextHops(); len(hops) != 1 || hops[0] != lab.BGPDirectorAddr(1) {
+		t.Errorf("SIGSTOP: the router's next hops are %v, want director 1's %s", hops, lab.BGPDirectorAddr(1))
+	}
+	if err := l.requests(20); err != nil {
+		t.Fatalf("with director 0 frozen: %v", err)
+	}
+	if err := frozen.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	took = l.awaitNextHops(2, 30*time.Second, "director 0 back after SIGCONT")
+	t.Logf("SIGCONT: director 0 announced again %v after the thaw", took.Round(time.Millisecond))
+	if err := l.requests(20); err != nil {
+		t.Fatalf("after the thaw: %v", err)
 	}
 
 	// Every real server fails its checks: the VIP is withdrawn; one
@@ -333,7 +376,7 @@ func TestDirectorsShareAVIPOverBGP(t *testing.T) {
 	took = l.awaitNextHops(0, 10*time.Second, "the VIP withdrawn with every server down")
 	t.Logf("every server down: withdrawn %v later", took.Round(time.Millisecond))
 	l.healthy[1].set(false)
-	took = l.awaitNextHops(1, 10*time.Second, "the VIP back with a server up")
+	took = l.awaitNextHops(2, 10*time.Second, "the VIP back with a server up") // from both directors
 	t.Logf("a server back: announced %v later", took.Round(time.Millisecond))
 	if err := l.requests(10); err != nil {
 		t.Fatalf("after the recovery: %v", err)
