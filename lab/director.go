@@ -75,7 +75,9 @@ type DirectorSpec struct {
 	GRE       bool // GRE (key 9) towards the real servers instead of IPIP
 	// Connections is the table's size (connections); 0: the default.
 	Connections int
-	Log         *slog.Logger
+	// Ingress is the director's ingress: tun ("") or ring.
+	Ingress string
+	Log     *slog.Logger
 }
 
 // StartDirectorLab builds the topology and starts everything.
@@ -133,7 +135,7 @@ func StartDirectorLab(id string, s DirectorSpec) (_ *DirectorLab, err error) {
 	if check.Type == "" {
 		check.Type = "none"
 	}
-	d, err := director.Start(director.RunConfig{TUN: "vs0", Local: netip.MustParseAddr(directorAddr),
+	d, err := director.Start(director.RunConfig{TUN: "vs0", Ingress: s.Ingress, Local: netip.MustParseAddr(directorAddr),
 		Encap: codec, Timeouts: director.DefaultTimeouts, Check: check, Connections: s.Connections,
 		Rules: rules.String()}, director.Deps{Host: n.NS("director").Host(), Log: log})
 	if err != nil {
@@ -145,7 +147,10 @@ func StartDirectorLab(id string, s DirectorSpec) (_ *DirectorLab, err error) {
 
 // PrepareDirectorNet turns on forwarding on the router and the director
 // and loosens reverse-path filtering there (replies from the VIP come back
-// from the real servers' side).
+// from the real servers' side). The router's link to the director carries
+// frames, not GSO aggregates (gso_max_segs 1: it segments what it
+// forwards), as a wire would: the director's ingress ring takes packets of
+// a frame's size, as a NIC with GRO off hands them over.
 func PrepareDirectorNet(n *netns.Net) error {
 	for _, x := range []struct{ ns, key, val string }{
 		{"router", "ipv4/ip_forward", "1"}, {"router", "ipv4/conf/all/rp_filter", "0"},
@@ -154,6 +159,13 @@ func PrepareDirectorNet(n *netns.Net) error {
 		if err := n.NS(x.ns).Do(func() error { return os.WriteFile("/proc/sys/net/"+x.key, []byte(x.val), 0o644) }); err != nil {
 			return fmt.Errorf("%s: %s: %w", x.ns, x.key, err)
 		}
+	}
+	l, err := n.NS("router").NL.LinkByName("director")
+	if err != nil {
+		return err
+	}
+	if err := n.NS("router").NL.LinkSetGSOMaxSegs(l, 1); err != nil {
+		return fmt.Errorf("router: gso_max_segs 1 on the link to the director: %w", err)
 	}
 	return nil
 }

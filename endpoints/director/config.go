@@ -20,6 +20,10 @@ type Config struct {
 	TUN struct {
 		Name string `mapstructure:"name"`
 	} `mapstructure:"tun"`
+	// Ingress is how the clients' packets reach the director: tun (the
+	// VIPs routed to the TUN, a read per packet) or ring (a PACKET_MMAP
+	// ring on every interface, the VIPs routed to a blackhole).
+	Ingress          string `mapstructure:"ingress"`
 	Local            string `mapstructure:"local"`
 	Encap            string `mapstructure:"encap"`
 	Key              int64  `mapstructure:"key"`
@@ -67,7 +71,7 @@ type RealConfig struct {
 }
 
 var configDefaults = map[string]any{
-	"tun.name": "vs0", "local": "", "encap": "ipip", "key": 0, "mtu": 0, "connections": 1 << 20,
+	"tun.name": "vs0", "ingress": "tun", "local": "", "encap": "ipip", "key": 0, "mtu": 0, "connections": 1 << 20,
 	"expire_nodest_conn": false, "timeouts.tcp": "900s", "timeouts.tcpfin": "120s", "timeouts.udp": "300s",
 	"check.type": "tcp", "check.path": "/", "check.interval": "2s", "check.timeout": "1s", "check.rise": 2, "check.fall": 3,
 	"metrics.listen": "", "control.socket": DefaultAdminSocket,
@@ -117,6 +121,9 @@ func (c *Config) Validate() error {
 	var errs config.Problems
 	bad := errs.Add
 	errs.InterfaceName("tun.name", c.TUN.Name)
+	if c.Ingress != "tun" && c.Ingress != "ring" {
+		bad("ingress", "%q is not tun or ring", c.Ingress)
+	}
 	if a, err := netip.ParseAddr(c.Local); err != nil || !a.Is4() {
 		bad("local", "%q is not an IPv4 address (the director's address towards the real servers)", c.Local)
 	}
@@ -258,7 +265,7 @@ func (c *Config) RunConfig() RunConfig {
 		b := c.BGP
 		bgp = &b
 	}
-	return RunConfig{TUN: c.TUN.Name, Local: netip.MustParseAddr(c.Local), Encap: e, BGP: bgp,
+	return RunConfig{TUN: c.TUN.Name, Ingress: c.Ingress, Local: netip.MustParseAddr(c.Local), Encap: e, BGP: bgp,
 		MTU: c.MTU, Connections: c.Connections, Timeouts: t, ExpireNoDest: c.ExpireNodestConn, Rules: rules, AdminSocket: c.Control.Socket,
 		Check: Check{Type: c.Check.Type, Path: c.Check.Path, Interval: c.Check.Interval, Timeout: c.Check.Timeout, Rise: c.Check.Rise, Fall: c.Check.Fall}}
 }

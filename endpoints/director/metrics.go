@@ -88,7 +88,9 @@ func (d *Director) Registry() *prometheus.Registry {
 }
 
 var (
-	dRunTUN      = desc("tun_rx_packets_total", "Client packets read from the TUN.")
+	dRunTUN      = desc("tun_rx_packets_total", "Client packets read from the ingress (the TUN, or the ring with ingress: ring).")
+	dRingTrunc   = desc("ring_truncated_total", "Packets larger than a ring frame, dropped (ingress: ring; GRO or jumbo frames on the interface).")
+	dRingDropped = desc("ring_dropped_total", "Packets the kernel dropped because the ingress ring was full (ingress: ring).")
 	dRunSent     = desc("tx_packets_total", "Packets sent to the real servers.")
 	dRunICMP     = desc("icmp_sent_total", "ICMP errors written back to the clients (PMTU).")
 	dRunErrors   = desc("tx_errors_total", "Packets the raw socket refused (no route to a real server).")
@@ -100,7 +102,7 @@ var (
 type dataPath struct{ r *Running }
 
 func (c dataPath) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dRunTUN, dRunSent, dRunICMP, dRunErrors, dRunSegments} {
+	for _, d := range []*prometheus.Desc{dRunTUN, dRunSent, dRunICMP, dRunErrors, dRunSegments, dRingTrunc, dRingDropped} {
 		ch <- d
 	}
 }
@@ -113,5 +115,10 @@ func (c dataPath) Collect(ch chan<- prometheus.Metric) {
 	}{{dRunTUN, r.RxPackets.Load()}, {dRunSent, r.TxPackets.Load()}, {dRunICMP, r.Replies.Load()},
 		{dRunErrors, r.SendErrors.Load()}, {dRunSegments, r.SegmentErrors.Load()}} {
 		ch <- prometheus.MustNewConstMetric(m.d, prometheus.CounterValue, float64(m.v))
+	}
+	if r.ring != nil {
+		tr, dr := r.ring.Stats()
+		ch <- prometheus.MustNewConstMetric(dRingTrunc, prometheus.CounterValue, float64(tr))
+		ch <- prometheus.MustNewConstMetric(dRingDropped, prometheus.CounterValue, float64(dr))
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -33,7 +34,11 @@ type Check struct {
 
 // RunConfig is a running director's setup.
 type RunConfig struct {
-	TUN          string     // the TUN the VIPs are routed to
+	TUN string // the TUN the VIPs are routed to (ingress tun)
+	// Ingress is tun (the VIPs routed to the TUN; "" is tun) or ring (a
+	// PACKET_MMAP ring takes the packets to the VIPs on every interface,
+	// the VIPs are routed to a blackhole, and there is no TUN).
+	Ingress      string
 	Local        netip.Addr // the director's address towards the real servers
 	Encap        encap.Encapsulation
 	MTU          int // egress MTU towards the real servers; 0: the interface's
@@ -55,12 +60,34 @@ type Transport interface {
 	Close() error
 }
 
+// Ring is the ring ingress (conn.PacketRing): the packets to the VIPs, and
+// a way to send whole packets (ICMP errors) back.
+type Ring interface {
+	Read(bufs [][]byte, sizes []int, offset int) (int, error)
+	Write(bufs [][]byte, offset int) (int, error)
+	BatchSize() int
+	SetDestinations(dsts []netip.Addr) error
+	// Stats: packets larger than a frame, and dropped on a full ring.
+	Stats() (truncated, dropped uint64)
+	// TruncatedOn: the interface index of the last packet larger than a frame.
+	TruncatedOn() int
+	Close() error
+}
+
+// ingress is where the clients' packets come from: the TUN or the ring.
+type ingress interface {
+	Read(bufs [][]byte, sizes []int, offset int) (int, error)
+	Write(bufs [][]byte, offset int) (int, error)
+	BatchSize() int
+}
+
 // Deps are the director's devices, sockets and surroundings; the zero
 // value is the real thing in the current namespace.
 type Deps struct {
 	Host       host.Host                                      // nil: host.Current()
 	OpenTUN    func(name string, mtu int) (tun.Device, error) // nil: tun.CreateTUN inside Host.Do
 	OpenUplink func(conn.RawConfig) (Transport, error)        // nil: conn.OpenRaw inside Host.Do
+	OpenRing   func() (Ring, error)                           // nil: conn.OpenRing inside Host.Do
 	Metrics    prometheus.Registerer                          // nil: no metrics
 	Log        *slog.Logger                                   // nil: slog.Default()
 	Now        func() time.Time                               // nil: time.Now
@@ -80,7 +107,9 @@ type Running struct {
 	probeFn func(ctx context.Context, real netip.AddrPort) error
 	host    host.Host
 	changes *host.Changes // every host change, undone by Close
-	dev     tun.Device
+	dev     tun.Device    // ingress tun
+	ring    Ring          // ingress ring
+	in      ingress       // dev or ring
 	up      Transport
 	admin   *ctlsock.Server
 	bgp     *Speaker   // nil without bgp
@@ -91,6 +120,9 @@ type Running struct {
 	syncMu sync.Mutex // the VIP routes and the checks follow the rules under it
 	routes map[netip.Addr]host.Route
 	checks map[checkID]*checker
+
+	truncSeen   uint64    // ring truncations already warned of (expireLoop's)
+	truncWarned time.Time // when
 
 	life      role.Stop
 	closeOnce sync.Once
@@ -165,11 +197,29 @@ func Start(cfg RunConfig, deps Deps) (_ *Running, err error) {
 	if r.up, err = openUplink(conn.RawConfig{Local: cfg.Local, Protocols: cfg.Encap.Protocols()}); err != nil {
 		return nil, fmt.Errorf("local %v: %w", cfg.Local, err)
 	}
-	if r.dev, err = openTUN(cfg.TUN, 1500); err != nil {
-		return nil, fmt.Errorf("tun %s: %w", cfg.TUN, err)
-	}
-	if err := h.SetLinkUp(cfg.TUN); err != nil {
-		return nil, fmt.Errorf("tun %s: %w", cfg.TUN, err)
+	switch cfg.Ingress {
+	case "", "tun":
+		if r.dev, err = openTUN(cfg.TUN, 1500); err != nil {
+			return nil, fmt.Errorf("tun %s: %w", cfg.TUN, err)
+		}
+		if err := h.SetLinkUp(cfg.TUN); err != nil {
+			return nil, fmt.Errorf("tun %s: %w", cfg.TUN, err)
+		}
+		r.in = r.dev
+	case "ring":
+		openRing := deps.OpenRing
+		if openRing == nil {
+			openRing = func() (rg Ring, err error) {
+				err = h.Do(func() (err error) { rg, err = conn.OpenRing(conn.RingConfig{}); return })
+				return
+			}
+		}
+		if r.ring, err = openRing(); err != nil {
+			return nil, fmt.Errorf("ingress ring: %w", err)
+		}
+		r.in = r.ring
+	default:
+		return nil, fmt.Errorf("ingress %q is not tun or ring", cfg.Ingress)
 	}
 	if cfg.BGP != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -202,15 +252,22 @@ func Start(cfg RunConfig, deps Deps) (_ *Running, err error) {
 			r.regd = append(r.regd, c)
 		}
 	}
-	r.wg.Add(3)
+	r.wg.Add(2)
 	go r.dataLoop()
 	go r.expireLoop()
-	go func() {
-		defer r.wg.Done()
-		for range r.dev.Events() {
-		}
-	}()
-	r.log.Info("director started", "tun", cfg.TUN, "local", cfg.Local, "services", len(r.rulesSnapshot()), "admin", cfg.AdminSocket)
+	if r.dev != nil {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			for range r.dev.Events() {
+			}
+		}()
+	}
+	name := cfg.TUN
+	if r.ring != nil {
+		name = "ring"
+	}
+	r.log.Info("director started", "ingress", name, "local", cfg.Local, "services", len(r.rulesSnapshot()), "admin", cfg.AdminSocket)
 	return r, nil
 }
 
@@ -242,8 +299,18 @@ func (r *Running) follow(vips []netip.Addr) {
 	if r.life.Closing() {
 		return
 	}
+	if r.ring != nil {
+		// The ring takes them first: the blackhole routes below only
+		// keep the kernel from forwarding its own copy.
+		if !conn.FilterFits(vips) {
+			r.log.Error("ingress ring: too many VIPs for its filter (about 2000 IPv4 ones fit); the ring takes none", "vips", len(vips))
+		}
+		if err := r.ring.SetDestinations(vips); err != nil {
+			r.log.Error("ingress ring", "err", err)
+		}
+	}
 	if err := r.routeVIPs(vips); err != nil {
-		r.log.Error("routing VIPs to the TUN", "err", err)
+		r.log.Error("routing the VIPs", "err", err)
 	}
 	r.syncChecks()
 	r.announce()
@@ -280,8 +347,9 @@ func (r *Running) bgpStatus() string {
 	return b.String()
 }
 
-// routeVIPs routes exactly the given VIPs to the TUN: new ones get a route,
-// those no service uses any more lose theirs. r.syncMu is held.
+// routeVIPs routes exactly the given VIPs to the TUN (ingress tun) or to
+// a blackhole (ingress ring): new ones get a route, those no service uses
+// any more lose theirs. r.syncMu is held.
 func (r *Running) routeVIPs(vips []netip.Addr) error {
 	want := map[netip.Addr]bool{}
 	var errs []error
@@ -291,8 +359,11 @@ func (r *Running) routeVIPs(vips []netip.Addr) error {
 			continue
 		}
 		rt := host.Route{Dst: netip.PrefixFrom(a, a.BitLen()), Link: r.cfg.TUN, Scope: host.ScopeLink}
+		if r.ring != nil {
+			rt = host.Route{Dst: rt.Dst, Blackhole: true}
+		}
 		if err := r.changes.ReplaceRoute(rt); err != nil {
-			errs = append(errs, fmt.Errorf("route %v to %s: %w", a, r.cfg.TUN, err))
+			errs = append(errs, fmt.Errorf("route %v: %w", rt, err))
 			continue
 		}
 		r.routes[a] = rt
@@ -318,12 +389,12 @@ func (r *Running) rulesSnapshot() []Service {
 	return out
 }
 
-// dataLoop reads client packets from the TUN, decides each, and sends the
-// batch to the real servers in one sendmmsg. A read error other than
-// tun.ErrTooManySegments (the TUN deleted) stops the director.
+// dataLoop reads client packets from the TUN or the ring, decides each,
+// and sends the batch to the real servers in one sendmmsg. A read error
+// other than tun.ErrTooManySegments (the TUN deleted) stops the director.
 func (r *Running) dataLoop() {
 	defer r.wg.Done()
-	bs := r.dev.BatchSize()
+	bs := r.in.BatchSize()
 	bufs := make([][]byte, bs)
 	sizes := make([]int, bs)
 	for i := range bufs {
@@ -333,7 +404,7 @@ func (r *Running) dataLoop() {
 	dsts := make([]netip.Addr, 0, bs)
 	var replies [][]byte
 	for {
-		n, err := r.dev.Read(bufs, sizes, encap.Headroom)
+		n, err := r.in.Read(bufs, sizes, encap.Headroom)
 		if n > 0 {
 			// The packets read alongside an error are good: handle them first.
 			out, dsts, replies = r.forward(bufs[:n], sizes[:n], out[:0], dsts[:0], replies[:0])
@@ -344,14 +415,18 @@ func (r *Running) dataLoop() {
 				continue
 			}
 			if !r.life.Closing() {
-				r.fail(fmt.Errorf("reading tun %s: %w (was it deleted?)", r.cfg.TUN, err))
+				if r.ring != nil {
+					r.fail(fmt.Errorf("reading the ingress ring: %w", err))
+				} else {
+					r.fail(fmt.Errorf("reading tun %s: %w (was it deleted?)", r.cfg.TUN, err))
+				}
 			}
 			return
 		}
 	}
 }
 
-// forward decides a batch read from the TUN and sends it.
+// forward decides a batch read from the ingress and sends it.
 func (r *Running) forward(bufs [][]byte, sizes []int, out [][]byte, dsts []netip.Addr, replies [][]byte) ([][]byte, []netip.Addr, [][]byte) {
 	now := r.now()
 	r.Director.Lock()
@@ -379,7 +454,7 @@ func (r *Running) forward(bufs [][]byte, sizes []int, out [][]byte, dsts []netip
 		}
 	}
 	if len(replies) > 0 {
-		if _, err := r.dev.Write(replies, 16); err == nil {
+		if _, err := r.in.Write(replies, 16); err == nil {
 			r.Replies.Add(uint64(len(replies)))
 		}
 	}
@@ -396,10 +471,33 @@ func (r *Running) expireLoop() {
 			now := r.now()
 			r.Director.Expire(now)
 			r.Director.Estimate(now)
+			r.warnTruncated(now)
 		case <-r.life.Done():
 			return
 		}
 	}
+}
+
+// warnTruncated logs, at most once a minute, that the ring dropped packets
+// larger than its frames, where they came in, and what to do.
+func (r *Running) warnTruncated(now time.Time) {
+	if r.ring == nil {
+		return
+	}
+	n, _ := r.ring.Stats()
+	if n == r.truncSeen || now.Sub(r.truncWarned) < time.Minute {
+		return
+	}
+	r.truncSeen, r.truncWarned = n, now
+	dev := fmt.Sprint("interface ", r.ring.TruncatedOn())
+	_ = r.host.Do(func() error {
+		if ifc, err := net.InterfaceByIndex(r.ring.TruncatedOn()); err == nil {
+			dev = ifc.Name
+		}
+		return nil
+	})
+	r.log.Warn("ingress ring: packets larger than a ring frame were dropped; they are GRO or LRO aggregates or jumbo frames: turn GRO and LRO off on the interface (ethtool -K "+dev+" gro off lro off), or use ingress: tun",
+		"dropped", n, "interface", dev)
 }
 
 // Close stops the director, closes its admin socket, TUN and sockets and
@@ -427,6 +525,9 @@ func (r *Running) Close() error {
 		}
 		if r.dev != nil {
 			errs = append(errs, r.dev.Close())
+		}
+		if r.ring != nil {
+			errs = append(errs, r.ring.Close())
 		}
 		if r.up != nil {
 			errs = append(errs, r.up.Close())

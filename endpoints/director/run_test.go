@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -309,5 +311,83 @@ func TestDirectorChecksFollowRules(t *testing.T) {
 		if got := await(t, probed, "a probe"); got == dead {
 			t.Fatal("the deleted real server is still probed")
 		}
+	}
+}
+
+// fakeRing is a Ring fed by a channel; what the director writes back
+// (ICMP errors) goes to another, and the destinations are recorded.
+type fakeRing struct {
+	in, written chan []byte
+	dsts        chan []netip.Addr
+	closed      chan struct{}
+}
+
+func newFakeRing() *fakeRing {
+	return &fakeRing{in: make(chan []byte, 64), written: make(chan []byte, 64), dsts: make(chan []netip.Addr, 64), closed: make(chan struct{})}
+}
+
+func (f *fakeRing) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	select {
+	case p := <-f.in:
+		sizes[0] = copy(bufs[0][offset:], p)
+		return 1, nil
+	case <-f.closed:
+		return 0, os.ErrClosed
+	}
+}
+
+func (f *fakeRing) Write(bufs [][]byte, offset int) (int, error) {
+	for _, b := range bufs {
+		f.written <- slices.Clone(b[offset:])
+	}
+	return len(bufs), nil
+}
+
+func (f *fakeRing) BatchSize() int                          { return 1 }
+func (f *fakeRing) SetDestinations(dsts []netip.Addr) error { f.dsts <- slices.Clone(dsts); return nil }
+func (f *fakeRing) Stats() (uint64, uint64)                 { return 0, 0 }
+func (f *fakeRing) TruncatedOn() int                        { return 0 }
+func (f *fakeRing) Close() error                            { close(f.closed); return nil }
+
+// TestDirectorRingIngress: with ingress ring there is no TUN; the ring
+// takes the VIPs, which are routed to a blackhole (the kernel must not
+// forward its own copy); a packet from the ring goes to a real server; an
+// ICMP error (a too-big packet with DF) goes back through the ring; Close
+// removes the routes and closes the ring.
+func TestDirectorRingIngress(t *testing.T) {
+	r := newRig(t)
+	ring := newFakeRing()
+	r.cfg.Ingress, r.cfg.MTU = "ring", 1500
+	r.deps.OpenRing = func() (Ring, error) { return ring, nil }
+	before := r.rec.State()
+	d := r.start(t)
+	if got := await(t, ring.dsts, "ring destinations"); !slices.Equal(got, []netip.Addr{netip.MustParseAddr(vip)}) {
+		t.Fatalf("ring takes %v, want the VIP", got)
+	}
+	want := []string{"route replace blackhole 192.0.2.10/32 proto 201"}
+	if got := r.rec.Calls(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("host changes at start:\n%q\nwant\n%q", got, want)
+	}
+	in := syn(1000)
+	ring.in <- in
+	s := await(t, r.tr.out, "packet to the real server")
+	if !bytes.Equal(header.IPv4(s.pkt).Payload(), in) || s.dst != netip.MustParseAddr(realA) {
+		t.Fatalf("sent %x to %v", s.pkt, s.dst)
+	}
+	ring.in <- tcp("198.51.100.1", 1000, vip, 80, FlagACK, 1500, true) // 1520 with IPIP
+	icmp := header.IPv4(await(t, ring.written, "ICMP error through the ring"))
+	if icmp.Protocol() != 1 || icmp.Src() != netip.MustParseAddr(vip) || icmp.Dst() != netip.MustParseAddr("198.51.100.1") || icmp[20] != 3 || icmp[21] != 4 {
+		t.Fatalf("written back: %x", icmp)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ring.closed:
+	default:
+		t.Fatal("ring not closed")
+	}
+	if after := r.rec.State(); !reflect.DeepEqual(after, before) {
+		t.Fatalf("host after Close:\n%q\nwant as before\n%q", after, before)
 	}
 }

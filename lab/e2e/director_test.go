@@ -33,8 +33,17 @@ func startDirectorLab(t *testing.T, s lab.DirectorSpec) *lab.DirectorLab {
 // TestDirectorHTTPSpreadAndDirectReturn: 3000 HTTP requests, a new
 // connection each, to the VIP: rr spreads them within 1%, every response
 // comes from its real server straight to the client, not via the director.
+// TestDirectorHTTPSpreadAndDirectReturn: requests through each ingress
+// (the TUN; the packet ring) are spread evenly, and the responses do not
+// pass through the director.
 func TestDirectorHTTPSpreadAndDirectReturn(t *testing.T) {
-	l := startDirectorLab(t, lab.DirectorSpec{Reals: 3, Scheduler: "rr", Body: 20000})
+	for _, ingress := range []string{"tun", "ring"} {
+		t.Run(ingress, func(t *testing.T) { testHTTPSpreadAndDirectReturn(t, ingress) })
+	}
+}
+
+func testHTTPSpreadAndDirectReturn(t *testing.T, ingress string) {
+	l := startDirectorLab(t, lab.DirectorSpec{Reals: 3, Scheduler: "rr", Body: 20000, Ingress: ingress})
 	c := l.Client()
 	eth, _ := l.Net.NS("director").NL.LinkByName("eth0")
 	rx0 := eth.Attrs().Statistics.RxBytes
@@ -189,8 +198,17 @@ func TestDirectorHealthCheck(t *testing.T) {
 
 // TestDirectorPMTU: a full-size DF segment to the VIP gets "fragmentation
 // needed" with MTU 1480 (1500 − IPIP), and the client's kernel adopts it.
+// TestDirectorPMTU: a full-size segment to the VIP gets an ICMP
+// fragmentation-needed from the director (written to the TUN, or sent by
+// the ring's raw socket) and the client's path MTU drops to 1480.
 func TestDirectorPMTU(t *testing.T) {
-	l := startDirectorLab(t, lab.DirectorSpec{Reals: 1, Scheduler: "rr", Body: 10})
+	for _, ingress := range []string{"tun", "ring"} {
+		t.Run(ingress, func(t *testing.T) { testPMTU(t, ingress) })
+	}
+}
+
+func testPMTU(t *testing.T, ingress string) {
+	l := startDirectorLab(t, lab.DirectorSpec{Reals: 1, Scheduler: "rr", Body: 10, Ingress: ingress})
 	var conn net.Conn
 	if err := l.Net.NS("client").Do(func() (err error) { conn, err = net.Dial("tcp4", lab.DirectorVIP+":80"); return }); err != nil {
 		t.Fatal(err)

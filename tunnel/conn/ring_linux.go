@@ -39,19 +39,22 @@ type RingConfig struct {
 // A packet larger than a frame (GRO on the interface, or jumbo frames) is
 // dropped and counted (Truncated); the ring cannot hold it.
 type PacketRing struct {
-	cfg        RingConfig
-	fd         int
-	wake       int // eventfd: Close wakes a Read waiting in poll
-	ring       []byte
-	next       int // the frame to look at next
-	closed     atomic.Bool
-	readMu     sync.Mutex
-	filterMu   sync.Mutex
-	send4      int // IPPROTO_RAW, IPv4 (header included)
-	send6      int // IPPROTO_RAW, IPv6 (IPV6_HDRINCL)
-	sendMu     sync.Mutex
-	Truncated  atomic.Uint64 // packets larger than a frame, dropped
-	ReadPolled atomic.Uint64 // polls that Read waited in (a measure of batching)
+	cfg         RingConfig
+	fd          int
+	wake        int // eventfd: Close wakes a Read waiting in poll
+	ring        []byte
+	next        int // the frame to look at next
+	closed      atomic.Bool
+	readMu      sync.Mutex
+	filterMu    sync.Mutex
+	send4       int // IPPROTO_RAW, IPv4 (header included)
+	send6       int // IPPROTO_RAW, IPv6 (IPV6_HDRINCL)
+	sendMu      sync.Mutex
+	statsMu     sync.Mutex
+	dropped     uint64        // under statsMu
+	Truncated   atomic.Uint64 // packets larger than a frame, dropped
+	truncatedOn atomic.Int32  // the interface of the last one
+	ReadPolled  atomic.Uint64 // polls that Read waited in (a measure of batching)
 }
 
 // tpacket2_hdr's fields (linux/if_packet.h).
@@ -60,6 +63,7 @@ const (
 	tpLen     = 4
 	tpSnaplen = 8
 	tpNet     = 14
+	tpIfindex = 32 + 4 // the sockaddr_ll after the header: sll_ifindex
 )
 
 // OpenRing opens the ring. It takes nothing until SetDestinations names
@@ -228,12 +232,14 @@ func (r *PacketRing) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			snap := binary.NativeEndian.Uint32(f[tpSnaplen:])
 			net := int(binary.NativeEndian.Uint16(f[tpNet:]))
 			switch {
-			case snap < length || net+int(snap) > len(f):
+			case snap < length || net+int(snap) > len(f) || offset+int(snap) > len(bufs[n]):
 				r.Truncated.Add(1)
-			case offset+int(snap) > len(bufs[n]):
-				r.Truncated.Add(1)
+				r.truncatedOn.Store(int32(binary.NativeEndian.Uint32(f[tpIfindex:])))
 			default:
 				sizes[n] = copy(bufs[n][offset:], f[net:net+int(snap)])
+				if atomic.LoadUint32(status)&unix.TP_STATUS_CSUMNOTREADY != 0 {
+					completeChecksum(bufs[n][offset : offset+sizes[n]])
+				}
 				n++
 			}
 			atomic.StoreUint32(status, unix.TP_STATUS_KERNEL)
@@ -252,14 +258,54 @@ func (r *PacketRing) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	}
 }
 
-// Dropped is how many packets the kernel dropped since the last call
-// because the ring was full (PACKET_STATISTICS, which resets).
-func (r *PacketRing) Dropped() (uint64, error) {
-	st, err := unix.GetsockoptTpacketStats(r.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
-	if err != nil {
-		return 0, err
+// completeChecksum fills in the TCP or UDP checksum of a packet that
+// left its sender with the checksum to be done by the device (a veth peer
+// in this host, or a virtio NIC): its checksum field holds only the
+// pseudo-header's sum, and the ring says so (TP_STATUS_CSUMNOTREADY).
+// Anything else is left as it is.
+func completeChecksum(p []byte) {
+	var l4 []byte
+	var proto uint8
+	switch {
+	case len(p) >= header.IPv4HeaderLen && p[0]>>4 == 4:
+		ip := header.IPv4(p)
+		if hl := ip.HeaderLen(); hl >= header.IPv4HeaderLen && hl <= len(p) && !ip.IsFragment() {
+			l4, proto = p[hl:], ip.Protocol()
+		}
+	case len(p) >= header.IPv6HeaderLen && p[0]>>4 == 6:
+		l4, proto = p[header.IPv6HeaderLen:], p[6]
 	}
-	return uint64(st.Drops), nil
+	at := 0 // the checksum's offset
+	switch proto {
+	case header.ProtoTCP:
+		at = 16
+	case header.ProtoUDP:
+		at = 6
+	}
+	if at == 0 || len(l4) < at+2 {
+		return
+	}
+	c := ^header.Checksum(l4, 0)
+	if c == 0 && proto == header.ProtoUDP {
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(l4[at:], c)
+}
+
+// TruncatedOn is the index of the interface the last packet larger than a
+// frame came in on (0: none yet).
+func (r *PacketRing) TruncatedOn() int { return int(r.truncatedOn.Load()) }
+
+// Stats are the packets dropped so far: larger than a frame (truncated),
+// and dropped by the kernel because the ring was full (PACKET_STATISTICS,
+// which resets on reading, summed here).
+func (r *PacketRing) Stats() (truncated, dropped uint64) {
+	r.statsMu.Lock()
+	defer r.statsMu.Unlock()
+	if st, err := unix.GetsockoptTpacketStats(r.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
+		r.dropped += uint64(st.Drops)
+	}
+	return r.Truncated.Load(), r.dropped
 }
 
 // Write sends whole IP packets bufs[i][offset:] (IPv4 or IPv6, by their
