@@ -41,8 +41,11 @@ func TestDirectorConfig(t *testing.T) {
 		t.Fatalf("rules\n%s\nwant\n%s", rules, want)
 	}
 	rc := c.RunConfig()
-	if rc.Timeouts[StateEstablished] != 900*time.Second || rc.Check.Type != "tcp" || rc.Connections != 1<<20 {
+	if rc.Timeouts[StateEstablished] != 900*time.Second || rc.Check.Type != "tcp" || rc.Connections != 1<<20 || rc.Ingress != "tun" {
 		t.Fatalf("run config %+v", rc)
+	}
+	if c, err := LoadConfig(writeConfig(t, "local: 10.20.0.2\ningress: ring\n"), nil); err != nil || c.RunConfig().Ingress != "ring" {
+		t.Fatalf("ingress: ring: %v", err)
 	}
 	// Only the TUN and the socket: a director with no services.
 	c, err = LoadConfig(writeConfig(t, "local: 10.20.0.2\n"), nil)
@@ -64,6 +67,7 @@ func TestDirectorConfigErrorsNameTheKey(t *testing.T) {
 		{"local: 10.20.0.2\nservices: [{proto: tcp, vip: 10.99.0.10:80, reals: [{address: 10.1.1.1, wieght: 2}]}]\n", "wieght"},
 		{"local: 10.20.0.2\ncheck: {type: ping}\n", "check.type"},
 		{"local: 10.20.0.2\ntimeouts: {tcp: 1ms}\n", "timeouts.tcp"},
+		{"local: 10.20.0.2\ningress: xdp\n", `ingress: "xdp" is not tun or ring`},
 	} {
 		_, err := LoadConfig(writeConfig(t, tt.body), nil)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
