@@ -3,6 +3,7 @@ package lab
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,7 +20,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
 	"github.com/tunbond/tunbond/endpoints/director"
@@ -37,7 +37,11 @@ type DirectorBenchConfig struct {
 	Concurrency int
 	BodyBytes   int
 	Duration    time.Duration
-	Progress    func(phase string)
+	// Ingress lists the director's ingress modes (its config's
+	// `ingress:`) to measure small packets with, the director restarted
+	// for each; empty: just "tun".
+	Ingress  []string
+	Progress func(phase string)
 }
 
 // DirectorReport is what `tunbond lab director` measured.
@@ -46,9 +50,43 @@ type DirectorReport struct {
 	DirectorRxMB float64        `json:"director_rx_mb"`
 	ClientRxMB   float64        `json:"client_rx_mb"`
 	Rows         []HTTPRow      `json:"http"`
-	SmallPPS     float64        `json:"small_packets_per_second"`
-	SmallCPUPct  float64        `json:"small_packets_director_cpu_pct"`
-	SmallPerCore float64        `json:"small_packets_per_core_second"`
+	// The small-packet runs of the first ingress mode (see SmallRow):
+	// existing flows, then new flows.
+	SmallPPS           float64    `json:"small_packets_per_second"`
+	SmallCPUPct        float64    `json:"small_packets_director_cpu_pct"`
+	SmallPerCore       float64    `json:"small_packets_per_core_second"`
+	SmallOfferedPPS    float64    `json:"small_offered_pps"`
+	SmallNewPPS        float64    `json:"small_new_flows_per_second"`
+	SmallNewCPUPct     float64    `json:"small_new_flows_director_cpu_pct"`
+	SmallNewPerCore    float64    `json:"small_new_flows_per_core_second"`
+	SmallNewOfferedPPS float64    `json:"small_new_flows_offered_pps"`
+	Small              []SmallRow `json:"small"` // every ingress mode's runs
+}
+
+// SmallRow is one small-packet run: 64-byte IPv4 UDP packets written as
+// whole frames onto the wire into the director's eth0 (an AF_PACKET
+// sender on the router's veth, pinned to CPU 0), the director pinned to
+// CPU 1, what it sends out dropped by the wire (a tc filter on the
+// router's veth), so the director's CPU is its own work.
+type SmallRow struct {
+	Ingress string `json:"ingress"` // the director's ingress mode
+	Flows   string `json:"flows"`   // "existing": 64 flows over and over; "new": every packet a new 5-tuple
+	// PPS is the director's output: packets per second the router's veth
+	// facing it received (what the director actually sent).
+	PPS        float64 `json:"packets_per_second"`
+	CPUPct     float64 `json:"director_cpu_pct"`
+	PerCore    float64 `json:"per_core_second"` // PPS / (CPUPct/100)
+	OfferedPPS float64 `json:"offered_pps"`     // what the sender put on the wire
+	// ServicePPS is the UDP service's InPkts (adm -L --stats) per second:
+	// what the director took in.
+	ServicePPS float64 `json:"service_in_pps"`
+	// CoreBusyPct is how busy the director's core (CPU 1) was, whoever ran
+	// on it: well above CPUPct, something else took the director's core.
+	CoreBusyPct float64 `json:"director_core_busy_pct"`
+	// SenderBound: the director sent about all it was offered and had CPU
+	// to spare, so the sender, not the director, may be the limit.
+	SenderBound bool   `json:"sender_bound"`
+	Error       string `json:"error,omitempty"`
 }
 
 // HTTPRow is one load balancer's HTTP result.
@@ -112,25 +150,46 @@ func RunDirectorBench(ctx context.Context, id string, cfg DirectorBenchConfig) (
 			fmt.Fprintf(&svc, "      - {address: %s:%d}\n", r, port)
 		}
 	}
-	cfgFile := filepath.Join(dir, "director.yaml")
-	if err := os.WriteFile(cfgFile, []byte(svc.String()), 0o600); err != nil {
-		return nil, err
-	}
 	progress := func(s string) {
 		if cfg.Progress != nil {
 			cfg.Progress(s)
 		}
 	}
-	progress("starting tunbond director (pinned to CPU 1)")
-	args := []string{cfg.Bin, "director", "--config", cfgFile}
-	if _, err := exec.LookPath("taskset"); err == nil {
-		args = append([]string{"taskset", "-c", "1"}, args...)
+	// startDirector starts `tunbond director` with the services and the
+	// ingress mode ("tun", the default, adds no line), pinned to CPU 1.
+	var d *exec.Cmd
+	stopDirector := func() {
+		if d != nil && d.Process != nil {
+			d.Process.Signal(os.Interrupt)
+			d.Wait()
+		}
+		d = nil
 	}
-	d := exec.CommandContext(ctx, args[0], args[1:]...)
-	if err := StartAndAwait(n.NS("director"), d, "director started"); err != nil {
+	defer stopDirector()
+	startDirector := func(ingress string) error {
+		conf := svc.String()
+		if ingress != "" && ingress != "tun" {
+			conf = "ingress: " + ingress + "\n" + conf
+		}
+		cfgFile := filepath.Join(dir, "director.yaml")
+		if err := os.WriteFile(cfgFile, []byte(conf), 0o600); err != nil {
+			return err
+		}
+		args := []string{cfg.Bin, "director", "--config", cfgFile}
+		if _, err := exec.LookPath("taskset"); err == nil {
+			args = append([]string{"taskset", "-c", "1"}, args...)
+		}
+		c := exec.CommandContext(ctx, args[0], args[1:]...)
+		if err := StartAndAwait(n.NS("director"), c, "director started"); err != nil {
+			return err
+		}
+		d = c
+		return nil
+	}
+	progress("starting tunbond director (pinned to CPU 1)")
+	if err := startDirector("tun"); err != nil {
 		return nil, err
 	}
-	defer func() { d.Process.Signal(os.Interrupt); d.Wait() }()
 	rep := &DirectorReport{Spread: map[string]int{}}
 
 	progress(fmt.Sprintf("spread: %d requests, a connection each", cfg.Requests))
@@ -155,13 +214,43 @@ func RunDirectorBench(ctx context.Context, id string, cfg DirectorBenchConfig) (
 	progress(fmt.Sprintf("HTTP through tunbond director, %d clients, %v", cfg.Concurrency, cfg.Duration))
 	rep.Rows = append(rep.Rows, httpLoad(ctx, n.NS("client"), "http://"+DirectorVIP+"/", cfg, d.Process.Pid, "tunbond-director"))
 
-	progress(fmt.Sprintf("small packets through tunbond director, %v", cfg.Duration))
-	rep.SmallPPS, rep.SmallCPUPct = smallPackets(ctx, n, sock, d.Process.Pid, cfg.Duration)
-	if rep.SmallCPUPct > 0 {
-		rep.SmallPerCore = rep.SmallPPS / (rep.SmallCPUPct / 100)
+	stopDirector()
+
+	// Small packets, per ingress mode, with the wire taking what the
+	// director sends (sinkTunnels says why).
+	stopSink, err := sinkTunnels(n.NS("router"), "director")
+	if err != nil {
+		return nil, err
 	}
-	d.Process.Signal(os.Interrupt)
-	d.Wait()
+	modes := cfg.Ingress
+	if len(modes) == 0 {
+		modes = []string{"tun"}
+	}
+	for _, mode := range modes {
+		progress(fmt.Sprintf("small packets through tunbond director (ingress %s): existing flows, then new flows, %v each", mode, cfg.Duration))
+		if err := startDirector(mode); err != nil {
+			for _, flows := range []string{"existing", "new"} {
+				rep.Small = append(rep.Small, SmallRow{Ingress: mode, Flows: flows, Error: err.Error()})
+			}
+			continue
+		}
+		rep.Small = append(rep.Small, smallPackets(ctx, n, sock, d.Process.Pid, cfg.Duration, cfg.Reals, mode)...)
+		stopDirector()
+	}
+	if err := stopSink(); err != nil {
+		return nil, fmt.Errorf("removing the tunnel sink: %w", err)
+	}
+	for _, r := range rep.Small {
+		if r.Ingress != modes[0] {
+			continue
+		}
+		switch r.Flows {
+		case "existing":
+			rep.SmallPPS, rep.SmallCPUPct, rep.SmallPerCore, rep.SmallOfferedPPS = r.PPS, r.CPUPct, r.PerCore, r.OfferedPPS
+		case "new":
+			rep.SmallNewPPS, rep.SmallNewCPUPct, rep.SmallNewPerCore, rep.SmallNewOfferedPPS = r.PPS, r.CPUPct, r.PerCore, r.OfferedPPS
+		}
+	}
 
 	if _, err := exec.LookPath("haproxy"); err != nil {
 		rep.Rows = append(rep.Rows, HTTPRow{Method: "haproxy-tcp", Error: "haproxy is not installed (apt-get install haproxy)"})
@@ -254,6 +343,39 @@ func procCPU(pid int) time.Duration {
 	return time.Duration(u+st) * time.Second / 100 // USER_HZ
 }
 
+// alive says whether process pid runs (exited, not yet waited for, is not).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && i+2 < len(s) && s[i+2] != 'Z' && s[i+2] != 'X'
+}
+
+// cpuBusy is one CPU's busy and total time in ticks, from /proc/stat.
+func cpuBusy(cpu int) (busy, total uint64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 || f[0] != fmt.Sprintf("cpu%d", cpu) {
+			continue
+		}
+		for i, v := range f[1:] {
+			n, _ := strconv.ParseUint(v, 10, 64)
+			total += n
+			if i != 3 && i != 4 { // idle, iowait
+				busy += n
+			}
+		}
+	}
+	return busy, total
+}
+
 // httpLoad runs cfg.Concurrency clients, a new connection per request, for
 // cfg.Duration, and reads the balancer process's CPU (taskset execs it: same pid).
 func httpLoad(ctx context.Context, ns *netns.Namespace, url string, cfg DirectorBenchConfig, pid int, name string) HTTPRow {
@@ -292,15 +414,53 @@ func httpLoad(ctx context.Context, ns *netns.Namespace, url string, cfg Director
 		CPUPct: 100 * cpu / wall, Failures: fails.Load()}
 }
 
-// smallPackets floods the UDP service with 64-byte datagrams from the
-// client (one sendmmsg sender pinned to the other CPU) and counts what the
-// director forwarded (its -L --stats).
-func smallPackets(ctx context.Context, n *netns.Net, sock string, pid int, d time.Duration) (pps, cpuPct float64) {
-	var c net.Conn
-	if err := n.NS("client").Do(func() (err error) { c, err = net.Dial("udp4", DirectorVIP+":9"); return }); err != nil {
-		return 0, 0
+// smallPackets measures the director (pid, its admin socket sock) with
+// 64-byte UDP packets to the UDP service: first 64 flows (the client's
+// address, source ports 40000..40063) over and over, then every packet a
+// new flow. Whole frames go onto the router's veth facing the director, so
+// the sender's core does no UDP stack and no routing for them, only the
+// write (and, as the veth delivers in the sender's softirq, the director's
+// kernel receiving them up to its TUN). The caller sinks what the director
+// sends (sinkTunnels).
+func smallPackets(ctx context.Context, n *netns.Net, sock string, pid int, d time.Duration, reals int, mode string) []SmallRow {
+	var rows []SmallRow
+	for _, flows := range []string{"existing", "new"} {
+		r, err := smallRun(ctx, n, sock, pid, d, reals, flows == "new")
+		r.Ingress, r.Flows = mode, flows
+		if err != nil {
+			r.Error = err.Error()
+		}
+		rows = append(rows, r)
 	}
-	defer c.Close()
+	return rows
+}
+
+func smallRun(ctx context.Context, n *netns.Net, sock string, pid int, d time.Duration, reals int, fresh bool) (SmallRow, error) {
+	router, dns := n.NS("router"), n.NS("director")
+	eth, err := dns.NL.LinkByName("eth0")
+	if err != nil {
+		return SmallRow{}, err
+	}
+	veth, err := router.NL.LinkByName("director")
+	if err != nil {
+		return SmallRow{}, err
+	}
+	frames := udpFrames(eth.Attrs().HardwareAddr, veth.Attrs().HardwareAddr, netip.MustParseAddr(directorClient),
+		netip.MustParseAddr(DirectorVIP), 40000, 9, smallIPBytes, 64)
+	s, err := newFrameSender(router, "director", frames)
+	if err != nil {
+		return SmallRow{}, err
+	}
+	defer s.Close()
+	// The director forgets the router's MAC: what it sends from here on
+	// has asked for it by ARP through the sink, which must pass ARP.
+	if neighs, err := dns.NL.NeighList(eth.Attrs().Index, unix.AF_INET); err == nil {
+		for _, nb := range neighs {
+			if nb.IP.Equal(net.ParseIP("10.20.0.1")) {
+				dns.NL.NeighDel(&nb)
+			}
+		}
+	}
 	inPkts := func() float64 {
 		out, err := director.AdminCall(sock, []string{"-L", "-n", "--stats"}, "")
 		if err != nil {
@@ -315,38 +475,84 @@ func smallPackets(ctx context.Context, n *netns.Net, sock string, pid int, d tim
 		}
 		return 0
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // one sender, pinned to CPU 0 (the director has CPU 1), 64 datagrams per sendmmsg
-		defer wg.Done()
+	rx := func(ns *netns.Namespace, name string) float64 {
+		l, err := ns.NL.LinkByName(name)
+		if err != nil || l.Attrs().Statistics == nil {
+			return 0
+		}
+		return float64(l.Attrs().Statistics.RxPackets)
+	}
+	realsRx := func() (t float64) {
+		for i := 0; i < reals; i++ {
+			t += rx(n.NS(fmt.Sprintf("rs%d", i)), "eth0")
+		}
+		return t
+	}
+
+	// This process keeps off the director's core while it runs: its Go
+	// runtime's sysmon thread (which wakes often while a goroutine, the
+	// sender, runs without blocking) took ~7% of CPU 1 (perf), switching
+	// the director out each time.
+	if restore, err := pinProcess(0); err == nil {
+		defer restore()
+	}
+	var stop atomic.Bool
+	var sent atomic.Int64
+	var sendErr error
+	done := make(chan struct{})
+	go func() { // pinned to CPU 0 (the director has CPU 1), 64 frames per sendmmsg
+		defer close(done)
+		// Unlocked at the end, not left to die with the goroutine: the
+		// director may be this thread's child, and its Pdeathsig (see
+		// netns.Namespace.Start) fires when the thread that started it
+		// exits. The deferred restore of pinProcess unpins it.
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 		var set unix.CPUSet
 		set.Set(0)
 		_ = unix.SchedSetaffinity(0, &set)
-		pc := ipv4.NewPacketConn(c.(*net.UDPConn))
-		msgs := make([]ipv4.Message, 64)
-		for i := range msgs {
-			msgs[i].Buffers = [][]byte{make([]byte, 64-28)}
-		}
-		for {
-			select {
-			case <-stop:
-				return
-			default:
+		walk := &newFlows{base: [4]byte{10, 10, 0, 0}}
+		for !stop.Load() {
+			if fresh {
+				walk.next(frames)
 			}
-			pc.WriteBatch(msgs, 0)
+			k, err := s.send()
+			if err != nil && sendErr == nil {
+				sendErr = fmt.Errorf("sending frames: %w", err)
+			}
+			sent.Add(int64(k))
 		}
 	}()
-	time.Sleep(500 * time.Millisecond) // warm-up
-	p0, cpu0, t0 := inPkts(), procCPU(pid), time.Now()
+	time.Sleep(500 * time.Millisecond) // warm-up (and ARP)
+	out0, svc0, rs0, sent0, cpu0, t0 := rx(router, "director"), inPkts(), realsRx(), sent.Load(), procCPU(pid), time.Now()
+	busy0, total0 := cpuBusy(1)
 	select {
 	case <-time.After(d):
 	case <-ctx.Done():
 	}
-	p1, cpu1, wall := inPkts(), procCPU(pid), time.Since(t0).Seconds()
-	close(stop)
-	wg.Wait()
-	return (p1 - p0) / wall, 100 * (cpu1 - cpu0).Seconds() / wall
+	out1, svc1, rs1, sent1, cpu1, wall := rx(router, "director"), inPkts(), realsRx(), sent.Load(), procCPU(pid), time.Since(t0).Seconds()
+	busy1, total1 := cpuBusy(1)
+	stop.Store(true)
+	<-done
+
+	r := SmallRow{PPS: (out1 - out0) / wall, CPUPct: 100 * (cpu1 - cpu0).Seconds() / wall,
+		OfferedPPS: float64(sent1-sent0) / wall, ServicePPS: (svc1 - svc0) / wall}
+	if r.CPUPct > 0 {
+		r.PerCore = r.PPS / (r.CPUPct / 100)
+	}
+	if total1 > total0 {
+		r.CoreBusyPct = 100 * float64(busy1-busy0) / float64(total1-total0)
+	}
+	r.SenderBound = r.PPS >= 0.98*r.OfferedPPS && r.CPUPct < 95
+	switch {
+	case sendErr != nil:
+		return r, sendErr
+	case !alive(pid):
+		return r, errors.New("the director exited during the run")
+	case svc1 == svc0:
+		return r, errors.New("the director's UDP service counted no packet (reverse-path filter? ingress?)")
+	case rs1-rs0 > (out1-out0)/100:
+		return r, fmt.Errorf("the sink let %.0f packets through to the real servers", rs1-rs0)
+	}
+	return r, nil
 }

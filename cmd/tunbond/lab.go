@@ -25,7 +25,7 @@ import (
 )
 
 const labUsage = `usage: tunbond lab bond [--profile NAME | --links SPEC] [--duration 10s] [--flows 1] [--tool go|iperf3] [--cc NAME] [--fault SPEC]... [--udp FRACTION] [--transports gre,udp+auth] [--json FILE] [--plot FILE.svg]
-       tunbond lab director [--reals 3] [--scheduler rr] [--requests 3000] [--clients 16] [--body 262144] [--duration 10s] [--json FILE]`
+       tunbond lab director [--reals 3] [--scheduler rr] [--requests 3000] [--clients 16] [--body 262144] [--duration 10s] [--ingress tun] [--json FILE]`
 
 func runLab(args []string) error {
 	if len(args) > 0 && args[0] == "director" {
@@ -294,11 +294,18 @@ func runLabDirector(args []string) error {
 	body := fs.Int("body", 256<<10, "bytes of each HTTP response")
 	duration := fs.Duration("duration", 10*time.Second, "time per throughput run")
 	jsonOut := fs.String("json", "", "write the results as JSON to FILE")
+	ingress := fs.String("ingress", "tun", "the director's ingress modes to measure small packets with, a comma list (tun, ring)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("lab: must run as root")
+	}
+	var modes []string
+	for _, m := range strings.Split(*ingress, ",") {
+		if m = strings.TrimSpace(m); m != "" {
+			modes = append(modes, m)
+		}
 	}
 	bin, err := os.Executable()
 	if err != nil {
@@ -310,7 +317,7 @@ func runLabDirector(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	rep, err := lab.RunDirectorBench(ctx, netns.RunID(), lab.DirectorBenchConfig{Bin: bin, Reals: *reals, Scheduler: *sched,
-		Requests: *requests, Concurrency: *clients, BodyBytes: *body, Duration: *duration,
+		Requests: *requests, Concurrency: *clients, BodyBytes: *body, Duration: *duration, Ingress: modes,
 		Progress: func(p string) { fmt.Fprintln(os.Stderr, "  "+p) }})
 	if err != nil {
 		return fmt.Errorf("lab: %w", err)
@@ -327,8 +334,28 @@ func runLabDirector(args []string) error {
 		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.0f\t%d\t\n", r.Method, r.ReqPerS, r.Gbps, r.CPUPct, r.Failures)
 	}
 	tw.Flush()
-	fmt.Printf("small packets (64 B, UDP) through the director on one core: %.0f packets/s at %.0f%% CPU (%.0f per core-second)\n",
-		rep.SmallPPS, rep.SmallCPUPct, rep.SmallPerCore)
+	fmt.Println("small packets (64 B, UDP) through the director on one core; packets/s is what it sent (the wire drops it), offered what was put on the wire to it:")
+	tw = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "ingress\tflows\tpackets/s\tdirector CPU %%\tper core-second\toffered/s\t\n")
+	for _, r := range rep.Small {
+		if r.Error != "" && r.PPS == 0 {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\n", r.Ingress, r.Flows, r.Error)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.0f\t%.0f\t\n", r.Ingress, r.Flows, r.PPS, r.CPUPct, r.PerCore, r.OfferedPPS)
+	}
+	tw.Flush()
+	for _, r := range rep.Small {
+		if r.Error != "" && r.PPS > 0 {
+			fmt.Printf("%s, %s flows: %s\n", r.Ingress, r.Flows, r.Error)
+		}
+		if r.CPUPct < 90 && r.CoreBusyPct > 95 {
+			fmt.Printf("%s, %s flows: the director's core was %.0f%% busy, the director %.0f%% of it: something else ran there\n", r.Ingress, r.Flows, r.CoreBusyPct, r.CPUPct)
+		}
+		if r.SenderBound {
+			fmt.Printf("%s, %s flows: the director sent all it was offered with CPU to spare: the sender may be the limit\n", r.Ingress, r.Flows)
+		}
+	}
 	if *jsonOut != "" {
 		b, _ := json.MarshalIndent(rep, "", "  ")
 		return os.WriteFile(*jsonOut, append(b, '\n'), 0o644)
