@@ -115,9 +115,11 @@ var evictOrder = [numEvictClasses][]State{
 type Table struct {
 	max      int
 	timeouts Timeouts
-	m        map[Key]*Conn
+	idx      connIndex
 	lists    [numStates]list
 	all      []*Conn
+	free     *Conn // dropped entries to reuse (through next), at most maxFree
+	nfree    int
 	Stats    TableStats
 }
 
@@ -147,18 +149,21 @@ func (l *list) remove(c *Conn) {
 	c.prev, c.next = nil, nil
 }
 
+// maxFree bounds the dropped entries a table keeps for reuse.
+const maxFree = 1 << 16
+
 // NewTable returns a table of at most max connections.
 func NewTable(max int, t Timeouts) *Table {
-	return &Table{max: max, timeouts: t, m: make(map[Key]*Conn)}
+	return &Table{max: max, timeouts: t, idx: newConnIndex()}
 }
 
 // Len is the number of connections.
-func (t *Table) Len() int { return len(t.m) }
+func (t *Table) Len() int { return t.idx.len() }
 
 // Lookup finds the connection of a packet and updates its state from the
 // packet's TCP flags (ignored for UDP), or returns nil.
 func (t *Table) Lookup(k Key, flags uint8, size int, now time.Time) *Conn {
-	c := t.m[k]
+	c := t.idx.get(k)
 	if c == nil {
 		return nil
 	}
@@ -181,10 +186,10 @@ func (t *Table) Lookup(k Key, flags uint8, size int, now time.Time) *Conn {
 // Insert adds a new connection to dest. A full table first evicts its
 // oldest inactive connection; with none to evict it refuses (nil).
 func (t *Table) Insert(k Key, dest *lb.Dest, real netip.AddrPort, flags uint8, size int, now time.Time) *Conn {
-	if len(t.m) >= t.max {
+	if t.idx.len() >= t.max {
 		t.Expire(now)
 	}
-	if len(t.m) >= t.max && !t.evict() {
+	if t.idx.len() >= t.max && !t.evict() {
 		t.Stats.Refused++ // a table of no entries
 		return nil
 	}
@@ -197,8 +202,14 @@ func (t *Table) Insert(k Key, dest *lb.Dest, real netip.AddrPort, flags uint8, s
 		// RST makes no long-lived entry that outranks unconfirmed ones.
 		st = StateUnconfirmed
 	}
-	c := &Conn{Key: k, Dest: dest, Real: real, State: st, slot: len(t.all)}
-	t.m[k] = c
+	c := t.free
+	if c != nil {
+		t.free, t.nfree = c.next, t.nfree-1
+		*c = Conn{Key: k, Dest: dest, Real: real, State: st, slot: len(t.all)}
+	} else {
+		c = &Conn{Key: k, Dest: dest, Real: real, State: st, slot: len(t.all)}
+	}
+	t.idx.put(c)
 	t.all = append(t.all, c)
 	t.Stats.Created++
 	t.count(c, +1)
@@ -267,11 +278,15 @@ func (t *Table) count(c *Conn, d int64) {
 func (t *Table) drop(c *Conn) {
 	t.lists[c.State].remove(c)
 	t.count(c, -1)
-	delete(t.m, c.Key)
+	t.idx.del(c)
 	last := t.all[len(t.all)-1] // swap the last into c's place
 	t.all[c.slot], last.slot = last, c.slot
 	t.all[len(t.all)-1] = nil
 	t.all = t.all[:len(t.all)-1]
+	if t.nfree < maxFree { // reused by Insert: a flood allocates nothing
+		*c = Conn{next: t.free}
+		t.free, t.nfree = c, t.nfree+1
+	}
 }
 
 // Expire removes every connection whose time is up.
@@ -329,8 +344,8 @@ func (t *Table) Snapshot(out []ConnInfo, from, n int) ([]ConnInfo, int) {
 // for a server that failed its checks or was deleted).
 func (t *Table) DropDest(dest *lb.Dest) int {
 	n := 0
-	for _, c := range t.m {
-		if c.Dest == dest {
+	for i := len(t.all) - 1; i >= 0; i-- { // a drop moves the last (seen) entry to i
+		if c := t.all[i]; c.Dest == dest {
 			t.drop(c)
 			n++
 		}

@@ -184,3 +184,37 @@ func BenchmarkProcessExisting(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkProcessNew is the director's decision for the first packet of
+// a new UDP flow (every packet another source address and port) with the
+// default table of 1,048,576 connections, filled first: each new flow
+// evicts the oldest, as under the lab's new-flows run.
+func BenchmarkProcessNew(b *testing.B) {
+	const size = 1 << 20
+	d := New(size, DefaultTimeouts, 1500, encap.IPIP{})
+	for _, cmd := range []string{"-A -u 192.0.2.10:9 -s mh", "-a -u 192.0.2.10:9 -r 10.0.0.1", "-a -u 192.0.2.10:9 -r 10.0.0.2"} {
+		c, _ := ParseCommand(strings.Fields(cmd))
+		if err := d.Apply(c); err != nil {
+			b.Fatal(err)
+		}
+	}
+	pkt := make([]byte, 64)
+	header.EncodeIPv4(pkt, 64, 64, 17, netip.MustParseAddr("198.51.100.1").As4(), netip.MustParseAddr("192.0.2.10").As4())
+	pkt[23] = 9
+	flow := func(i int) {
+		pkt[12], pkt[13], pkt[14], pkt[15] = 10, byte(i>>24), byte(i>>16), byte(i>>8)
+		pkt[20], pkt[21] = byte(i), 0x80
+	}
+	for i := 0; i < size; i++ {
+		flow(i)
+		d.Process(pkt, t0)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		flow(size + i)
+		if v := d.Process(pkt, t0); !v.Forward {
+			b.Fatal(v.Drop)
+		}
+	}
+}
