@@ -25,7 +25,7 @@ import (
 )
 
 const labUsage = `usage: tunbond lab bond [--profile NAME | --links SPEC] [--duration 10s] [--flows 1] [--tool go|iperf3] [--cc NAME] [--fault SPEC]... [--udp FRACTION] [--transports gre,udp+auth] [--json FILE] [--plot FILE.svg]
-       tunbond lab director [--reals 3] [--scheduler rr] [--requests 3000] [--clients 16] [--body 262144] [--duration 10s] [--ingress tun] [--json FILE]`
+       tunbond lab director [--reals 3] [--scheduler rr] [--requests 3000] [--clients 16] [--body 262144] [--duration 10s] [--ingress tun,ring] [--json FILE]`
 
 func runLab(args []string) error {
 	if len(args) > 0 && args[0] == "director" {
@@ -294,7 +294,7 @@ func runLabDirector(args []string) error {
 	body := fs.Int("body", 256<<10, "bytes of each HTTP response")
 	duration := fs.Duration("duration", 10*time.Second, "time per throughput run")
 	jsonOut := fs.String("json", "", "write the results as JSON to FILE")
-	ingress := fs.String("ingress", "tun", "the director's ingress modes to measure small packets with, a comma list (tun, ring)")
+	ingress := fs.String("ingress", "tun,ring", "the director's ingress modes to measure small packets with, a comma list (tun, ring)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
