@@ -209,15 +209,20 @@ func Start(cfg RunConfig, deps Deps) (_ *Running, err error) {
 	case "ring":
 		openRing := deps.OpenRing
 		if openRing == nil {
-			openRing = func() (rg Ring, err error) {
-				err = h.Do(func() (err error) { rg, err = conn.OpenRing(conn.RingConfig{}); return })
-				return
+			openRing = func() (Ring, error) {
+				var p *conn.PacketRing // not a nil *PacketRing in a Ring on failure
+				if err := h.Do(func() (err error) { p, err = conn.OpenRing(conn.RingConfig{}); return }); err != nil {
+					return nil, err
+				}
+				return p, nil
 			}
 		}
-		if r.ring, err = openRing(); err != nil {
+		rg, err := openRing()
+		if err != nil {
 			return nil, fmt.Errorf("ingress ring: %w", err)
 		}
-		r.in = r.ring
+		r.ring, r.in = rg, rg
+		r.removeLeftoverBlackholes()
 	default:
 		return nil, fmt.Errorf("ingress %q is not tun or ring", cfg.Ingress)
 	}
@@ -345,6 +350,27 @@ func (r *Running) bgpStatus() string {
 	}
 	fmt.Fprintf(&b, "Announced: %v\n", r.bgp.Announced())
 	return b.String()
+}
+
+// removeLeftoverBlackholes deletes the VIP blackhole routes (tunbond's,
+// in the main table) that a director killed before it could undo them
+// left behind: unlike TUN routes, they go with no device. The VIPs of the
+// rules get theirs again at once.
+func (r *Running) removeLeftoverBlackholes() {
+	routes, err := r.host.Routes(0)
+	if err != nil {
+		r.log.Warn("ingress ring: listing routes for leftover blackholes", "err", err)
+		return
+	}
+	for _, rt := range routes {
+		if rt.Blackhole && rt.Protocol == host.Protocol && rt.Dst.IsSingleIP() {
+			if err := r.host.DelRoute(rt); err != nil {
+				r.log.Warn("ingress ring: a leftover blackhole route", "route", rt.String(), "err", err)
+				continue
+			}
+			r.log.Info("ingress ring: removed a blackhole route an earlier director left", "route", rt.String())
+		}
+	}
 }
 
 // routeVIPs routes exactly the given VIPs to the TUN (ingress tun) or to

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/tunbond/tunbond/endpoints/host"
 	"github.com/tunbond/tunbond/endpoints/host/hosttest"
 	"github.com/tunbond/tunbond/endpoints/role/roletest"
 	"github.com/tunbond/tunbond/tunnel/conn"
@@ -389,5 +390,36 @@ func TestDirectorRingIngress(t *testing.T) {
 	}
 	if after := r.rec.State(); !reflect.DeepEqual(after, before) {
 		t.Fatalf("host after Close:\n%q\nwant as before\n%q", after, before)
+	}
+}
+
+// TestDirectorRingRemovesLeftoverBlackholes: blackhole VIP routes that a
+// killed director left behind (tunbond's protocol, a host route) are
+// removed at start; others' blackholes and tunbond's other routes stay.
+func TestDirectorRingRemovesLeftoverBlackholes(t *testing.T) {
+	r := newRig(t)
+	r.cfg.Ingress = "ring"
+	r.deps.OpenRing = func() (Ring, error) { return newFakeRing(), nil }
+	leftover := host.Route{Dst: netip.MustParsePrefix("192.0.2.99/32"), Blackhole: true}
+	theirs := host.Route{Dst: netip.MustParsePrefix("192.0.2.98/32"), Blackhole: true, Protocol: 4}
+	other := host.Route{Dst: netip.MustParsePrefix("198.51.100.0/24"), Link: "eth0"}
+	for _, rt := range []host.Route{leftover, theirs, other} {
+		if err := r.rec.ReplaceRoute(rt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.start(t)
+	routes, _ := r.rec.Routes(0)
+	var got []string
+	for _, rt := range routes {
+		got = append(got, rt.String())
+	}
+	slices.Sort(got)
+	want := []string{"198.51.100.0/24 dev eth0 proto 201", "blackhole 192.0.2.10/32 proto 201", "blackhole 192.0.2.98/32 proto 4"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("routes after start:\n%q\nwant\n%q", got, want)
+	}
+	if !strings.Contains(r.logs.String(), "removed a blackhole route an earlier director left") {
+		t.Fatalf("not logged:\n%s", r.logs.String())
 	}
 }

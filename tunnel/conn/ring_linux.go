@@ -18,19 +18,23 @@ import (
 
 // RingConfig sizes a PacketRing.
 type RingConfig struct {
-	Frames    int // frames in the receive ring (default 8192)
+	Frames    int // frames in each receive ring, IPv4's and IPv6's (default 8192)
 	FrameSize int // bytes per frame, a power of two (default 2048: a 1500-byte packet and the ring's header)
 	BatchSize int // packets per Read (default 64)
 }
 
 // PacketRing takes the packets addressed to a set of destinations (a
-// director's VIPs) as they arrive on any interface, from a PACKET_MMAP
-// receive ring (TPACKET_V2): the kernel copies each packet into a shared
+// director's VIPs) as they arrive on any interface, from PACKET_MMAP
+// receive rings (TPACKET_V2): the kernel copies each packet into a shared
 // frame and the reader walks the frames without a system call while there
 // are any, so a busy director makes one poll per batch instead of a read
-// per packet. A classic BPF filter on the socket keeps everything else
-// out; outgoing packets are ignored. The kernel goes on routing what it
-// copied, so the destinations need a blackhole route (the caller's job).
+// per packet. There are two rings, one bound to IPv4 and one to IPv6: a
+// socket bound to a protocol gets a packet once, where IP would get it
+// (after VLAN untagging, bonding and bridging), where one bound to every
+// protocol would see it again on each device it passes. A classic BPF
+// filter on each keeps out everything else (and what is not for this host
+// at L2). The kernel goes on routing what it copied, so the destinations
+// need a blackhole route (the caller's job).
 //
 // Write sends whole IP packets (ICMP errors from a VIP to a client) with
 // header-included raw sockets: the kernel routes them by destination and
@@ -40,10 +44,9 @@ type RingConfig struct {
 // dropped and counted (Truncated); the ring cannot hold it.
 type PacketRing struct {
 	cfg         RingConfig
-	fd          int
-	wake        int // eventfd: Close wakes a Read waiting in poll
-	ring        []byte
-	next        int // the frame to look at next
+	rx          [2]rxRing // IPv4, IPv6
+	first       int       // the ring a Read looks at first (they take turns)
+	wake        int       // eventfd: Close wakes a Read waiting in poll
 	closed      atomic.Bool
 	readMu      sync.Mutex
 	filterMu    sync.Mutex
@@ -55,6 +58,14 @@ type PacketRing struct {
 	Truncated   atomic.Uint64 // packets larger than a frame, dropped
 	truncatedOn atomic.Int32  // the interface of the last one
 	ReadPolled  atomic.Uint64 // polls that Read waited in (a measure of batching)
+}
+
+// rxRing is one socket's mapped ring.
+type rxRing struct {
+	fd     int
+	ring   []byte
+	next   int // the frame to look at next
+	frames int
 }
 
 // tpacket2_hdr's fields (linux/if_packet.h).
@@ -81,41 +92,18 @@ func OpenRing(cfg RingConfig) (_ *PacketRing, err error) {
 	if cfg.FrameSize < 256 || cfg.FrameSize&(cfg.FrameSize-1) != 0 || cfg.Frames <= 0 {
 		return nil, fmt.Errorf("packet ring: frame size %d is not a power of two of at least 256, or %d frames", cfg.FrameSize, cfg.Frames)
 	}
-	r := &PacketRing{cfg: cfg, fd: -1, wake: -1, send4: -1, send6: -1}
+	r := &PacketRing{cfg: cfg, rx: [2]rxRing{{fd: -1}, {fd: -1}}, wake: -1, send4: -1, send6: -1}
 	defer func() {
 		if err != nil {
 			r.Close()
 		}
 	}()
-	// Protocol 0: nothing is delivered before bind, after the filter.
-	if r.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err != nil {
-		return nil, fmt.Errorf("packet ring: socket: %w", err)
-	}
-	if err := unix.SetsockoptInt(r.fd, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V2); err != nil {
-		return nil, fmt.Errorf("packet ring: TPACKET_V2: %w", err)
-	}
-	if err := unix.SetsockoptInt(r.fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1); err != nil {
-		return nil, fmt.Errorf("packet ring: PACKET_IGNORE_OUTGOING (Linux 4.20): %w", err)
-	}
-	if err := r.attach(nil); err != nil {
-		return nil, err
-	}
-	block := max(cfg.FrameSize, 1<<16)
-	req := unix.TpacketReq{Block_size: uint32(block), Block_nr: uint32((cfg.Frames*cfg.FrameSize + block - 1) / block),
-		Frame_size: uint32(cfg.FrameSize)}
-	req.Frame_nr = req.Block_nr * uint32(block/cfg.FrameSize)
-	if err := unix.SetsockoptTpacketReq(r.fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
-		return nil, fmt.Errorf("packet ring: PACKET_RX_RING (%d frames of %d bytes): %w", req.Frame_nr, cfg.FrameSize, err)
-	}
-	r.cfg.Frames = int(req.Frame_nr)
-	if r.ring, err = unix.Mmap(r.fd, 0, int(req.Block_nr)*block, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_LOCKED); err != nil {
-		if r.ring, err = unix.Mmap(r.fd, 0, int(req.Block_nr)*block, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
-			return nil, fmt.Errorf("packet ring: mmap: %w", err)
+	for i, proto := range []uint16{unix.ETH_P_IP, unix.ETH_P_IPV6} {
+		if err := r.rx[i].open(cfg, proto); err != nil {
+			return nil, err
 		}
 	}
-	if err := unix.Bind(r.fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL)}); err != nil {
-		return nil, fmt.Errorf("packet ring: bind: %w", err)
-	}
+	r.cfg.Frames = r.rx[0].frames
 	if r.wake, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
 		return nil, fmt.Errorf("packet ring: eventfd: %w", err)
 	}
@@ -131,6 +119,38 @@ func OpenRing(cfg RingConfig) (_ *PacketRing, err error) {
 	return r, nil
 }
 
+// open sets up one ring bound to one protocol, taking nothing until the
+// filter is set.
+func (x *rxRing) open(cfg RingConfig, proto uint16) (err error) {
+	// Protocol 0: nothing is delivered before bind, after the filter.
+	if x.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err != nil {
+		return fmt.Errorf("packet ring: socket: %w", err)
+	}
+	if err := unix.SetsockoptInt(x.fd, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V2); err != nil {
+		return fmt.Errorf("packet ring: TPACKET_V2: %w", err)
+	}
+	if err := x.attach(nil); err != nil {
+		return err
+	}
+	block := max(cfg.FrameSize, 1<<16)
+	req := unix.TpacketReq{Block_size: uint32(block), Block_nr: uint32((cfg.Frames*cfg.FrameSize + block - 1) / block),
+		Frame_size: uint32(cfg.FrameSize)}
+	req.Frame_nr = req.Block_nr * uint32(block/cfg.FrameSize)
+	if err := unix.SetsockoptTpacketReq(x.fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
+		return fmt.Errorf("packet ring: PACKET_RX_RING (%d frames of %d bytes): %w", req.Frame_nr, cfg.FrameSize, err)
+	}
+	x.frames = int(req.Frame_nr)
+	if x.ring, err = unix.Mmap(x.fd, 0, int(req.Block_nr)*block, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_LOCKED); err != nil {
+		if x.ring, err = unix.Mmap(x.fd, 0, int(req.Block_nr)*block, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
+			return fmt.Errorf("packet ring: mmap: %w", err)
+		}
+	}
+	if err := unix.Bind(x.fd, &unix.SockaddrLinklayer{Protocol: htons(proto)}); err != nil {
+		return fmt.Errorf("packet ring: bind: %w", err)
+	}
+	return nil
+}
+
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // Frames is how many frames the ring holds (packets it can queue).
@@ -144,10 +164,18 @@ func (r *PacketRing) BatchSize() int { return r.cfg.BatchSize }
 func (r *PacketRing) SetDestinations(dsts []netip.Addr) error {
 	r.filterMu.Lock()
 	defer r.filterMu.Unlock()
-	return r.attach(dsts)
+	if r.closed.Load() {
+		return os.ErrClosed
+	}
+	for i := range r.rx {
+		if err := r.rx[i].attach(dsts); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-func (r *PacketRing) attach(dsts []netip.Addr) error {
+func (x *rxRing) attach(dsts []netip.Addr) error {
 	prog, err := bpf.Assemble(DestinationFilter(dsts))
 	if err != nil {
 		return fmt.Errorf("packet ring: filter for %d destinations: %w", len(dsts), err)
@@ -156,7 +184,7 @@ func (r *PacketRing) attach(dsts []netip.Addr) error {
 	for i, in := range prog {
 		f[i] = unix.SockFilter{Code: in.Op, Jt: in.Jt, Jf: in.Jf, K: in.K}
 	}
-	if err := unix.SetsockoptSockFprog(r.fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(f)), Filter: &f[0]}); err != nil {
+	if err := unix.SetsockoptSockFprog(x.fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(f)), Filter: &f[0]}); err != nil {
 		return fmt.Errorf("packet ring: filter for %d destinations: %w", len(dsts), err)
 	}
 	return nil
@@ -167,7 +195,7 @@ const maxFilter = 4096
 
 // DestinationFilter is the classic BPF program that accepts the IP packets
 // (at offset 0, as a SOCK_DGRAM packet socket sees them) addressed to one
-// of dsts and rejects everything else: two instructions per IPv4
+// of dsts and to this host at L2, and rejects everything else: two instructions per IPv4
 // destination, eight per IPv6 one, reached by long jumps, so about 2000
 // IPv4 destinations fit in classic BPF's 4096 instructions (more: it
 // rejects everything, and SetDestinations' caller must check Fits).
@@ -191,7 +219,10 @@ func DestinationFilter(dsts []netip.Addr) []bpf.Instruction {
 	v4 = append(v4, reject)
 	v6 = append(v6, reject)
 	p := []bpf.Instruction{
-		bpf.LoadExtension{Num: bpf.ExtProto},                              // 0
+		bpf.LoadExtension{Num: bpf.ExtType},                  // -3: for this host at L2 (PACKET_HOST)?
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0, SkipTrue: 1}, // -2
+		reject,                               // -1
+		bpf.LoadExtension{Num: bpf.ExtProto}, // 0
 		bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.ETH_P_IP, SkipFalse: 1}, // 1
 		bpf.Jump{Skip: 3}, // 2: to 6, the IPv4 part
 		bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.ETH_P_IPV6, SkipFalse: 1}, // 3
@@ -212,7 +243,7 @@ func word(b []byte) uint32 {
 	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }
 
-// Read copies the next packets from the ring into bufs[i][offset:], their
+// Read copies the next packets from the rings into bufs[i][offset:], their
 // lengths into sizes, and returns how many; it waits for the first.
 func (r *PacketRing) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	r.readMu.Lock()
@@ -221,41 +252,51 @@ func (r *PacketRing) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		if r.closed.Load() {
 			return 0, os.ErrClosed
 		}
-		n := 0
-		for n < len(bufs) {
-			f := r.ring[r.next*r.cfg.FrameSize : (r.next+1)*r.cfg.FrameSize]
-			status := (*uint32)(unsafe.Pointer(&f[tpStatus]))
-			if atomic.LoadUint32(status)&unix.TP_STATUS_USER == 0 {
-				break
-			}
-			length := binary.NativeEndian.Uint32(f[tpLen:])
-			snap := binary.NativeEndian.Uint32(f[tpSnaplen:])
-			net := int(binary.NativeEndian.Uint16(f[tpNet:]))
-			switch {
-			case snap < length || net+int(snap) > len(f) || offset+int(snap) > len(bufs[n]):
-				r.Truncated.Add(1)
-				r.truncatedOn.Store(int32(binary.NativeEndian.Uint32(f[tpIfindex:])))
-			default:
-				sizes[n] = copy(bufs[n][offset:], f[net:net+int(snap)])
-				if atomic.LoadUint32(status)&unix.TP_STATUS_CSUMNOTREADY != 0 {
-					completeChecksum(bufs[n][offset : offset+sizes[n]])
-				}
-				n++
-			}
-			atomic.StoreUint32(status, unix.TP_STATUS_KERNEL)
-			if r.next++; r.next == r.cfg.Frames {
-				r.next = 0
-			}
-		}
+		n := r.take(&r.rx[r.first], bufs, sizes, offset, 0)
+		n = r.take(&r.rx[1-r.first], bufs, sizes, offset, n)
+		r.first = 1 - r.first
 		if n > 0 {
 			return n, nil
 		}
 		r.ReadPolled.Add(1)
-		fds := []unix.PollFd{{Fd: int32(r.fd), Events: unix.POLLIN}, {Fd: int32(r.wake), Events: unix.POLLIN}}
+		fds := []unix.PollFd{{Fd: int32(r.rx[0].fd), Events: unix.POLLIN}, {Fd: int32(r.rx[1].fd), Events: unix.POLLIN},
+			{Fd: int32(r.wake), Events: unix.POLLIN}}
 		if _, err := unix.Poll(fds, -1); err != nil && !errors.Is(err, unix.EINTR) {
 			return 0, fmt.Errorf("packet ring: poll: %w", err)
 		}
 	}
+}
+
+// take copies the packets waiting in x into bufs[n:] and returns the new n.
+func (r *PacketRing) take(x *rxRing, bufs [][]byte, sizes []int, offset, n int) int {
+	size := r.cfg.FrameSize
+	for n < len(bufs) {
+		f := x.ring[x.next*size : (x.next+1)*size]
+		status := (*uint32)(unsafe.Pointer(&f[tpStatus]))
+		st := atomic.LoadUint32(status)
+		if st&unix.TP_STATUS_USER == 0 {
+			break
+		}
+		length := binary.NativeEndian.Uint32(f[tpLen:])
+		snap := binary.NativeEndian.Uint32(f[tpSnaplen:])
+		net := int(binary.NativeEndian.Uint16(f[tpNet:]))
+		switch {
+		case snap < length || net+int(snap) > len(f) || offset+int(snap) > len(bufs[n]):
+			r.Truncated.Add(1)
+			r.truncatedOn.Store(int32(binary.NativeEndian.Uint32(f[tpIfindex:])))
+		default:
+			sizes[n] = copy(bufs[n][offset:], f[net:net+int(snap)])
+			if st&unix.TP_STATUS_CSUMNOTREADY != 0 {
+				completeChecksum(bufs[n][offset : offset+sizes[n]])
+			}
+			n++
+		}
+		atomic.StoreUint32(status, unix.TP_STATUS_KERNEL)
+		if x.next++; x.next == x.frames {
+			x.next = 0
+		}
+	}
+	return n
 }
 
 // completeChecksum fills in the TCP or UDP checksum of a packet that
@@ -269,11 +310,13 @@ func completeChecksum(p []byte) {
 	switch {
 	case len(p) >= header.IPv4HeaderLen && p[0]>>4 == 4:
 		ip := header.IPv4(p)
-		if hl := ip.HeaderLen(); hl >= header.IPv4HeaderLen && hl <= len(p) && !ip.IsFragment() {
-			l4, proto = p[hl:], ip.Protocol()
+		if hl, tl := ip.HeaderLen(), ip.TotalLen(); hl >= header.IPv4HeaderLen && hl <= tl && tl <= len(p) && !ip.IsFragment() {
+			l4, proto = p[hl:tl], ip.Protocol() // not the link's padding after it
 		}
 	case len(p) >= header.IPv6HeaderLen && p[0]>>4 == 6:
-		l4, proto = p[header.IPv6HeaderLen:], p[6]
+		if end := header.IPv6HeaderLen + int(binary.BigEndian.Uint16(p[4:6])); end <= len(p) {
+			l4, proto = p[header.IPv6HeaderLen:end], p[6]
+		}
 	}
 	at := 0 // the checksum's offset
 	switch proto {
@@ -302,8 +345,13 @@ func (r *PacketRing) TruncatedOn() int { return int(r.truncatedOn.Load()) }
 func (r *PacketRing) Stats() (truncated, dropped uint64) {
 	r.statsMu.Lock()
 	defer r.statsMu.Unlock()
-	if st, err := unix.GetsockoptTpacketStats(r.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
-		r.dropped += uint64(st.Drops)
+	for _, x := range r.rx {
+		if x.fd < 0 {
+			continue // closed
+		}
+		if st, err := unix.GetsockoptTpacketStats(x.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
+			r.dropped += uint64(st.Drops)
+		}
 	}
 	return r.Truncated.Load(), r.dropped
 }
@@ -313,6 +361,9 @@ func (r *PacketRing) Stats() (truncated, dropped uint64) {
 func (r *PacketRing) Write(bufs [][]byte, offset int) (int, error) {
 	r.sendMu.Lock()
 	defer r.sendMu.Unlock()
+	if r.send4 < 0 {
+		return 0, os.ErrClosed
+	}
 	for i, b := range bufs {
 		p := b[offset:]
 		var err error
@@ -335,7 +386,8 @@ func (r *PacketRing) Write(bufs [][]byte, offset int) (int, error) {
 	return len(bufs), nil
 }
 
-// Close stops a waiting Read (it returns os.ErrClosed) and frees the ring.
+// Close stops a waiting Read (it returns os.ErrClosed) and frees the
+// rings; Write, Stats and SetDestinations after it do nothing.
 func (r *PacketRing) Close() error {
 	if r.closed.Swap(true) {
 		return nil
@@ -343,14 +395,25 @@ func (r *PacketRing) Close() error {
 	if r.wake >= 0 {
 		unix.Write(r.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
 	}
-	r.readMu.Lock() // a Read in poll returns, then the ring can go
+	// A Read in poll returns; whoever writes, counts or filters finishes;
+	// then the rings and sockets can go.
+	r.readMu.Lock()
 	defer r.readMu.Unlock()
+	r.sendMu.Lock()
+	defer r.sendMu.Unlock()
+	r.statsMu.Lock()
+	defer r.statsMu.Unlock()
+	r.filterMu.Lock()
+	defer r.filterMu.Unlock()
 	var errs []error
-	if r.ring != nil {
-		errs = append(errs, unix.Munmap(r.ring))
-		r.ring = nil
+	for i := range r.rx {
+		x := &r.rx[i]
+		if x.ring != nil {
+			errs = append(errs, unix.Munmap(x.ring))
+			x.ring = nil
+		}
 	}
-	for _, fd := range []*int{&r.fd, &r.wake, &r.send4, &r.send6} {
+	for _, fd := range []*int{&r.rx[0].fd, &r.rx[1].fd, &r.wake, &r.send4, &r.send6} {
 		if *fd >= 0 {
 			errs = append(errs, unix.Close(*fd))
 			*fd = -1

@@ -15,11 +15,13 @@ import (
 	"github.com/tunbond/tunbond/tunnel/header"
 )
 
-// ringNetns is rawNetns with a veth pair (MTU 9000), rv0 (192.0.2.1/24) and rv1, and routes that
-// send 203.0.113.0/24 and 2001:db8::/64 out of rv0 (to rv1's MAC, fixed
-// neighbours), so a packet sent there comes in on rv1, where the ring sees
-// it (and the kernel, not forwarding, drops it). lo will not do: an IPv6
-// route through lo is a reject route.
+// ringNetns is rawNetns with a veth pair (MTU 9000), rv0 (192.0.2.1/24)
+// and rv1, rv1 a port of the bridge rbr, and routes that send
+// 203.0.113.0/24 and 2001:db8::/64 out of rv0 (to rv1's MAC, which is the
+// bridge's, by fixed neighbours; 203.0.113.9's is another host's), so a
+// packet sent there comes in on rv1 and up through rbr, where the ring
+// sees it (and the kernel, not forwarding, drops it). lo will not do: an
+// IPv6 route through lo is a reject route.
 func ringNetns(t *testing.T) vnetns.NsHandle {
 	ns := rawNetns(t)
 	nl, err := netlink.NewHandleAt(ns)
@@ -30,9 +32,16 @@ func ringNetns(t *testing.T) vnetns.NsHandle {
 	if err := nl.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "rv0"}, PeerName: "rv1"}); err != nil {
 		t.Fatal(err)
 	}
+	if err := nl.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "rbr"}}); err != nil {
+		t.Fatal(err)
+	}
 	rv0, _ := nl.LinkByName("rv0")
 	rv1, _ := nl.LinkByName("rv1")
-	for _, l := range []netlink.Link{rv0, rv1} {
+	rbr, _ := nl.LinkByName("rbr")
+	if err := nl.LinkSetMaster(rv1, rbr); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []netlink.Link{rv0, rv1, rbr} {
 		if err := nl.LinkSetMTU(l, 9000); err != nil { // a 3000-byte packet goes whole
 			t.Fatal(err)
 		}
@@ -49,8 +58,12 @@ func ringNetns(t *testing.T) vnetns.NsHandle {
 			t.Fatalf("route %s dev rv0: %v", p, err)
 		}
 	}
-	for _, a := range []string{"203.0.113.7", "203.0.113.8", "2001:db8::7", "2001:db8::8"} {
-		n := &netlink.Neigh{LinkIndex: rv0.Attrs().Index, IP: net.ParseIP(a), HardwareAddr: rv1.Attrs().HardwareAddr, State: netlink.NUD_PERMANENT}
+	for _, a := range []string{"203.0.113.7", "203.0.113.8", "203.0.113.9", "2001:db8::7", "2001:db8::8"} {
+		mac := rv1.Attrs().HardwareAddr // the bridge's too: its one port's
+		if a == "203.0.113.9" {
+			mac = net.HardwareAddr{2, 0, 0, 0, 0, 0x99} // another host's, seen only as a promiscuous port
+		}
+		n := &netlink.Neigh{LinkIndex: rv0.Attrs().Index, IP: net.ParseIP(a), HardwareAddr: mac, State: netlink.NUD_PERMANENT}
 		if err := nl.NeighAdd(n); err != nil {
 			t.Fatalf("neighbour %s: %v", a, err)
 		}
@@ -112,15 +125,17 @@ func readRing(t *testing.T, r *PacketRing, n int) [][]byte {
 
 // TestRingTakesOnlyItsDestinations: UDP to the ring's destinations (the
 // second of two IPv4 ones and the second of two IPv6 ones, which tests
-// the filter's jumps) arrives whole and in order; packets to others,
-// the ring's own replies and a packet larger than a frame do not.
+// the filter's jumps) arrives whole, once (it crosses a bridge port and
+// the bridge) and in order within its family (IPv4 and IPv6 have a ring
+// each); packets to others, a frame to another host's
+// MAC and a packet larger than a frame do not.
 func TestRingTakesOnlyItsDestinations(t *testing.T) {
 	ns := ringNetns(t)
 	var r *PacketRing
 	inNetns(t, ns, func() (err error) { r, err = OpenRing(RingConfig{Frames: 64}); return })
 	t.Cleanup(func() { r.Close() })
 	vip4, vip6 := netip.MustParseAddr("203.0.113.7"), netip.MustParseAddr("2001:db8::7")
-	if err := r.SetDestinations([]netip.Addr{netip.MustParseAddr("203.0.113.1"), vip4,
+	if err := r.SetDestinations([]netip.Addr{netip.MustParseAddr("203.0.113.1"), vip4, netip.MustParseAddr("203.0.113.9"),
 		netip.MustParseAddr("2001:db8::1"), vip6}); err != nil {
 		t.Fatal(err)
 	}
@@ -141,6 +156,7 @@ func TestRingTakesOnlyItsDestinations(t *testing.T) {
 		}
 	}
 	send(c4, "203.0.113.8:9", "not ours")
+	send(c4, "203.0.113.9:9", "not this host's MAC")
 	send(c4, "203.0.113.7:9", "one")
 	send(c6, "[2001:db8::8]:9", "not ours")
 	send(c4, "203.0.113.7:9", string(make([]byte, 3000))) // larger than a frame
@@ -150,25 +166,26 @@ func TestRingTakesOnlyItsDestinations(t *testing.T) {
 	if len(got) != 3 {
 		t.Fatalf("got %d packets, want 3: %x", len(got), got)
 	}
-	want := []struct {
-		dst     netip.Addr
-		payload string
-	}{{vip4, "one"}, {vip6, "two"}, {vip4, "three"}}
+	var got4, got6 []string
 	for i, p := range got {
-		var dst netip.Addr
-		var payload []byte
-		if p[0]>>4 == 4 {
-			ip := header.IPv4(p)
-			dst, payload = ip.Dst(), p[ip.HeaderLen()+8:]
-		} else {
-			dst, payload = netip.AddrFrom16([16]byte(p[24:40])), p[header.IPv6HeaderLen+8:]
-		}
 		if !udpChecksumOK(p) {
 			t.Errorf("packet %d: UDP checksum not completed: %x", i, p)
 		}
-		if dst != want[i].dst || string(payload) != want[i].payload {
-			t.Errorf("packet %d: to %v %q, want to %v %q", i, dst, payload, want[i].dst, want[i].payload)
+		if p[0]>>4 == 4 {
+			ip := header.IPv4(p)
+			if ip.Dst() != vip4 {
+				t.Errorf("packet %d to %v", i, ip.Dst())
+			}
+			got4 = append(got4, string(p[ip.HeaderLen()+8:]))
+		} else {
+			if dst := netip.AddrFrom16([16]byte(p[24:40])); dst != vip6 {
+				t.Errorf("packet %d to %v", i, dst)
+			}
+			got6 = append(got6, string(p[header.IPv6HeaderLen+8:]))
 		}
+	}
+	if !slices.Equal(got4, []string{"one", "three"}) || !slices.Equal(got6, []string{"two"}) {
+		t.Errorf("IPv4 %q, IPv6 %q; want [one three] and [two]", got4, got6)
 	}
 	if n := r.Truncated.Load(); n != 1 {
 		t.Errorf("truncated: %d, want the one 3000-byte packet", n)
