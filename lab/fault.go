@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -131,17 +132,23 @@ func faultWindow(faults []Fault, d time.Duration) (from, to time.Duration) {
 	return from, to
 }
 
-// dropProg is a loaded BPF_PROG_TYPE_SCHED_CLS program that returns
-// TC_ACT_SHOT (2) for every packet: r0 = 2; exit.
+// dropProg is a loaded BPF_PROG_TYPE_SCHED_CLS program.
 type dropProg struct{ fd int }
 
+// loadDropProg loads the blackhole's program: TC_ACT_SHOT (2) for every
+// packet (r0 = 2; exit).
 func loadDropProg() (*dropProg, error) {
-	insns := []uint64{
+	return loadSchedCls([]uint64{
 		0xb7 | 2<<32, // BPF_ALU64|BPF_MOV|BPF_K, dst r0, imm 2
 		0x95,         // BPF_JMP|BPF_EXIT
-	}
+	}, "blackhole's")
+}
+
+// loadSchedCls loads a BPF_PROG_TYPE_SCHED_CLS program
+// with the verifier's log in the error if it refuses it.
+func loadSchedCls(insns []uint64, what string) (*dropProg, error) {
 	license := []byte("GPL\x00")
-	// The head of union bpf_attr for BPF_PROG_LOAD.
+	logBuf := make([]byte, 1<<16)
 	attr := struct {
 		progType, insnCnt  uint32
 		insns, license     uint64
@@ -149,10 +156,12 @@ func loadDropProg() (*dropProg, error) {
 		logBuf             uint64
 		kernVersion, flags uint32
 	}{progType: unix.BPF_PROG_TYPE_SCHED_CLS, insnCnt: uint32(len(insns)),
-		insns: uint64(uintptr(unsafe.Pointer(&insns[0]))), license: uint64(uintptr(unsafe.Pointer(&license[0])))}
+		insns: uint64(uintptr(unsafe.Pointer(&insns[0]))), license: uint64(uintptr(unsafe.Pointer(&license[0]))),
+		logLevel: 1, logSize: uint32(len(logBuf)), logBuf: uint64(uintptr(unsafe.Pointer(&logBuf[0])))}
 	fd, _, e := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_LOAD, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
 	if e != 0 {
-		return nil, fmt.Errorf("loading the blackhole's BPF program: %w", e)
+		log, _, _ := bytes.Cut(logBuf, []byte{0})
+		return nil, fmt.Errorf("loading the %s BPF program: %w: %s", what, e, log)
 	}
 	unix.CloseOnExec(int(fd))
 	return &dropProg{fd: int(fd)}, nil
@@ -166,13 +175,25 @@ func (p *dropProg) Close() error { return unix.Close(p.fd) }
 // WAN namespace is left alone (its emulator reads frames with packet
 // sockets, before tc ingress could drop them).
 type Blackhole struct {
-	links []blackholed
-	prog  *dropProg // owned (BlackholeUplink), or nil
+	removes []func() error // a filter (and its qdisc) each
+	prog    *dropProg      // owned (BlackholeUplink), or nil
 }
 
-type blackholed struct {
-	ns   *netns.Namespace
-	link netlink.Link
+// addIngressFilter puts prog on link l in ns as an ingress filter in
+// direct-action mode, on a clsact qdisc of its own; remove takes both off.
+func addIngressFilter(ns *netns.Namespace, l netlink.Link, prog *dropProg, name string) (remove func() error, err error) {
+	q := &netlink.Clsact{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}}
+	if err := ns.NL.QdiscAdd(q); err != nil {
+		return nil, fmt.Errorf("%s: clsact qdisc: %w", l.Attrs().Name, err)
+	}
+	remove = func() error { return ns.NL.QdiscDel(q) }
+	f := &netlink.BpfFilter{FilterAttrs: netlink.FilterAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_MIN_INGRESS,
+		Handle: 1, Priority: 1, Protocol: unix.ETH_P_ALL}, Fd: prog.fd, Name: name, DirectAction: true}
+	if err := ns.NL.FilterAdd(f); err != nil {
+		remove()
+		return nil, fmt.Errorf("%s: ingress bpf filter: %w", l.Attrs().Name, err)
+	}
+	return remove, nil
 }
 
 // StartBlackhole puts the blackhole on uplink i of the net's sites.
@@ -189,16 +210,11 @@ func StartBlackhole(n *netns.Net, i int, prog *dropProg) (_ *Blackhole, err erro
 		if err != nil {
 			return nil, err
 		}
-		q := &netlink.Clsact{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}}
-		if err := ns.NL.QdiscAdd(q); err != nil {
-			return nil, fmt.Errorf("blackhole %s/%s: clsact qdisc: %w", side, l.Attrs().Name, err)
+		remove, err := addIngressFilter(ns, l, prog, "tunbond-blackhole")
+		if err != nil {
+			return nil, fmt.Errorf("blackhole %s: %w", side, err)
 		}
-		b.links = append(b.links, blackholed{ns, l})
-		f := &netlink.BpfFilter{FilterAttrs: netlink.FilterAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_MIN_INGRESS,
-			Handle: 1, Priority: 1, Protocol: unix.ETH_P_ALL}, Fd: prog.fd, Name: "tunbond-blackhole", DirectAction: true}
-		if err := ns.NL.FilterAdd(f); err != nil {
-			return nil, fmt.Errorf("blackhole %s/%s: ingress bpf filter: %w", side, l.Attrs().Name, err)
-		}
+		b.removes = append(b.removes, remove)
 	}
 	return b, nil
 }
@@ -225,11 +241,10 @@ func (b *Blackhole) Stop() error {
 	if b.prog != nil {
 		defer func() { b.prog.Close(); b.prog = nil }()
 	}
-	for _, l := range b.links {
-		q := &netlink.Clsact{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.link.Attrs().Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}}
-		errs = append(errs, l.ns.NL.QdiscDel(q))
+	for _, remove := range b.removes {
+		errs = append(errs, remove())
 	}
-	b.links = nil
+	b.removes = nil
 	return errors.Join(errs...)
 }
 

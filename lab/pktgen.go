@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,10 +10,10 @@ import (
 	"strconv"
 	"unsafe"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/tunbond/tunbond/lab/netns"
+	"github.com/tunbond/tunbond/tunnel/header"
 )
 
 // A packet generator for the director's small-packet benchmark: whole
@@ -37,12 +36,8 @@ func udpFrames(dstMAC, srcMAC net.HardwareAddr, src, dst netip.Addr, sport, dpor
 		copy(f[6:12], srcMAC)
 		binary.BigEndian.PutUint16(f[12:14], unix.ETH_P_IP)
 		ip := f[14:]
-		ip[0] = 0x45                                         // IPv4, 20-byte header
-		binary.BigEndian.PutUint16(ip[2:4], uint16(ipBytes)) // total length
-		binary.BigEndian.PutUint16(ip[6:8], 0x4000)          // DF
-		ip[8], ip[9] = 64, unix.IPPROTO_UDP                  // TTL, protocol
-		d4 := dst.As4()
-		copy(ip[16:20], d4[:])
+		header.EncodeIPv4(ip, ipBytes, 64, header.ProtoUDP, src.As4(), dst.As4())
+		ip[6] = 0x40 // DF (setFlow sums the header again)
 		binary.BigEndian.PutUint16(ip[22:24], dport)
 		binary.BigEndian.PutUint16(ip[24:26], uint16(ipBytes-20)) // UDP length; checksum (26:28) 0
 		setFlow(f, src.As4(), sport+uint16(i))
@@ -58,19 +53,7 @@ func setFlow(f []byte, src [4]byte, sport uint16) {
 	copy(ip[12:16], src[:])
 	binary.BigEndian.PutUint16(ip[20:22], sport)
 	ip[10], ip[11] = 0, 0
-	binary.BigEndian.PutUint16(ip[10:12], ipChecksum(ip[:20]))
-}
-
-// ipChecksum is the Internet checksum of an IPv4 header.
-func ipChecksum(h []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(h); i += 2 {
-		s += uint32(h[i])<<8 | uint32(h[i+1])
-	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return ^uint16(s)
+	binary.BigEndian.PutUint16(ip[10:12], ^header.Checksum(ip[:20], 0))
 }
 
 // newFlows hands out 5-tuples never seen before (for 2^16 * 64512
@@ -176,29 +159,6 @@ func pinProcess(cpu int) (restore func(), err error) {
 	return func() { each(&orig) }, nil
 }
 
-// loadSchedCls loads a BPF_PROG_TYPE_SCHED_CLS program (as loadDropProg),
-// with the verifier's log in the error if it refuses it.
-func loadSchedCls(insns []uint64, what string) (*dropProg, error) {
-	license := []byte("GPL\x00")
-	logBuf := make([]byte, 1<<16)
-	attr := struct {
-		progType, insnCnt  uint32
-		insns, license     uint64
-		logLevel, logSize  uint32
-		logBuf             uint64
-		kernVersion, flags uint32
-	}{progType: unix.BPF_PROG_TYPE_SCHED_CLS, insnCnt: uint32(len(insns)),
-		insns: uint64(uintptr(unsafe.Pointer(&insns[0]))), license: uint64(uintptr(unsafe.Pointer(&license[0]))),
-		logLevel: 1, logSize: uint32(len(logBuf)), logBuf: uint64(uintptr(unsafe.Pointer(&logBuf[0])))}
-	fd, _, e := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_LOAD, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
-	if e != 0 {
-		log, _, _ := bytes.Cut(logBuf, []byte{0})
-		return nil, fmt.Errorf("loading the %s BPF program: %w: %s", what, e, log)
-	}
-	unix.CloseOnExec(int(fd))
-	return &dropProg{fd: int(fd)}, nil
-}
-
 // sinkInsns is a tc classifier (direct action) that drops IPv4 packets of
 // protocol 4 (IPIP) or 47 (GRE) and passes everything else (ARP above all):
 //
@@ -242,19 +202,11 @@ func sinkTunnels(ns *netns.Namespace, ifname string) (stop func() error, err err
 		prog.Close()
 		return nil, err
 	}
-	q := &netlink.Clsact{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}}
-	if err := ns.NL.QdiscAdd(q); err != nil {
+	remove, err := addIngressFilter(ns, l, prog, "tunbond-sink")
+	if err != nil {
 		prog.Close()
-		return nil, fmt.Errorf("tunnel sink on %s: clsact qdisc: %w", ifname, err)
+		return nil, fmt.Errorf("tunnel sink: %w", err)
 	}
-	stop = func() error {
-		return errors.Join(ns.NL.QdiscDel(q), prog.Close())
-	}
-	f := &netlink.BpfFilter{FilterAttrs: netlink.FilterAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_MIN_INGRESS,
-		Handle: 1, Priority: 1, Protocol: unix.ETH_P_ALL}, Fd: prog.fd, Name: "tunbond-sink", DirectAction: true}
-	if err := ns.NL.FilterAdd(f); err != nil {
-		stop()
-		return nil, fmt.Errorf("tunnel sink on %s: ingress bpf filter: %w", ifname, err)
-	}
+	stop = func() error { return errors.Join(remove(), prog.Close()) }
 	return stop, nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tunbond/tunbond/lab/netns"
+	"github.com/tunbond/tunbond/tunnel/header"
 )
 
 func TestUDPFrames(t *testing.T) {
@@ -23,7 +24,7 @@ func TestUDPFrames(t *testing.T) {
 		if len(f) != 14+64 || string(f[:6]) != string(dst) || string(f[6:12]) != string(src) || f[12] != 8 || f[13] != 0 {
 			t.Fatalf("ethernet header % x", f[:14])
 		}
-		if ip[0] != 0x45 || binary.BigEndian.Uint16(ip[2:]) != 64 || ip[9] != 17 || ipChecksum(ip[:20]) != 0 {
+		if ip[0] != 0x45 || binary.BigEndian.Uint16(ip[2:]) != 64 || ip[9] != 17 || header.Checksum(ip[:20], 0) != 0xffff {
 			t.Fatalf("ip header % x", ip[:20])
 		}
 		if got := binary.BigEndian.Uint16(ip[20:]); got != sport {
@@ -52,7 +53,7 @@ func TestUDPFrames(t *testing.T) {
 				t.Fatalf("flow %v seen twice", k)
 			}
 			seen[k] = true
-			if f[26] != 10 || f[27] != 10 || ipChecksum(f[14:34]) != 0 {
+			if f[26] != 10 || f[27] != 10 || header.Checksum(f[14:34], 0) != 0xffff {
 				t.Fatalf("ip header % x", f[14:34])
 			}
 			if p := binary.BigEndian.Uint16(f[34:]); p < 1024 {
