@@ -50,17 +50,7 @@ type DirectorReport struct {
 	DirectorRxMB float64        `json:"director_rx_mb"`
 	ClientRxMB   float64        `json:"client_rx_mb"`
 	Rows         []HTTPRow      `json:"http"`
-	// The small-packet runs of the first ingress mode (see SmallRow):
-	// existing flows, then new flows.
-	SmallPPS           float64    `json:"small_packets_per_second"`
-	SmallCPUPct        float64    `json:"small_packets_director_cpu_pct"`
-	SmallPerCore       float64    `json:"small_packets_per_core_second"`
-	SmallOfferedPPS    float64    `json:"small_offered_pps"`
-	SmallNewPPS        float64    `json:"small_new_flows_per_second"`
-	SmallNewCPUPct     float64    `json:"small_new_flows_director_cpu_pct"`
-	SmallNewPerCore    float64    `json:"small_new_flows_per_core_second"`
-	SmallNewOfferedPPS float64    `json:"small_new_flows_offered_pps"`
-	Small              []SmallRow `json:"small"` // every ingress mode's runs
+	Small        []SmallRow     `json:"small"` // per ingress mode: existing flows, then new flows
 }
 
 // SmallRow is one small-packet run: 64-byte IPv4 UDP packets written as
@@ -239,17 +229,6 @@ func RunDirectorBench(ctx context.Context, id string, cfg DirectorBenchConfig) (
 	}
 	if err := stopSink(); err != nil {
 		return nil, fmt.Errorf("removing the tunnel sink: %w", err)
-	}
-	for _, r := range rep.Small {
-		if r.Ingress != modes[0] {
-			continue
-		}
-		switch r.Flows {
-		case "existing":
-			rep.SmallPPS, rep.SmallCPUPct, rep.SmallPerCore, rep.SmallOfferedPPS = r.PPS, r.CPUPct, r.PerCore, r.OfferedPPS
-		case "new":
-			rep.SmallNewPPS, rep.SmallNewCPUPct, rep.SmallNewPerCore, rep.SmallNewOfferedPPS = r.PPS, r.CPUPct, r.PerCore, r.OfferedPPS
-		}
 	}
 
 	if _, err := exec.LookPath("haproxy"); err != nil {
