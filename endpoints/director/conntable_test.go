@@ -70,6 +70,35 @@ func TestExpiry(t *testing.T) {
 	}
 }
 
+// TestEvictionOrder: a full table evicts an unconfirmed entry before an
+// inactive one (UDP here), and an inactive one before an established one.
+func TestEvictionOrder(t *testing.T) {
+	tb := NewTable(3, DefaultTimeouts)
+	d := &lb.Dest{Weight: 1, Up: true}
+	confirm := func(k Key, at time.Time) {
+		tb.Lookup(k, FlagACK, 60, at)
+		tb.Lookup(k, FlagACK, 60, at)
+	}
+	udp := key(2)
+	udp.Proto = 17
+	tb.Insert(key(1), d, rip, FlagSYN, 60, t0)
+	confirm(key(1), t0)
+	tb.Insert(udp, d, rip, 0, 60, t0.Add(time.Second))
+	tb.Insert(key(3), d, rip, FlagSYN, 60, t0.Add(2*time.Second)) // unconfirmed, the newest
+	tb.Insert(key(4), d, rip, FlagSYN, 60, t0.Add(3*time.Second))
+	if tb.Lookup(key(3), FlagACK, 60, t0.Add(3*time.Second)) != nil || tb.Stats.Evicted[EvictUnconfirmed] != 1 {
+		t.Fatalf("the unconfirmed entry stayed (evicted %v)", tb.Stats.Evicted)
+	}
+	confirm(key(4), t0.Add(3*time.Second))
+	tb.Insert(key(5), d, rip, FlagSYN, 60, t0.Add(4*time.Second))
+	if tb.Lookup(udp, 0, 60, t0.Add(4*time.Second)) != nil || tb.Stats.Evicted != [numEvictClasses]uint64{EvictUnconfirmed: 1, EvictInactive: 1} {
+		t.Fatalf("the inactive UDP entry stayed (evicted %v)", tb.Stats.Evicted)
+	}
+	if tb.Lookup(key(1), FlagACK, 60, t0.Add(4*time.Second)) == nil {
+		t.Fatal("an established entry went before the inactive one")
+	}
+}
+
 func TestFullTableEvictsOldestInactive(t *testing.T) {
 	tb := NewTable(3, DefaultTimeouts)
 	d := &lb.Dest{Weight: 1, Up: true}

@@ -235,4 +235,10 @@ func TestMHTakesAConnectionMidway(t *testing.T) {
 	if v := rr.Process(tcp("198.51.100.1", 2000, "192.0.2.10", 80, FlagACK, 60, true), t0); v.Forward || v.Drop != DropNoConn {
 		t.Fatalf("rr took a mid-connection packet: %+v", v)
 	}
+	// With persistence the client's server is remembered per director:
+	// another cannot know it.
+	persistent := newDirector(t, "-A -t 192.0.2.10:80 -s mh -p 300", "-a -t 192.0.2.10:80 -r 10.0.0.1", "-a -t 192.0.2.10:80 -r 10.0.0.2")
+	if v := persistent.Process(tcp("198.51.100.1", 2000, "192.0.2.10", 80, FlagACK, 60, true), t0); v.Forward || v.Drop != DropNoConn {
+		t.Fatalf("persistent mh took a mid-connection packet: %+v", v)
+	}
 }

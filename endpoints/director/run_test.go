@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -321,6 +322,8 @@ type fakeRing struct {
 	in, written chan []byte
 	dsts        chan []netip.Addr
 	closed      chan struct{}
+	truncated   atomic.Uint64 // Stats; on the interface TruncatedOn
+	truncOn     int
 }
 
 func newFakeRing() *fakeRing {
@@ -346,8 +349,8 @@ func (f *fakeRing) Write(bufs [][]byte, offset int) (int, error) {
 
 func (f *fakeRing) BatchSize() int                          { return 1 }
 func (f *fakeRing) SetDestinations(dsts []netip.Addr) error { f.dsts <- slices.Clone(dsts); return nil }
-func (f *fakeRing) Stats() (uint64, uint64)                 { return 0, 0 }
-func (f *fakeRing) TruncatedOn() int                        { return 0 }
+func (f *fakeRing) Stats() (uint64, uint64)                 { return f.truncated.Load(), 7 }
+func (f *fakeRing) TruncatedOn() int                        { return f.truncOn }
 func (f *fakeRing) Close() error                            { close(f.closed); return nil }
 
 // TestDirectorRingIngress: with ingress ring there is no TUN; the ring
@@ -374,6 +377,16 @@ func TestDirectorRingIngress(t *testing.T) {
 	s := await(t, r.tr.out, "packet to the real server")
 	if !bytes.Equal(header.IPv4(s.pkt).Payload(), in) || s.dst != netip.MustParseAddr(realA) {
 		t.Fatalf("sent %x to %v", s.pkt, s.dst)
+	}
+	// A new service's VIP joins the filter (and gets its blackhole).
+	if _, err := d.Admin(strings.Fields("-A -u 192.0.2.20:53 -s rr"), "", t0); err != nil {
+		t.Fatal(err)
+	}
+	if got := await(t, ring.dsts, "ring destinations after adm -A"); len(got) != 2 || !slices.Contains(got, netip.MustParseAddr("192.0.2.20")) {
+		t.Fatalf("ring takes %v after a service was added", got)
+	}
+	if got := families(t, r.reg); !got["tunbond_director_ring_truncated_total"] || !got["tunbond_director_ring_dropped_total"] {
+		t.Fatalf("ring metrics missing: %v", got)
 	}
 	ring.in <- tcp("198.51.100.1", 1000, vip, 80, FlagACK, 1500, true) // 1520 with IPIP
 	icmp := header.IPv4(await(t, ring.written, "ICMP error through the ring"))
@@ -421,5 +434,34 @@ func TestDirectorRingRemovesLeftoverBlackholes(t *testing.T) {
 	}
 	if !strings.Contains(r.logs.String(), "removed a blackhole route an earlier director left") {
 		t.Fatalf("not logged:\n%s", r.logs.String())
+	}
+}
+
+// TestDirectorWarnsOfTruncatedPackets: packets too large for the ring are
+// warned of, naming the interface and what to do, at most once a minute.
+func TestDirectorWarnsOfTruncatedPackets(t *testing.T) {
+	r := newRig(t)
+	ring := newFakeRing()
+	ring.truncOn = 1 // lo, in this namespace
+	// The expiry loop calls it each second; here it is called alone.
+	d := &Running{ring: ring, host: r.rec, log: r.deps.Log}
+	warnings := func() int { return strings.Count(r.logs.String(), "packets larger than a ring frame") }
+	d.warnTruncated(t0)
+	if warnings() != 0 {
+		t.Fatal("warned with nothing truncated")
+	}
+	ring.truncated.Store(3)
+	d.warnTruncated(t0)
+	if warnings() != 1 || !strings.Contains(r.logs.String(), "ethtool -K lo gro off lro off") {
+		t.Fatalf("no warning naming lo:\n%s", r.logs.String())
+	}
+	ring.truncated.Store(5)
+	d.warnTruncated(t0.Add(30 * time.Second))
+	if warnings() != 1 {
+		t.Fatal("warned again within a minute")
+	}
+	d.warnTruncated(t0.Add(61 * time.Second))
+	if warnings() != 2 {
+		t.Fatal("no warning a minute later, with more truncated")
 	}
 }

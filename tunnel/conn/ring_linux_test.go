@@ -1,6 +1,7 @@
 package conn
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -205,54 +206,113 @@ func TestRingTakesOnlyItsDestinations(t *testing.T) {
 // udpChecksumOK says whether an IPv4 or IPv6 UDP packet's checksum is
 // right (a sender on a veth leaves it to the device: the ring completes it).
 func udpChecksumOK(p []byte) bool {
-	var pseudo []byte
-	var udp []byte
-	if p[0]>>4 == 4 {
-		udp = p[20:]
-		pseudo = append(append([]byte{}, p[12:20]...), 0, 17, byte(len(udp)>>8), byte(len(udp)))
-	} else {
-		udp = p[40:]
-		pseudo = append(append([]byte{}, p[8:40]...), 0, 0, byte(len(udp)>>8), byte(len(udp)), 0, 0, 0, 17)
-	}
-	return header.Checksum(udp, uint32(header.Checksum(pseudo, 0))) == 0xffff
+	l4, sum := pseudoSum(p)
+	return header.Checksum(l4, uint32(sum)) == 0xffff
 }
 
-// TestRingWritesWholePackets: Write sends an IPv4 packet with a foreign
-// source (a VIP's) as it is; a socket on its destination gets it from
-// that source.
+// pseudoSum is the folded sum of an IPv4 or IPv6 packet's pseudo-header
+// for its transport (protocol, addresses, transport length), from the IP
+// header's own lengths.
+func pseudoSum(p []byte) (l4 []byte, sum uint16) {
+	var pseudo []byte
+	if p[0]>>4 == 4 {
+		l4 = p[20:binary.BigEndian.Uint16(p[2:4])]
+		pseudo = append(append([]byte{}, p[12:20]...), 0, p[9], byte(len(l4)>>8), byte(len(l4)))
+	} else {
+		l4 = p[40 : 40+int(binary.BigEndian.Uint16(p[4:6]))]
+		pseudo = append(append([]byte{}, p[8:40]...), 0, 0, byte(len(l4)>>8), byte(len(l4)), 0, 0, 0, p[6])
+	}
+	return l4, header.Checksum(pseudo, 0)
+}
+
+// udpPacket is an IPv4 or IPv6 UDP packet with a correct checksum.
+func udpPacket(src, dst netip.AddrPort, payload string) []byte {
+	var p []byte
+	if src.Addr().Is4() {
+		p = make([]byte, 28+len(payload))
+		header.EncodeIPv4(p, len(p), 64, header.ProtoUDP, src.Addr().As4(), dst.Addr().As4())
+	} else {
+		p = make([]byte, 48+len(payload))
+		p[0] = 0x60
+		binary.BigEndian.PutUint16(p[4:6], uint16(8+len(payload)))
+		p[6], p[7] = header.ProtoUDP, 64
+		s, d := src.Addr().As16(), dst.Addr().As16()
+		copy(p[8:24], s[:])
+		copy(p[24:40], d[:])
+	}
+	l4, sum := pseudoSum(p)
+	binary.BigEndian.PutUint16(l4[0:2], src.Port())
+	binary.BigEndian.PutUint16(l4[2:4], dst.Port())
+	binary.BigEndian.PutUint16(l4[4:6], uint16(len(l4)))
+	copy(l4[8:], payload)
+	binary.BigEndian.PutUint16(l4[6:8], ^header.Checksum(l4, uint32(sum)))
+	return p
+}
+
+// TestRingWritesWholePackets: Write sends IPv4 and IPv6 packets with a
+// foreign source (a VIP's) as they are; a socket on their destination gets
+// them from that source.
 func TestRingWritesWholePackets(t *testing.T) {
 	ns := ringNetns(t)
 	var r *PacketRing
-	var c *net.UDPConn
+	var c4, c6 *net.UDPConn
 	inNetns(t, ns, func() (err error) {
 		if r, err = OpenRing(RingConfig{Frames: 64}); err != nil {
 			return err
 		}
-		c, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if c4, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
+			return err
+		}
+		c6, err = net.ListenUDP("udp6", &net.UDPAddr{IP: raw6A.AsSlice()})
 		return err
 	})
 	defer r.Close()
-	defer c.Close()
-	port := c.LocalAddr().(*net.UDPAddr).Port
-	pkt := make([]byte, 16+28+5)
-	p := pkt[16:]
-	p[0], p[8], p[9] = 0x45, 64, 17
-	p[2], p[3] = 0, byte(len(p))
-	copy(p[12:], []byte{203, 0, 113, 7})
-	copy(p[16:], []byte{127, 0, 0, 1})
-	p[20], p[21], p[22], p[23] = 0, 53, byte(port>>8), byte(port)
-	p[24], p[25] = 0, 13
-	copy(p[28:], "hello")
-	cs := ^header.Checksum(p[:20], 0)
-	p[10], p[11] = byte(cs>>8), byte(cs)
-	if n, err := r.Write([][]byte{pkt}, 16); n != 1 || err != nil {
-		t.Fatalf("write: %d %v", n, err)
+	defer c4.Close()
+	defer c6.Close()
+	for _, tt := range []struct {
+		c    *net.UDPConn
+		from netip.AddrPort
+	}{{c4, netip.MustParseAddrPort("203.0.113.7:53")}, {c6, netip.MustParseAddrPort("[2001:db8::7]:53")}} {
+		to := tt.c.LocalAddr().(*net.UDPAddr).AddrPort()
+		pkt := append(make([]byte, 16), udpPacket(tt.from, netip.AddrPortFrom(to.Addr().Unmap(), to.Port()), "hello")...)
+		if n, err := r.Write([][]byte{pkt}, 16); n != 1 || err != nil {
+			t.Fatalf("write from %v: %d %v", tt.from, n, err)
+		}
+		tt.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 64)
+		n, from, err := tt.c.ReadFromUDPAddrPort(buf)
+		if err != nil || string(buf[:n]) != "hello" || netip.AddrPortFrom(from.Addr().Unmap(), from.Port()) != tt.from {
+			t.Fatalf("got %q from %v (%v), want hello from %v", buf[:n], from, err, tt.from)
+		}
 	}
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	buf := make([]byte, 64)
-	n, from, err := c.ReadFromUDPAddrPort(buf)
-	if err != nil || string(buf[:n]) != "hello" || from != netip.MustParseAddrPort("203.0.113.7:53") {
-		t.Fatalf("got %q from %v (%v)", buf[:n], from, err)
+}
+
+// TestCompleteChecksum: a TCP or UDP packet whose checksum field holds
+// only its pseudo-header's sum (as a sender that leaves the sum to the
+// device sends it) gets its whole checksum, over the IP length and not
+// the link's padding after it.
+func TestCompleteChecksum(t *testing.T) {
+	tcp4 := make([]byte, 40+5)
+	header.EncodeIPv4(tcp4, len(tcp4), 64, header.ProtoTCP, [4]byte{198, 51, 100, 1}, [4]byte{203, 0, 113, 7})
+	tcp4[32] = 5 << 4
+	copy(tcp4[40:], "hello")
+	for _, tt := range []struct {
+		name string
+		pkt  []byte
+		at   int // the checksum's offset in the transport header
+	}{
+		{"tcp4", tcp4, 16},
+		{"udp4", udpPacket(netip.MustParseAddrPort("198.51.100.1:9"), netip.MustParseAddrPort("203.0.113.7:53"), "hi"), 6},
+		{"udp6", udpPacket(netip.MustParseAddrPort("[2001:db8::1]:9"), netip.MustParseAddrPort("[2001:db8::7]:53"), "hi"), 6},
+	} {
+		l4, sum := pseudoSum(tt.pkt)
+		binary.BigEndian.PutUint16(l4[tt.at:], sum) // as the sender leaves it
+		padded := append(slices.Clone(tt.pkt), 0xde, 0xad, 0xbe, 0xef, 0x55, 0xaa)
+		completeChecksum(padded)
+		l4, sum = pseudoSum(padded)
+		if header.Checksum(l4, uint32(sum)) != 0xffff {
+			t.Errorf("%s: checksum %x does not verify", tt.name, l4[tt.at:tt.at+2])
+		}
 	}
 }
 
