@@ -96,7 +96,7 @@ func TestSnapshotListsEveryConnection(t *testing.T) {
 	}
 }
 
-// BenchmarkTableEntry measures the memory an entry costs (table map,
+// BenchmarkTableEntry measures the memory an entry costs (its index slot,
 // entry, list links, dense slice): the README's bytes per connection.
 func BenchmarkTableEntry(b *testing.B) {
 	const n = 200000

@@ -319,8 +319,8 @@ func TestDirectorsShareAVIPOverBGP(t *testing.T) {
 		t.Fatalf("with one director: %v", err)
 	}
 
-	// Director 0 back; director 1 killed: the router keeps its route until
-	// its hold time (9 s) runs out.
+	// Director 0 back; director 1 killed: its kernel closes the session,
+	// so the router drops its route at once.
 	l.startDirector(0)
 	l.awaitNextHops(2, 20*time.Second, "director 0 back")
 	l.directors[1].Process.Kill()
