@@ -49,6 +49,7 @@ type PacketRing struct {
 	wake        int       // eventfd: Close wakes a Read waiting in poll
 	closed      atomic.Bool
 	readMu      sync.Mutex
+	pollFds     [3]unix.PollFd // Read's, under readMu (not allocated per poll)
 	filterMu    sync.Mutex
 	send4       int // IPPROTO_RAW, IPv4 (header included)
 	send6       int // IPPROTO_RAW, IPv6 (IPV6_HDRINCL)
@@ -259,9 +260,9 @@ func (r *PacketRing) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			return n, nil
 		}
 		r.ReadPolled.Add(1)
-		fds := []unix.PollFd{{Fd: int32(r.rx[0].fd), Events: unix.POLLIN}, {Fd: int32(r.rx[1].fd), Events: unix.POLLIN},
+		r.pollFds = [3]unix.PollFd{{Fd: int32(r.rx[0].fd), Events: unix.POLLIN}, {Fd: int32(r.rx[1].fd), Events: unix.POLLIN},
 			{Fd: int32(r.wake), Events: unix.POLLIN}}
-		if _, err := unix.Poll(fds, -1); err != nil && !errors.Is(err, unix.EINTR) {
+		if _, err := unix.Poll(r.pollFds[:], -1); err != nil && !errors.Is(err, unix.EINTR) {
 			return 0, fmt.Errorf("packet ring: poll: %w", err)
 		}
 	}
