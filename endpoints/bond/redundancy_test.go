@@ -1,6 +1,7 @@
 package bond
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -111,9 +112,17 @@ func TestEngineSendsTheClassTwice(t *testing.T) {
 // sealed under its own counter, so the peer takes both (its reorder buffer
 // drops the later as a duplicate) and none is a replay: both paths'
 // deliveries are counted in their feedback.
+// With encrypt too: the class is matched on the packet before it is
+// encrypted (it once was matched on the ciphertext, and never sent twice).
 func TestSealedRedundantCopiesAreNotReplays(t *testing.T) {
+	for _, encrypt := range []bool{false, true} {
+		t.Run(fmt.Sprint("encrypt=", encrypt), func(t *testing.T) { testSealedRedundantCopies(t, encrypt) })
+	}
+}
+
+func testSealedRedundantCopies(t *testing.T, encrypt bool) {
 	ep := newEnginePairWith(t, encap.GRE{Key: 7}, "adaptive", 50*time.Millisecond, func(c *EngineConfig) {
-		withAuth(false)(c)
+		withAuth(encrypt)(c)
 		c.Redundancy = RedundancyConfig{TCPFlags: []string{"syn"}}
 	}, 1, 1)
 	rs := ep.b.ReorderStats()

@@ -27,9 +27,10 @@ func (e *Engine) txLoop() {
 		seqs[i] = make([]uint32, 0, bs)
 		lens[i] = make([]uint32, 0, bs)
 	}
-	// With auth, a redundant copy is sealed again under its own counter,
-	// in its own buffer: the same sealed bytes twice would be a replay to
-	// the peer, dropped before its feedback counts the path's delivery.
+	// With auth, a redundant copy is sealed under its own counter, from a
+	// plaintext copy in its own buffer: the same sealed bytes twice would
+	// be a replay to the peer, dropped before its feedback counts the
+	// path's delivery.
 	var copies [][]byte
 	if e.auth != nil && e.redundancy.on() {
 		copies = make([][]byte, bs)
@@ -48,14 +49,20 @@ func (e *Engine) txLoop() {
 				e.Stats.TooBig.Add(1) // a frame is never fragmented: it would not fit a path
 				continue
 			}
-			p := e.sched.Pick(bufs[i][encap.Headroom : encap.Headroom+sizes[i]])
+			inner := bufs[i][encap.Headroom : encap.Headroom+sizes[i]]
+			p := e.sched.Pick(inner)
 			if p < 0 {
 				e.Stats.NoPath.Add(1)
 				continue
 			}
+			// The class is read before sealing, which may encrypt the packet.
+			red := e.redundancy.on() && e.redundant(inner)
+			if red && copies != nil {
+				copy(copies[i][encap.Headroom:], inner)
+			}
 			pkt := e.encapData(bufs[i], encap.Headroom, sizes[i], e.seq+1)
 			if pkt == nil {
-				if e.gre.PayloadType(bufs[i][encap.Headroom:encap.Headroom+sizes[i]]) == 0 {
+				if e.gre.PayloadType(inner) == 0 {
 					e.Stats.NotIP.Add(1) // or, in l2 mode, not an Ethernet frame
 				}
 				continue
@@ -64,11 +71,11 @@ func (e *Engine) txLoop() {
 			out[p] = append(out[p], pkt)
 			seqs[p] = append(seqs[p], e.seq)
 			lens[p] = append(lens[p], uint32(sizes[i]))
-			if e.redundancy.on() && e.redundant(bufs[i][encap.Headroom:encap.Headroom+sizes[i]]) {
-				if q := e.secondPath(p); q >= 0 { // the same bytes, once more: the receiver keeps the first
+			if red {
+				if q := e.secondPath(p); q >= 0 { // the same packet, once more: the receiver keeps the first
 					cp := pkt
 					if copies != nil {
-						if cp = copies[i][:copy(copies[i], pkt)]; !e.auth.reseal(cp) {
+						if cp = e.encapData(copies[i], encap.Headroom, sizes[i], e.seq); cp == nil {
 							continue
 						}
 					}
