@@ -115,7 +115,7 @@ var evictOrder = [numEvictClasses][]State{
 type Table struct {
 	max      int
 	timeouts Timeouts
-	idx      connIndex
+	idx      index[Key, Conn]
 	lists    [numStates]list
 	all      []*Conn
 	free     *Conn // dropped entries to reuse (through next), at most maxFree
@@ -154,7 +154,7 @@ const maxFree = 1 << 16
 
 // NewTable returns a table of at most max connections.
 func NewTable(max int, t Timeouts) *Table {
-	return &Table{max: max, timeouts: t, idx: newConnIndex()}
+	return &Table{max: max, timeouts: t, idx: newIndex(func(c *Conn) Key { return c.Key })}
 }
 
 // Len is the number of connections.

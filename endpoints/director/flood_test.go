@@ -218,3 +218,21 @@ func BenchmarkProcessNew(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPersistNewClient is a new client of a persistent service whose
+// client map is full (1,048,576 clients): the least recently used one
+// goes and its entry is reused.
+func BenchmarkPersistNewClient(b *testing.B) {
+	const size = 1 << 20
+	p := newPersistTable(size)
+	x := &real{}
+	client := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}) }
+	for i := 0; i < size; i++ {
+		p.put(client(i), x, t0, t0.Add(time.Hour))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		p.put(client(size+i), x, t0, t0.Add(time.Hour))
+	}
+}

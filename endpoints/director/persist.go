@@ -10,11 +10,11 @@ import (
 // (ipvsadm -p): at most max clients, in order of last use, so expiring
 // and evicting the oldest cost O(1) (one service's entries share a
 // timeout). A flood of new sources evicts the oldest, never grows it past
-// max.
+// max, and reuses the evicted entry: it allocates nothing once full.
 type persistTable struct {
 	max     int
-	m       map[netip.Addr]*clist.Element // of *persistEntry
-	order   clist.List                    // least recently used first
+	m       index[netip.Addr, clist.Element] // of *persistEntry
+	order   clist.List                       // least recently used first
 	evicted uint64
 }
 
@@ -25,12 +25,12 @@ type persistEntry struct {
 }
 
 func newPersistTable(max int) *persistTable {
-	return &persistTable{max: max, m: map[netip.Addr]*clist.Element{}}
+	return &persistTable{max: max, m: newIndex(func(el *clist.Element) netip.Addr { return el.Value.(*persistEntry).client })}
 }
 
 // get returns client's entry if it has not expired.
 func (p *persistTable) get(client netip.Addr, now time.Time) *persistEntry {
-	el := p.m[client]
+	el := p.m.get(client)
 	if el == nil {
 		return nil
 	}
@@ -44,23 +44,28 @@ func (p *persistTable) get(client netip.Addr, now time.Time) *persistEntry {
 // put keeps client on r until expires, as the most recently used; a full
 // table first drops what has expired by now, then its least recently used.
 func (p *persistTable) put(client netip.Addr, r *real, now, expires time.Time) {
-	if el := p.m[client]; el != nil {
+	if el := p.m.get(client); el != nil {
 		e := el.Value.(*persistEntry)
 		e.r, e.expires = r, expires
 		p.order.MoveToBack(el)
 		return
 	}
-	if len(p.m) >= p.max {
-		p.expire(now)
-	}
-	for len(p.m) >= p.max && p.order.Len() > 0 {
-		p.remove(p.order.Front())
-		p.evicted++
-	}
 	if p.max <= 0 {
 		return
 	}
-	p.m[client] = p.order.PushBack(&persistEntry{client: client, r: r, expires: expires})
+	if p.m.len() >= p.max {
+		p.expire(now)
+	}
+	if p.m.len() >= p.max { // the least recently used makes room, its entry reused
+		el := p.order.Front()
+		p.m.del(el)
+		*el.Value.(*persistEntry) = persistEntry{client: client, r: r, expires: expires}
+		p.order.MoveToBack(el)
+		p.m.put(el)
+		p.evicted++
+		return
+	}
+	p.m.put(p.order.PushBack(&persistEntry{client: client, r: r, expires: expires}))
 }
 
 // expire drops the entries that have expired by now.
@@ -71,8 +76,8 @@ func (p *persistTable) expire(now time.Time) {
 }
 
 func (p *persistTable) remove(el *clist.Element) {
-	delete(p.m, el.Value.(*persistEntry).client)
+	p.m.del(el)
 	p.order.Remove(el)
 }
 
-func (p *persistTable) len() int { return len(p.m) }
+func (p *persistTable) len() int { return p.m.len() }

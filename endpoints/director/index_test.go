@@ -5,11 +5,11 @@ import (
 	"testing"
 )
 
-// TestConnIndexModel: random adds and removals (the index kept near half
+// TestIndexModel: random adds and removals (the index kept near half
 // full, where clusters are long and wrap around the end) agree with a map
 // at every step; every key left is found, and removed ones are not.
-func TestConnIndexModel(t *testing.T) {
-	x := newConnIndex()
+func TestIndexModel(t *testing.T) {
+	x := newIndex(func(c *Conn) Key { return c.Key })
 	model := map[Key]*Conn{}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for step := 0; step < 200000; step++ {
