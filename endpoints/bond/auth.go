@@ -331,13 +331,21 @@ func (e *Engine) follow(p *enginePath, from netip.AddrPort) {
 	}
 }
 
-// sendRaw sends one ready packet on p.
+// sendRaw sends one ready packet on p. Its batch of one comes from a
+// pool: a local escapes through the interface call, an allocation per
+// keepalive, feedback or handshake message; the callers are several
+// goroutines, so no one scratch will do.
 func (e *Engine) sendRaw(p *enginePath, pkt []byte) {
-	one := [1][]byte{pkt}
+	one := batchOfOne.Get().(*[1][]byte)
+	one[0] = pkt
 	if _, err := p.Uplink.Send(one[:]); err != nil && !notSendable(err) {
 		p.txErrors.Add(1)
 	}
+	one[0] = nil
+	batchOfOne.Put(one)
 }
+
+var batchOfOne = sync.Pool{New: func() any { return new([1][]byte) }}
 
 // notSendable reports a send error that is a path's state, not a
 // failure: it waits for its address or device, or has not learned its
