@@ -60,6 +60,7 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 		heard := false
 		var udpFrom netip.AddrPort // the last sender over UDP of a packet that passed
 		var dataBytes, dataPackets uint64
+		var rxPackets, rxBytes uint64 // the path's counters, added once a batch
 		var highest uint32
 		for i := 0; i < n; i++ {
 			if sizes[i] == 0 {
@@ -111,8 +112,8 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 				ctls = append(ctls, c)
 				continue
 			}
-			p.rxPackets.Add(1)
-			p.rxBytes.Add(uint64(d.Len))
+			rxPackets++
+			rxBytes += uint64(d.Len)
 			if dataPackets == 0 || int32(d.Seq-highest) > 0 {
 				highest = d.Seq
 			}
@@ -123,6 +124,10 @@ func (e *Engine) rxLoop(p *enginePath, recv conn.ReceiveFunc) {
 			batch.items = append(batch.items, rxItem{pkt: x, seq: d.Seq, path: p.idx})
 			pk[i] = e.packetPool.Get().(*packet)
 			bufs[i] = pk[i].buf
+		}
+		if rxPackets > 0 {
+			p.rxPackets.Add(rxPackets)
+			p.rxBytes.Add(rxBytes)
 		}
 		if heard {
 			p.lastRxNs.Store(now.UnixNano())
