@@ -69,8 +69,6 @@ type Link struct {
 	Index int
 	MTU   int
 	Up    bool
-	// Master is the bridge (or bond) the link is enslaved to, "" if none.
-	Master string
 }
 
 // Scope of a route.

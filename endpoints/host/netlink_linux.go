@@ -37,13 +37,7 @@ func (h *Netlink) Do(f func() error) error { return h.do(f) }
 
 func (h *Netlink) toLink(l netlink.Link) Link {
 	a := l.Attrs()
-	out := Link{Name: a.Name, Index: a.Index, MTU: a.MTU, Up: a.Flags&net.FlagUp != 0}
-	if a.MasterIndex != 0 {
-		if m, err := h.nl.LinkByIndex(a.MasterIndex); err == nil {
-			out.Master = m.Attrs().Name
-		}
-	}
-	return out
+	return Link{Name: a.Name, Index: a.Index, MTU: a.MTU, Up: a.Flags&net.FlagUp != 0}
 }
 
 func (h *Netlink) Link(name string) (Link, error) {

@@ -19,6 +19,7 @@ import (
 type Recorder struct {
 	mu      sync.Mutex
 	links   map[string]*host.Link
+	masters map[string]string // link → the bridge it is enslaved to
 	addrs   map[string][]netip.Prefix
 	routes  []host.Route
 	rules   []host.Rule
@@ -33,7 +34,7 @@ type Recorder struct {
 
 // New returns a host with a loopback and the given links (all down, MTU 1500).
 func New(links ...string) *Recorder {
-	r := &Recorder{links: map[string]*host.Link{}, addrs: map[string][]netip.Prefix{},
+	r := &Recorder{links: map[string]*host.Link{}, masters: map[string]string{}, addrs: map[string][]netip.Prefix{},
 		sysctls: map[string]string{}, Fail: map[string]error{}}
 	r.AddLink("lo", 65536)
 	for _, l := range links {
@@ -64,6 +65,7 @@ func (r *Recorder) RemoveLink(name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.links, name)
+	delete(r.masters, name)
 	delete(r.addrs, name)
 	r.notifyLocked()
 	for k := range r.sysctls {
@@ -116,8 +118,8 @@ func (r *Recorder) State() []string {
 	}
 	for _, l := range r.links {
 		line := fmt.Sprintf("link %s mtu %d up %v", l.Name, l.MTU, l.Up)
-		if l.Master != "" {
-			line += " master " + l.Master
+		if m := r.masters[l.Name]; m != "" {
+			line += " master " + m
 		}
 		s = append(s, line)
 	}
@@ -192,8 +194,7 @@ func (r *Recorder) SetLinkMaster(name, master string) error {
 	if err := r.call("link master", "%s %s", name, what); err != nil {
 		return err
 	}
-	l, err := r.linkLocked(name)
-	if err != nil {
+	if _, err := r.linkLocked(name); err != nil {
 		return err
 	}
 	if master != "" {
@@ -201,7 +202,7 @@ func (r *Recorder) SetLinkMaster(name, master string) error {
 			return err
 		}
 	}
-	l.Master = master
+	r.masters[name] = master
 	return nil
 }
 
