@@ -90,7 +90,7 @@ func writeRunKey() (path string, remove func(), err error) {
 	k, err := session.GenerateKey(nil)
 	if err == nil {
 		path = filepath.Join(dir, "bond.key")
-		err = os.WriteFile(path, []byte(k.Base64()+"\n"), 0o600)
+		err = session.WriteKeyFile(path, k)
 	}
 	if err != nil {
 		remove()

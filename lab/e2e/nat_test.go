@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -23,7 +22,7 @@ func keyFile(t *testing.T) string {
 		t.Fatal(err)
 	}
 	f := filepath.Join(t.TempDir(), "bond.key")
-	if err := os.WriteFile(f, []byte(k.Base64()+"\n"), 0o600); err != nil {
+	if err := session.WriteKeyFile(f, k); err != nil {
 		t.Fatal(err)
 	}
 	return f

@@ -78,6 +78,18 @@ func CheckKeyFileMode(path string, mode fs.FileMode) error {
 // maxKeyFile is far more than a key line needs.
 const maxKeyFile = 1024
 
+// WriteKeyFile writes k to a new file at path as `tunbond genkey` prints
+// it (base64, one line), readable by its owner alone (0600), as
+// ReadKeyFile wants it.
+func WriteKeyFile(path string, k Key) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("key file: %w", err)
+	}
+	_, err = fmt.Fprintln(f, k.Base64())
+	return errors.Join(err, f.Close())
+}
+
 // ReadKeyFile reads the key in path after checking its mode
 // (CheckKeyFileMode) on the file it opened.
 func ReadKeyFile(path string) (Key, error) {

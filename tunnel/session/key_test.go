@@ -81,8 +81,11 @@ func TestReadKeyFile(t *testing.T) {
 	dir := t.TempDir()
 	k, _ := GenerateKey(bytes.NewReader(bytes.Repeat([]byte{7}, 32)))
 	path := filepath.Join(dir, "key")
-	if err := os.WriteFile(path, []byte(k.Base64()+"\n"), 0o600); err != nil {
+	if err := WriteKeyFile(path, k); err != nil {
 		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != k.Base64()+"\n" { // as genkey prints it
+		t.Fatalf("key file holds %q", b)
 	}
 	got, err := ReadKeyFile(path)
 	if err != nil || got != k {
