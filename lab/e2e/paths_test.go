@@ -72,10 +72,8 @@ func TestPathJoinsWhenItsAddressAppears(t *testing.T) {
 	if err := a.NL.AddrDel(ul1, addr); err != nil {
 		t.Fatal(err)
 	}
-	spec := lab.BondSpec{Uplinks: 2}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	sides := startSides(t, net, spec)
+	lb, ctx := startBondOn(t, net, lab.BondSpec{Uplinks: 2, NoWait: true})
+	sides := [2]*bond.Bond{lb.A, lb.B}
 	awaitPath(t, ctx, sides[0], netns.UplinkName(0))
 	if w := pathStatus(t, sides[0], netns.UplinkName(1)).Waiting; w == "" {
 		t.Fatal("uplink 1 without its address is not waiting")
@@ -100,13 +98,8 @@ func TestRecreatedUplinkRejoins(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { net.Close() })
-	spec := lab.BondSpec{Uplinks: 2, Transport: "udp", KeyFile: keyFile(t)}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	sides := startSides(t, net, spec)
-	for _, s := range sides {
-		awaitPath(t, ctx, s, netns.UplinkName(1))
-	}
+	lb, ctx := startBondOn(t, net, lab.BondSpec{Uplinks: 2, Transport: "udp", KeyFile: keyFile(t)}) // both paths up
+	sides := [2]*bond.Bond{lb.A, lb.B}
 	a, b := net.NS("a"), net.NS("b")
 	ul1, err := a.NL.LinkByName(netns.UplinkName(1))
 	if err != nil {
@@ -157,26 +150,6 @@ func TestRecreatedUplinkRejoins(t *testing.T) {
 	}
 }
 
-// startSides starts both sites' endpoints of spec on net (not waiting for
-// their paths) and stops them at the test's end.
-func startSides(t *testing.T, net *netns.Net, spec lab.BondSpec) [2]*bond.Bond {
-	t.Helper()
-	var out [2]*bond.Bond
-	for i, name := range []string{"a", "b"} {
-		cfg, err := spec.EndpointConfig(i + 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := bond.Start(cfg, bond.Deps{Host: net.NS(name).Host()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { b.Close() })
-		out[i] = b
-	}
-	return out
-}
-
 // TestAutoFallsBackToUDP: two auto paths; a firewall on site B drops IP
 // protocol 47 on uplink 1. Uplink 0 stays on raw GRE; uplink 1 gets no
 // answer over it, falls back to GRE-in-UDP on both sites and carries its
@@ -206,15 +179,8 @@ func TestAutoFallsBackToUDP(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("nft: %v: %s", err, out.String())
 	}
-	spec := lab.BondSpec{Uplinks: 2, Transport: "auto", KeyFile: keyFile(t), Scheduler: "rr"}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	sides := startSides(t, net, spec)
-	for _, s := range sides {
-		for i := 0; i < 2; i++ {
-			awaitPath(t, ctx, s, netns.UplinkName(i))
-		}
-	}
+	lb, ctx := startBondOn(t, net, lab.BondSpec{Uplinks: 2, Transport: "auto", KeyFile: keyFile(t), Scheduler: "rr"}) // both paths up
+	sides := [2]*bond.Bond{lb.A, lb.B}
 	for side, s := range sides {
 		if tr := pathStatus(t, s, netns.UplinkName(0)).Transport; tr != "auto: gre" {
 			t.Errorf("site %d: uplink 0 %q, want it still on raw GRE", side+1, tr)
