@@ -16,7 +16,7 @@ import (
 type BondSpec struct {
 	// NoWait starts the endpoints without waiting for their paths to come
 	// up (a test of a path that cannot, yet).
-	NoWait bool
+	NoWait    bool
 	Weights   []int64 // one per uplink
 	Uplinks   int     // without Weights: this many uplinks with no weight set (what a config that sets none gets)
 	Encap     string  // gre | ipip; the config default (gre) if empty
